@@ -1,0 +1,48 @@
+"""Binary stochastic neurons, their gradient estimators and baselines, and SB3-compatible policies."""
+
+from policies.baselines import (
+    BASELINES,
+    Baseline,
+    LearnedBaseline,
+    NoBaseline,
+    OptimalBaseline,
+    RunningMeanBaseline,
+    make_baseline,
+)
+from policies.bsn import BinaryStochasticNetwork, BSNOutput
+from policies.estimators import (
+    ESTIMATORS,
+    Estimator,
+    LearnedPredictorEstimator,
+    LocalEstimator,
+    NoisyRectifierEstimator,
+    StochasticTimesSmoothEstimator,
+    StraightThroughEstimator,
+    bernoulli_log_prob,
+    local_gradient,
+    make_estimator,
+)
+from policies.noise import CounterNoise
+
+__all__ = [
+    "BASELINES",
+    "ESTIMATORS",
+    "BSNOutput",
+    "Baseline",
+    "BinaryStochasticNetwork",
+    "CounterNoise",
+    "Estimator",
+    "LearnedBaseline",
+    "LearnedPredictorEstimator",
+    "LocalEstimator",
+    "NoBaseline",
+    "NoisyRectifierEstimator",
+    "OptimalBaseline",
+    "RunningMeanBaseline",
+    "StochasticTimesSmoothEstimator",
+    "StraightThroughEstimator",
+    "bernoulli_log_prob",
+    "local_gradient",
+    "make_baseline",
+    "make_estimator",
+]
