@@ -91,6 +91,22 @@ class EpisodeTracker:
         self.window_lengths.zero_()
         self.finished.zero_()
 
+    def latest(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns and lengths of the last ``min(count, finished, window)`` finished episodes, oldest first.
+
+        Episode number ``m`` (counting from 0) sits in slot ``m % window``. Reads ``finished`` once
+        (one host copy); the returned tensors stay on the device.
+
+        Args:
+            count: how many of the most recent finished episodes to return (>= 0).
+        """
+        if count < 0:
+            raise ValueError(f"count must be >= 0 (number of recent episodes), got {count}")
+        finished = int(self.finished)
+        available = min(count, finished, self.window)
+        slots = torch.arange(finished - available, finished, device=self.finished.device) % self.window
+        return self.window_returns[slots], self.window_lengths[slots]
+
     def summary(self) -> EpisodeSummary:
         """Number of finished episodes and mean return / length over the window (one host copy)."""
         filled = torch.clamp(self.finished, max=self.window)
