@@ -252,7 +252,10 @@ class LearnedPredictorEstimator(Estimator):
         self.use_straight_through = use_straight_through
         n_features = 5 if use_straight_through else 4
         self.regressor = nn.Sequential(nn.Linear(n_features, hidden_size), nn.Tanh(), nn.Linear(hidden_size, 1))
-        # Start at a zero prediction so an untrained predictor makes no update.
+        self.reset_output()
+
+    def reset_output(self) -> None:
+        """Zero the output layer: an untrained predictor predicts ``g_hat = 0`` and makes no update."""
         nn.init.zeros_(self.regressor[-1].weight)
         nn.init.zeros_(self.regressor[-1].bias)
 
