@@ -53,18 +53,27 @@ class DelayedRewardEnv(gym.Env[np.ndarray, np.int64]):
     ``info`` carries ``"correct"`` (correct decisions so far) and, at the last step, ``"is_success"``
     (all decisions correct), which SB3 logs as ``rollout/success_rate``.
 
+    Rendering (``render_mode="rgb_array"``, SB3's default): the observation as a strip of
+    :attr:`cell_pixels`-wide gray cells (white = 1), above a bar whose width is the fraction of the
+    episode's decisions made so far.
+
     Args:
         length: number of decisions per episode (>= 1).
         observation_space: the subclass's observation space.
+        render_mode: ``None`` or ``"rgb_array"``.
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012 (Gymnasium's class-level convention)
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 4}  # noqa: RUF012 (Gymnasium's convention)
+    #: Side of one rendered cell, in pixels.
+    cell_pixels = 16
 
-    def __init__(self, length: int, observation_space: spaces.Box) -> None:
+    def __init__(self, length: int, observation_space: spaces.Box, render_mode: str | None = None) -> None:
         self.length = positive_int("length", length, "decisions per episode")
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.observation_space = observation_space
         self.action_space = spaces.Discrete(2)
-        self.render_mode = None
+        self.render_mode = render_mode
         self._step_index = 0
         self._correct = 0
 
@@ -119,6 +128,16 @@ class DelayedRewardEnv(gym.Env[np.ndarray, np.int64]):
             info["is_success"] = self._correct == self.length
         return self._observation(), reward, terminated, False, info
 
+    def render(self) -> np.ndarray | None:
+        """An ``(2 * cell_pixels, width, 3)`` uint8 image of the current step (``rgb_array`` mode), else None."""
+        if self.render_mode != "rgb_array":
+            return None
+        cells = np.repeat(self._observation(), self.cell_pixels)
+        width = cells.size
+        progress = np.arange(width) < round(width * self._step_index / self.length)
+        rows = np.concatenate([np.tile(cells, (self.cell_pixels, 1)), np.tile(progress, (self.cell_pixels, 1))])
+        return np.repeat((rows * 255).astype(np.uint8)[:, :, None], 3, axis=2)
+
 
 class DelayedChainEnv(DelayedRewardEnv):
     """A chain of states, one decision per state, all reward at the end (``bsn/DelayedChain-v0``).
@@ -137,11 +156,12 @@ class DelayedChainEnv(DelayedRewardEnv):
     Args:
         length: number of states, i.e. decisions and steps per episode (>= 1; default 10).
         key_seed: seed of the hidden key of correct actions (default 0).
+        render_mode: ``None`` or ``"rgb_array"``.
     """
 
-    def __init__(self, length: int = 10, key_seed: int = 0) -> None:
+    def __init__(self, length: int = 10, key_seed: int = 0, render_mode: str | None = None) -> None:
         length = positive_int("length", length, "states of the chain")
-        super().__init__(length, spaces.Box(0.0, 1.0, shape=(length,), dtype=np.float32))
+        super().__init__(length, spaces.Box(0.0, 1.0, shape=(length,), dtype=np.float32), render_mode)
         self.key_seed = int(key_seed)
         self.key = chain_key(self.length, self.key_seed)
 
@@ -177,11 +197,12 @@ class DelayedParityEnv(DelayedRewardEnv):
         num_bits: bits shown per step (>= 1; default 3). One bit is a sanity check (no hidden
             units needed).
         length: decisions and steps per episode (>= 1; default 8).
+        render_mode: ``None`` or ``"rgb_array"``.
     """
 
-    def __init__(self, num_bits: int = 3, length: int = 8) -> None:
+    def __init__(self, num_bits: int = 3, length: int = 8, render_mode: str | None = None) -> None:
         self.num_bits = positive_int("num_bits", num_bits, "bits shown per step")
-        super().__init__(length, spaces.Box(0.0, 1.0, shape=(self.num_bits,), dtype=np.float32))
+        super().__init__(length, spaces.Box(0.0, 1.0, shape=(self.num_bits,), dtype=np.float32), render_mode)
         self._bits = np.zeros(self.num_bits, dtype=np.int64)
 
     def _new_context(self) -> None:
