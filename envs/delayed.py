@@ -9,7 +9,7 @@ broadcast scalar ``L`` per episode) has to solve.
 
 * :class:`DelayedChainEnv` (``bsn/DelayedChain-v0``): walk a chain of ``length`` states; at each
   state one of the two actions (fixed by a hidden key) is correct.
-* :class:`DelayedParityEnv` (``bsn/DelayedParity-v0``): each step shows ``num_bits`` random bits;
+* :class:`DelayedParityEnv` (``bsn/DelayedParity-v0``): each step shows ``num_bits`` random bits (as ±1);
   the correct action is their parity (XOR), which no policy without hidden units can represent.
 
 Optimal undiscounted return of both: ``1.0``. A uniformly random policy gets ``0.5`` in expectation.
@@ -54,8 +54,8 @@ class DelayedRewardEnv(gym.Env[np.ndarray, np.int64]):
     (all decisions correct), which SB3 logs as ``rollout/success_rate``.
 
     Rendering (``render_mode="rgb_array"``, SB3's default): the observation as a strip of
-    :attr:`cell_pixels`-wide gray cells (white = 1), above a bar whose width is the fraction of the
-    episode's decisions made so far.
+    :attr:`cell_pixels`-wide gray cells (black: the space's lower bound, white: its upper bound),
+    above a bar whose width is the fraction of the episode's decisions made so far.
 
     Args:
         length: number of decisions per episode (>= 1).
@@ -132,7 +132,8 @@ class DelayedRewardEnv(gym.Env[np.ndarray, np.int64]):
         """An ``(2 * cell_pixels, width, 3)`` uint8 image of the current step (``rgb_array`` mode), else None."""
         if self.render_mode != "rgb_array":
             return None
-        cells = np.repeat(self._observation(), self.cell_pixels)
+        low, high = self.observation_space.low, self.observation_space.high
+        cells = np.repeat((self._observation() - low) / (high - low), self.cell_pixels)
         width = cells.size
         progress = np.arange(width) < round(width * self._step_index / self.length)
         rows = np.concatenate([np.tile(cells, (self.cell_pixels, 1)), np.tile(progress, (self.cell_pixels, 1))])
@@ -181,8 +182,11 @@ class DelayedChainEnv(DelayedRewardEnv):
 class DelayedParityEnv(DelayedRewardEnv):
     """Contextual parity (XOR) decisions, all reward at the end (``bsn/DelayedParity-v0``).
 
-    Each step shows ``num_bits`` fresh uniformly random bits (float32 in {0, 1}); the correct action
-    is their parity ``sum(bits) mod 2``. The last step pays the fraction of correct answers.
+    Each step shows ``num_bits`` fresh uniformly random bits ``b_i`` in {0, 1}, encoded as spins
+    ``x_i = 2 b_i - 1`` in {-1, +1} (float32); the correct action is their parity ``sum(b) mod 2``.
+    The last step pays the fraction of correct answers. With the spin encoding the parity is the
+    product ``prod(x)`` up to sign and every affine function of the observation is uncorrelated
+    with it, so there is no linear "shortcut" for a learner to settle on.
 
     Why it needs hidden units: for ``num_bits >= 2`` the parity is not a linear-threshold function
     of the bits (the XOR argument: for two bits, any threshold of ``w . x + b`` is wrong on at least
@@ -202,14 +206,14 @@ class DelayedParityEnv(DelayedRewardEnv):
 
     def __init__(self, num_bits: int = 3, length: int = 8, render_mode: str | None = None) -> None:
         self.num_bits = positive_int("num_bits", num_bits, "bits shown per step")
-        super().__init__(length, spaces.Box(0.0, 1.0, shape=(self.num_bits,), dtype=np.float32), render_mode)
+        super().__init__(length, spaces.Box(-1.0, 1.0, shape=(self.num_bits,), dtype=np.float32), render_mode)
         self._bits = np.zeros(self.num_bits, dtype=np.int64)
 
     def _new_context(self) -> None:
         self._bits = self.np_random.integers(0, 2, size=self.num_bits, dtype=np.int64)
 
     def _observation(self) -> np.ndarray:
-        return self._bits.astype(np.float32)
+        return (2 * self._bits - 1).astype(np.float32)
 
     def _target(self) -> int:
         return int(self._bits.sum() % 2)

@@ -22,7 +22,7 @@ def optimal_action(env: DelayedRewardEnv) -> int:
     if isinstance(env, DelayedChainEnv):
         return int(chain_key(env.length, env.key_seed)[env._step_index])
     assert isinstance(env, DelayedParityEnv)
-    return int(env._observation().sum()) % 2
+    return int((env._observation() > 0).sum()) % 2  # spins: +1 encodes bit 1
 
 
 def run_episode(env: DelayedRewardEnv, policy, seed: int) -> list[float]:
