@@ -20,6 +20,7 @@ from envs.factory import (
     make_torch_vec_env,
     make_vec_env,
 )
+from envs.torch_delayed import TorchDelayedChain, TorchDelayedParity, TorchDelayedRewardEnv
 from envs.torch_vec_env import TensorStep, TorchVecEnv
 
 #: Our Gymnasium ids and their entry points.
@@ -50,6 +51,9 @@ __all__ = [
     "TensorStep",
     "TorchAcrobot",
     "TorchCartPole",
+    "TorchDelayedChain",
+    "TorchDelayedParity",
+    "TorchDelayedRewardEnv",
     "TorchMountainCar",
     "TorchPendulum",
     "TorchVecEnv",

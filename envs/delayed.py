@@ -26,7 +26,22 @@ from gymnasium import spaces
 
 from envs.validation import positive_int
 
-__all__ = ["DelayedChainEnv", "DelayedParityEnv", "DelayedRewardEnv", "chain_key"]
+__all__ = [
+    "CHAIN_LENGTH",
+    "PARITY_BITS",
+    "PARITY_LENGTH",
+    "DelayedChainEnv",
+    "DelayedParityEnv",
+    "DelayedRewardEnv",
+    "chain_key",
+]
+
+#: Default number of states of the delayed chain.
+CHAIN_LENGTH = 10
+#: Default number of bits shown per step of the delayed parity task.
+PARITY_BITS = 3
+#: Default number of decisions per episode of the delayed parity task.
+PARITY_LENGTH = 8
 
 
 def chain_key(length: int, key_seed: int) -> np.ndarray:
@@ -160,7 +175,7 @@ class DelayedChainEnv(DelayedRewardEnv):
         render_mode: ``None`` or ``"rgb_array"``.
     """
 
-    def __init__(self, length: int = 10, key_seed: int = 0, render_mode: str | None = None) -> None:
+    def __init__(self, length: int = CHAIN_LENGTH, key_seed: int = 0, render_mode: str | None = None) -> None:
         length = positive_int("length", length, "states of the chain")
         super().__init__(length, spaces.Box(0.0, 1.0, shape=(length,), dtype=np.float32), render_mode)
         self.key_seed = int(key_seed)
@@ -204,7 +219,9 @@ class DelayedParityEnv(DelayedRewardEnv):
         render_mode: ``None`` or ``"rgb_array"``.
     """
 
-    def __init__(self, num_bits: int = 3, length: int = 8, render_mode: str | None = None) -> None:
+    def __init__(
+        self, num_bits: int = PARITY_BITS, length: int = PARITY_LENGTH, render_mode: str | None = None
+    ) -> None:
         self.num_bits = positive_int("num_bits", num_bits, "bits shown per step")
         super().__init__(length, spaces.Box(-1.0, 1.0, shape=(self.num_bits,), dtype=np.float32), render_mode)
         self._bits = np.zeros(self.num_bits, dtype=np.int64)

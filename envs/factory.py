@@ -16,6 +16,7 @@ from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from envs.classic_control import TorchAcrobot, TorchCartPole, TorchMountainCar, TorchPendulum
+from envs.torch_delayed import TorchDelayedChain, TorchDelayedParity
 from envs.torch_vec_env import TorchVecEnv
 
 __all__ = [
@@ -34,6 +35,8 @@ TORCH_ENVS: dict[str, type[TorchVecEnv]] = {
     "Acrobot-v1": TorchAcrobot,
     "MountainCar-v0": TorchMountainCar,
     "Pendulum-v1": TorchPendulum,
+    "bsn/DelayedChain-v0": TorchDelayedChain,
+    "bsn/DelayedParity-v0": TorchDelayedParity,
 }
 
 #: Values of ``make_vec_env(backend=...)``.
@@ -82,6 +85,7 @@ def make_torch_vec_env(
     seed: int | None = None,
     dtype: torch.dtype = torch.float32,
     max_episode_steps: int | None = None,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> TorchVecEnv:
     """A batched torch environment for a Gymnasium id (see :data:`TORCH_ENVS`).
 
@@ -91,12 +95,18 @@ def make_torch_vec_env(
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
         seed: seed of the env's generator (``None``: from the OS).
         dtype: ``torch.float32`` or ``torch.float64``.
-        max_episode_steps: time limit (>= 1); ``None`` takes that of ``env_id``'s registration.
+        max_episode_steps: time limit (>= 1); ``None`` takes that of ``env_id``'s registration
+            (for our tasks, which end by themselves, their episode length).
+        env_kwargs: task arguments of the environment's constructor (e.g. ``{"length": 20}`` for
+            ``bsn/DelayedChain-v0``; the classic-control tasks take none).
     """
     check_env_id(env_id, TORCH_ENVS, "environment id for the torch backend")
     if max_episode_steps is None:
         max_episode_steps = gym.spec(env_id).max_episode_steps
-    return TORCH_ENVS[env_id](num_envs, device=device, seed=seed, dtype=dtype, max_episode_steps=max_episode_steps)
+    env_class = TORCH_ENVS[env_id]
+    return env_class(
+        num_envs, device=device, seed=seed, dtype=dtype, max_episode_steps=max_episode_steps, **(env_kwargs or {})
+    )
 
 
 def make_vec_env(
@@ -120,16 +130,16 @@ def make_vec_env(
         backend: ``"gymnasium"``: Gymnasium envs wrapped in SB3's ``Monitor`` inside ``vec_env_cls``
             (default ``DummyVecEnv``); ``"torch"``: one :class:`~envs.torch_vec_env.TorchVecEnv`.
         device: device of the torch backend (ignored by the gymnasium backend).
-        env_kwargs: constructor keyword arguments of the environment (gymnasium backend only).
+        env_kwargs: constructor keyword arguments of the environment.
         vec_env_cls: SB3 vec env class of the gymnasium backend (``DummyVecEnv`` or ``SubprocVecEnv``).
         monitor_dir: where ``Monitor`` writes its CSV files (gymnasium backend only; ``None``: nowhere).
     """
     if backend not in BACKENDS:
         check_env_id(backend, BACKENDS, "backend")
     if backend == "torch":
-        if env_kwargs or vec_env_cls is not None or monitor_dir is not None:
-            raise ValueError("env_kwargs, vec_env_cls and monitor_dir apply to backend='gymnasium' only")
-        return make_torch_vec_env(env_id, n_envs, device=device, seed=seed)
+        if vec_env_cls is not None or monitor_dir is not None:
+            raise ValueError("vec_env_cls and monitor_dir apply to backend='gymnasium' only")
+        return make_torch_vec_env(env_id, n_envs, device=device, seed=seed, env_kwargs=env_kwargs)
     check_env_id(env_id)
     return sb3_make_vec_env(
         env_id,

@@ -81,8 +81,9 @@ def resolve_device(device: str | torch.device) -> torch.device:
 class TorchVecEnv(VecEnv):
     """Base class: ``num_envs`` copies of an environment stepped together as tensors.
 
-    Subclasses set :attr:`gym_id` and :attr:`state_dim` and implement :meth:`_make_spaces`,
-    :meth:`_initial_state`, :meth:`_transition` and :meth:`_observe`.
+    Subclasses set :attr:`gym_id` and :attr:`state_dim` (a class attribute, or an instance attribute
+    set before calling this constructor) and implement :meth:`_make_spaces`, :meth:`_initial_state`,
+    :meth:`_transition` and :meth:`_observe`.
 
     Args:
         num_envs: number of copies (>= 1).
@@ -139,12 +140,11 @@ class TorchVecEnv(VecEnv):
 
     # ------------------------------------------------------------------ per-environment hooks
 
-    @classmethod
-    def default_max_episode_steps(cls) -> int:
-        """The time limit of :attr:`gym_id`'s Gymnasium registration."""
-        limit = gym.spec(cls.gym_id).max_episode_steps
+    def default_max_episode_steps(self) -> int:
+        """The time limit used when none is given: that of :attr:`gym_id`'s Gymnasium registration."""
+        limit = gym.spec(self.gym_id).max_episode_steps
         if limit is None:
-            raise ValueError(f"{cls.gym_id} is registered without max_episode_steps: pass max_episode_steps")
+            raise ValueError(f"{self.gym_id} is registered without max_episode_steps: pass max_episode_steps")
         return int(limit)
 
     @abstractmethod

@@ -47,7 +47,7 @@ def test_torch_backend_errors() -> None:
     with pytest.raises(UnknownEnvironmentError, match="unknown backend 'torh': did you mean 'torch'"):
         make_vec_env("CartPole-v1", backend="torh")
     with pytest.raises(ValueError, match="apply to backend='gymnasium' only"):
-        make_vec_env("CartPole-v1", 2, backend="torch", env_kwargs={"sutton_barto_reward": True})
+        make_vec_env("CartPole-v1", 2, backend="torch", vec_env_cls=DummyVecEnv)
 
 
 def test_make_env_passes_constructor_arguments() -> None:
@@ -73,3 +73,5 @@ def test_torch_backend_builds_torch_vec_env() -> None:
     assert isinstance(venv, TorchCartPole) and venv.num_envs == 5 and venv.device.type == "cpu"
     venv_auto = make_torch_vec_env("CartPole-v1", 2, device="auto")
     assert venv_auto.device.type in ("cpu", "cuda")
+    chain = make_vec_env("bsn/DelayedChain-v0", n_envs=2, backend="torch", env_kwargs={"length": 4})
+    assert chain.observation_space.shape == (4,) and chain.max_episode_steps == 4

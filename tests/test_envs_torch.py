@@ -39,6 +39,10 @@ WIDE_STATES: dict[str, StateBox] = {
 }
 
 
+#: The Gymnasium tasks reproduced by torch envs (our own tasks are tested in test_envs_torch_delayed.py).
+CLASSIC_CONTROL = sorted(WIDE_STATES)
+
+
 def random_actions(env: TorchVecEnv, rng: np.random.Generator) -> np.ndarray:
     """Random actions for every copy; Box actions overshoot the bounds to exercise clipping."""
     if isinstance(env.action_space, gym.spaces.Discrete):
@@ -88,7 +92,7 @@ def compare_with_gymnasium(env_id: str, dtype: torch.dtype, num_envs: int, steps
     return terminations
 
 
-@pytest.mark.parametrize("env_id", sorted(TORCH_ENVS))
+@pytest.mark.parametrize("env_id", CLASSIC_CONTROL)
 def test_spaces_and_time_limit_match_gymnasium(env_id: str) -> None:
     env = make_torch_vec_env(env_id, 3, seed=0)
     reference = gym.make(env_id)
@@ -99,7 +103,7 @@ def test_spaces_and_time_limit_match_gymnasium(env_id: str) -> None:
     assert reference.observation_space.contains(env.reset()[0])
 
 
-@pytest.mark.parametrize("env_id", sorted(TORCH_ENVS))
+@pytest.mark.parametrize("env_id", CLASSIC_CONTROL)
 def test_float64_dynamics_match_gymnasium(env_id: str) -> None:
     terminations = compare_with_gymnasium(env_id, torch.float64, num_envs=32, steps=100, tolerance=1e-5)
     if env_id != "Pendulum-v1":  # Pendulum never terminates; the others must exercise termination
@@ -110,7 +114,7 @@ def test_float64_dynamics_match_gymnasium(env_id: str) -> None:
 FLOAT32_TOLERANCE = {"Acrobot-v1": 1e-4}
 
 
-@pytest.mark.parametrize("env_id", sorted(TORCH_ENVS))
+@pytest.mark.parametrize("env_id", CLASSIC_CONTROL)
 def test_float32_dynamics_match_gymnasium(env_id: str) -> None:
     tolerance = FLOAT32_TOLERANCE.get(env_id, 1e-5)
     compare_with_gymnasium(env_id, torch.float32, num_envs=32, steps=40, tolerance=tolerance)
@@ -207,7 +211,7 @@ def test_episode_tracker_empty_and_invalid() -> None:
         tracker.latest(-1)
 
 
-@pytest.mark.parametrize("env_id", sorted(TORCH_ENVS))
+@pytest.mark.parametrize("env_id", CLASSIC_CONTROL)
 def test_seeding_is_deterministic(env_id: str) -> None:
     def rollout(seed: int) -> list[np.ndarray]:
         env = make_torch_vec_env(env_id, 5, seed=seed)
@@ -302,14 +306,14 @@ def test_ppo_runs_on_continuous_torch_env() -> None:
 
 
 def test_torch_envs_registry_is_complete() -> None:
-    assert set(TORCH_ENVS) == {"CartPole-v1", "Acrobot-v1", "MountainCar-v0", "Pendulum-v1"}
+    assert set(TORCH_ENVS) == {*CLASSIC_CONTROL, *envs.REGISTERED_ENVS}
     assert all(issubclass(cls, TorchVecEnv) for cls in TORCH_ENVS.values())
     assert envs.TorchCartPole.gym_id == "CartPole-v1"
 
 
 @pytest.mark.cuda
 @cuda
-@pytest.mark.parametrize("env_id", sorted(TORCH_ENVS))
+@pytest.mark.parametrize("env_id", CLASSIC_CONTROL)
 def test_cuda_matches_cpu_dynamics(env_id: str) -> None:
     cpu = make_torch_vec_env(env_id, 64, device="cpu", seed=0, dtype=torch.float64)
     gpu = make_torch_vec_env(env_id, 64, device="cuda", seed=0, dtype=torch.float64)
