@@ -28,6 +28,7 @@ Usage (the committed results were made with the command recorded in the results 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shlex
 import sys
@@ -261,7 +262,11 @@ def _machine_description() -> str:
             cpu = f"{names[0]} x {len(names)}"
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device"
     threads = torch.get_num_threads()
-    return f"{cpu}; {gpu}; torch {torch.__version__} ({threads} threads); python {platform.python_version()}"
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    return (
+        f"{cpu}; {gpu}; torch {torch.__version__} ({threads} threads); python {platform.python_version()}; "
+        f"load average at the end (1, 5, 15 min): {load}"
+    )
 
 
 def write_markdown(

@@ -64,7 +64,9 @@ def check_env_id(env_id: str, known: Iterable[str] | None = None, what: str = "G
         if matches
         else f"known: {', '.join(sorted(candidates)[:20])}"
     )
-    raise UnknownEnvironmentError(f"unknown {what} {env_id!r}: {hint} (our tasks are registered by `import envs`)")
+    if known is None:
+        hint += " (our bsn/ tasks are registered by `import envs`)"
+    raise UnknownEnvironmentError(f"unknown {what} {env_id!r}: {hint}")
 
 
 def make_env(env_id: str, **env_kwargs: Any) -> gym.Env:
