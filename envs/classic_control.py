@@ -111,7 +111,6 @@ class TorchAcrobot(TorchVecEnv):
     gravity = 9.8
     max_vel_1 = 4 * math.pi
     max_vel_2 = 9 * math.pi
-    torques = (-1.0, 0.0, 1.0)
 
     def _make_spaces(self) -> tuple[spaces.Box, spaces.Space]:
         high = np.array([1.0, 1.0, 1.0, 1.0, self.max_vel_1, self.max_vel_2], dtype=np.float32)
@@ -144,7 +143,8 @@ class TorchAcrobot(TorchVecEnv):
     def _transition(
         self, state: torch.Tensor, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        torque = self._constant(self.torques)[actions]
+        # Actions 0, 1, 2 -> torques -1, 0, +1 (Gymnasium's AVAIL_TORQUE), without a host-built lookup table.
+        torque = actions.to(state.dtype) - 1.0
         half = self.dt / 2.0
         k1 = self._derivatives(state, torque)
         k2 = self._derivatives(state + half * k1, torque)
@@ -239,8 +239,9 @@ class TorchPendulum(TorchVecEnv):
         return spaces.Box(-high, high, dtype=np.float32), action_space
 
     def _initial_state(self, num: int) -> torch.Tensor:
-        high = self._constant([math.pi, 1.0])
-        return self._uniform(-high, high, (num, self.state_dim))
+        theta = self._uniform(-math.pi, math.pi, (num,))
+        theta_dot = self._uniform(-1.0, 1.0, (num,))
+        return torch.stack([theta, theta_dot], dim=-1)
 
     def _transition(
         self, state: torch.Tensor, actions: torch.Tensor

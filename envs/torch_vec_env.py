@@ -180,10 +180,6 @@ class TorchVecEnv(VecEnv):
         unit = torch.rand(tuple(shape), generator=self.generator, device=self.device, dtype=self.dtype)
         return low + (high - low) * unit
 
-    def _constant(self, values: Sequence[float]) -> torch.Tensor:
-        """A constant vector on the env's device and dtype."""
-        return torch.tensor(values, device=self.device, dtype=self.dtype)
-
     # ------------------------------------------------------------------ tensor API
 
     def reset_tensor(self, seed: int | None = None) -> torch.Tensor:

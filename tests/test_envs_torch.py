@@ -331,3 +331,22 @@ def test_cuda_matches_cpu_dynamics(env_id: str) -> None:
         torch.testing.assert_close(gpu_result.rewards.cpu(), cpu_result.rewards, rtol=1e-9, atol=1e-9)
         assert torch.equal(gpu_result.terminated.cpu(), cpu_result.terminated)
     assert gpu.episode_summary()["episodes"] == cpu.episode_summary()["episodes"]
+
+
+@pytest.mark.cuda
+@cuda
+@pytest.mark.parametrize("env_id", sorted(TORCH_ENVS))
+def test_cuda_step_tensor_never_synchronises_with_the_host(env_id: str) -> None:
+    env = make_torch_vec_env(env_id, 256, device="cuda", seed=0)
+    env.reset_tensor()
+    shape = (env.num_envs, *env.action_space.shape)
+    discrete = isinstance(env.action_space, gym.spaces.Discrete)
+    actions = torch.zeros(shape, device="cuda", dtype=torch.long if discrete else torch.float32)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any synchronising call raises
+    try:
+        for _ in range(50):  # long enough for the delayed tasks and CartPole to reset some copies
+            result = env.step_tensor(actions)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert result.obs.device.type == "cuda" and env.episodes.finished.device.type == "cuda"
