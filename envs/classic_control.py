@@ -65,7 +65,7 @@ class TorchCartPole(TorchVecEnv):
         x, x_dot, theta, theta_dot = state.unbind(-1)
         total_mass = self.mass_pole + self.mass_cart
         polemass_length = self.mass_pole * self.half_length
-        force = torch.where(actions == 1, self.force_mag, -self.force_mag).to(state.dtype)
+        force = (2 * actions - 1).to(state.dtype) * self.force_mag  # action 1 pushes right, 0 left
         cos_theta, sin_theta = torch.cos(theta), torch.sin(theta)
         temp = (force + polemass_length * theta_dot.square() * sin_theta) / total_mass
         theta_acc = (self.gravity * sin_theta - cos_theta * temp) / (
@@ -162,7 +162,7 @@ class TorchAcrobot(TorchVecEnv):
             dim=-1,
         )
         terminated = -torch.cos(next_state[:, 0]) - torch.cos(next_state[:, 1] + next_state[:, 0]) > 1.0
-        rewards = torch.where(terminated, 0.0, -1.0).to(state.dtype)
+        rewards = terminated.to(state.dtype) - 1.0  # -1 per step, 0 on the terminal step
         return next_state, rewards, terminated
 
     def _observe(self, state: torch.Tensor) -> torch.Tensor:
@@ -206,7 +206,7 @@ class TorchMountainCar(TorchVecEnv):
         velocity = velocity + (actions - 1).to(state.dtype) * self.force + torch.cos(3 * position) * (-self.gravity)
         velocity = velocity.clamp(-self.max_speed, self.max_speed)
         position = (position + velocity).clamp(self.min_position, self.max_position)
-        velocity = torch.where((position == self.min_position) & (velocity < 0), torch.zeros_like(velocity), velocity)
+        velocity = velocity.masked_fill((position == self.min_position) & (velocity < 0), 0.0)
         terminated = (position >= self.goal_position) & (velocity >= self.goal_velocity)
         return torch.stack([position, velocity], dim=-1), torch.full_like(position, -1.0), terminated
 

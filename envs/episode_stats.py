@@ -75,8 +75,8 @@ class EpisodeTracker:
         self.window_returns.scatter_(0, slot, returns)
         self.window_lengths.scatter_(0, slot, lengths)
         self.finished += done_long.sum()
-        self.running_returns = torch.where(done, torch.zeros_like(returns), returns)
-        self.running_lengths = torch.where(done, torch.zeros_like(lengths), lengths)
+        self.running_returns = returns.masked_fill(done, 0.0)
+        self.running_lengths = lengths.masked_fill(done, 0)
         return returns, lengths
 
     def restart_running(self) -> None:

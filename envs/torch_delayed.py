@@ -87,7 +87,7 @@ class TorchDelayedRewardEnv(TorchVecEnv):
         correct = correct + (actions == self._targets(step, context)).to(state.dtype)
         step = step + 1
         terminated = step >= self.length
-        rewards = torch.where(terminated, correct / self.length, torch.zeros_like(correct))
+        rewards = (correct / self.length).masked_fill(~terminated, 0.0)
         next_context = self._draw_context(state.shape[0])
         return torch.cat([step[:, None], correct[:, None], next_context], dim=-1), rewards, terminated
 

@@ -235,7 +235,7 @@ class TorchVecEnv(VecEnv):
         episode_returns, episode_lengths = self.episodes.update(rewards, done)
         fresh_state = self._initial_state(self.num_envs)
         self.state = torch.where(done.unsqueeze(-1), fresh_state, next_state)
-        self.episode_steps = torch.where(done, torch.zeros_like(self.episode_steps), self.episode_steps)
+        self.episode_steps = self.episode_steps.masked_fill(done, 0)
         obs = torch.where(done.view(-1, *([1] * (self.final_obs.dim() - 1))), self._observe(self.state), self.final_obs)
         return TensorStep(obs, rewards, terminated, truncated), episode_returns, episode_lengths
 
