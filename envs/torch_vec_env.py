@@ -106,8 +106,8 @@ class TorchVecEnv(VecEnv):
 
     #: Gymnasium id whose dynamics the subclass reproduces (also the source of the default time limit).
     gym_id: ClassVar[str]
-    #: Number of state variables per copy.
-    state_dim: ClassVar[int]
+    #: Number of state variables per copy (a class attribute, or set per instance before ``__init__``).
+    state_dim: int
 
     def __init__(
         self,
@@ -296,9 +296,8 @@ class TorchVecEnv(VecEnv):
                 raise ValueError(f"expected {self.num_envs} discrete actions, got an array of shape {array.shape}")
             array = array.reshape(self.num_envs)
             n = int(self.action_space.n)
-            if not (np.issubdtype(array.dtype, np.integer) or np.all(array == np.round(array))) or not np.all(
-                (array >= 0) & (array < n)
-            ):
+            integral = np.issubdtype(array.dtype, np.integer) or np.array_equal(array, np.round(array))
+            if not integral or array.min() < 0 or array.max() >= n:
                 raise ValueError(f"discrete actions must be integers in [0, {n}), got {array}")
             self._pending_actions = torch.as_tensor(array.astype(np.int64), device=self.device)
         else:
