@@ -276,8 +276,12 @@ def write_markdown(
     config: BenchmarkConfig,
     command: str,
 ) -> None:
-    """Write the results table with the command and the machine that produced it."""
-    names = list(results)
+    """Write the results table with the command and the machine that produced it.
+
+    Methods without any measured cell (e.g. CUDA on a machine without it) get no column but a note.
+    """
+    names = [name for name in results if any(value is not None for value in results[name].values())]
+    unmeasured = [name for name in results if name not in names]
     lines = [
         f"# Collection throughput on {config.env_id} (environment steps per second)",
         "",
@@ -287,9 +291,15 @@ def write_markdown(
         "",
         f"BSN policy: `BinaryStochasticNetwork({list(config.hidden_sizes)})` with a linear action head, batched "
         "sampling; SB3 PPO's MlpPolicy has the same hidden sizes. Each cell: steps per second over "
-        f">= {config.seconds} s of wall time after {config.warmup_steps} warm-up steps (a shared machine: expect "
-        "noise of some 10-20%). Empty cell: not measured (over the method's size limit, or no CUDA device).",
+        f">= {config.seconds} s of wall time after {config.warmup_steps} warm-up steps (SB3 columns: one warm-up "
+        "rollout or training iteration). The machine may be shared with other jobs (see its load average): "
+        "compare columns within one run. Empty cell: more environments than the method is run with.",
         "",
+        *(
+            [f"Not measured: {', '.join(METHODS[name].label for name in unmeasured)} (unavailable here).", ""]
+            if unmeasured
+            else []
+        ),
         "| num_envs | " + " | ".join(METHODS[name].label for name in names) + " |",
         "|---:|" + "---:|" * len(names),
     ]
