@@ -149,7 +149,9 @@ class StraightThroughEstimator(Estimator):
         firing_prob = torch.sigmoid(pre_activation)
         hard = (uniform < firing_prob).to(pre_activation.dtype)
         smooth = pre_activation if self.variant == "identity" else firing_prob
-        return hard + smooth - smooth.detach()
+        # (smooth - smooth.detach()) is exactly 0 in the forward pass, so the sample stays exactly binary
+        # (``hard + smooth - smooth.detach()`` would round, e.g. 1 + 0.3 - 0.3 != 1 in float32).
+        return hard + (smooth - smooth.detach())
 
 
 class StochasticTimesSmoothEstimator(Estimator):
