@@ -360,12 +360,14 @@ def fit_predictors(
 ) -> list[float]:
     """Train every layer's :class:`LearnedPredictorEstimator` by squared error on the local estimate.
 
-    Rows cycle through ``inputs``; the network's own weights are not changed. Returns the summed
+    Rows cycle through ``inputs``; Adam's learning rate decays linearly to 1% of ``learning_rate``;
+    the network's own weights are not changed. Returns the summed
     predictor loss of every step (for checking that training lowers it).
     """
     predictors: list[LearnedPredictorEstimator] = list(net.estimators)  # type: ignore[arg-type]
     uses_st = predictors[0].use_straight_through
     optimizer = torch.optim.Adam([p for e in predictors for p in e.parameters()], lr=learning_rate)
+    schedule = torch.optim.lr_scheduler.LinearLR(optimizer, 1.0, 0.01, steps)
     rows = inputs.repeat(-(-batch_size // inputs.shape[0]), 1)[:batch_size]
     history = []
     for _ in range(steps):
@@ -382,6 +384,7 @@ def fit_predictors(
         optimizer.zero_grad()
         total.backward()
         optimizer.step()
+        schedule.step()
         history.append(float(total.detach()))
     return history
 
@@ -398,9 +401,12 @@ def fit_baseline(
     """Warm a baseline up on fresh batches (running statistics and/or its loss), then freeze it.
 
     Rows cycle through ``inputs``. Follows the baselines' protocol: ``observe`` after the batch;
-    learned baselines take one Adam step on :meth:`Baseline.loss` per batch. Returns ``baseline``.
+    learned baselines take one Adam step on :meth:`Baseline.loss` per batch, with the learning rate
+    decaying linearly from ``learning_rate`` to 1% of it (so the regressor settles at the minimiser
+    instead of jittering around it). Returns ``baseline``.
     """
     optimizer = torch.optim.Adam(baseline.parameters(), lr=learning_rate) if baseline.learned else None
+    schedule = torch.optim.lr_scheduler.LinearLR(optimizer, 1.0, 0.01, steps) if optimizer is not None else None
     rows = inputs.repeat(-(-batch_size // inputs.shape[0]), 1)[:batch_size]
     for _ in range(steps):
         with torch.no_grad():
@@ -411,6 +417,7 @@ def fit_baseline(
             optimizer.zero_grad()
             baseline.loss(rows, output, loss).backward()
             optimizer.step()
+            schedule.step()
     return baseline.requires_grad_(False)
 
 
