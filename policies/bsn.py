@@ -23,7 +23,7 @@ NoiseFn = Callable[[int, torch.Size], torch.Tensor]
 
 def _is_positive_int(value: object) -> bool:
     """True for an integral value > 0 (``3`` or ``3.0``), False for bools, strings, 0, negatives, ``2.5``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__index__"):
+    if isinstance(value, bool) or (not isinstance(value, (int, float)) and not hasattr(value, "__index__")):
         return False
     try:
         return int(value) == value and int(value) > 0  # type: ignore[call-overload]
