@@ -1,0 +1,157 @@
+"""LocalPG on batched torch environments: rollout, buffer and update on the env's device, no per-step host reads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from stable_baselines3.common.callbacks import BaseCallback
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from agents import LocalPG
+from agents.localpg import HiddenRolloutBuffer
+from envs import make_torch_vec_env
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+DEVICES = ["cpu", pytest.param("cuda", marks=[CUDA, pytest.mark.cuda])]
+
+
+def torch_model(device: str, num_envs: int = 16, n_steps: int = 8, **env_kwargs: int) -> LocalPG:
+    """A small LocalPG on a torch CartPole-v1 living on ``device``."""
+    env = make_torch_vec_env("CartPole-v1", num_envs, device=device, seed=0, **env_kwargs)
+    return LocalPG(
+        "BsnPolicy",
+        env,
+        n_steps=n_steps,
+        batch_size=num_envs * n_steps // 2,
+        n_epochs=2,
+        seed=0,
+        device=device,
+        policy_kwargs={"net_arch": [16, 16]},
+    )
+
+
+def ready_to_collect(model: LocalPG) -> BaseCallback:
+    """Set up learning as ``learn`` does and collect one rollout (observations become device tensors)."""
+    _, callback = model._setup_learn(total_timesteps=10**9)
+    model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+    return callback
+
+
+def collect(model: LocalPG, callback: BaseCallback, n_steps: int) -> HiddenRolloutBuffer:
+    """Collect a rollout of ``n_steps`` steps per env into a fresh buffer of that length and return it."""
+    buffer = HiddenRolloutBuffer(
+        n_steps, model.n_envs, model.policy.bsn.total_units, model.device, model.gamma, model.gae_lambda
+    )
+    assert model.collect_rollouts(model.env, callback, buffer, n_steps)
+    return buffer
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_trains_with_buffer_and_update_on_the_env_device(device: str) -> None:
+    model = torch_model(device)
+    env_device = model.env.device
+    before = [p.detach().clone() for p in model.policy.parameters()]
+    model.learn(16 * 8 * 4)
+    buffer = model.rollout_buffer
+    stored = {
+        "observations": buffer.observations,
+        "actions": buffer.actions,
+        "rewards": buffer.rewards,
+        "values": buffer.values,
+        "hidden": buffer.hidden,
+        "unit_log_probs": buffer.unit_log_probs,
+        "advantages": buffer.advantages,
+        "returns": buffer.returns,
+    }
+    for name, tensor in stored.items():
+        assert isinstance(tensor, torch.Tensor) and tensor.device == env_device, name
+        assert torch.isfinite(tensor.float()).all(), name
+    assert isinstance(model._last_obs, torch.Tensor) and model._last_obs.device == env_device
+    assert all(p.device == env_device for p in model.policy.parameters())
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.policy.parameters(), strict=True))
+    assert model._n_updates == 4 * 2  # four rollouts, two epochs each
+    assert len(model.ep_info_buffer) > 0
+
+
+class HostReads(TorchDispatchMode):
+    """Counts the ops that read a tensor's value on the host: ``item``/``bool``/``int`` and ``nonzero``."""
+
+    READS = (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func: Callable, types: tuple, args: tuple = (), kwargs: dict | None = None) -> object:
+        if func in self.READS:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_rollout_host_reads_do_not_grow_with_its_length() -> None:
+    # A 4-step time limit: every rollout truncates episodes (bootstrap path) and finishes some (episode drain).
+    model = torch_model("cpu", max_episode_steps=4)
+    callback = ready_to_collect(model)
+    counts = []
+    for n_steps in (4, 16):
+        with HostReads() as reads:
+            collect(model, callback, n_steps)
+        counts.append(reads.count)
+    assert counts[0] == counts[1]
+    assert counts[0] <= 3  # once per rollout: finished-episode count, cut rows, and nothing per step
+
+
+def test_distribution_checks_are_restored_after_a_rollout() -> None:
+    model = torch_model("cpu")
+    default = torch.distributions.Distribution._validate_args
+    callback = ready_to_collect(model)
+    collect(model, callback, 4)
+    assert torch.distributions.Distribution._validate_args == default
+
+
+@pytest.mark.parametrize("select_rows", [True, False], ids=["cut-rows", "masked"])
+def test_cut_episodes_are_bootstrapped_with_the_critic(select_rows: bool) -> None:
+    model = torch_model("cpu", num_envs=3, n_steps=2)
+    buffer = model.rollout_buffer
+    buffer.rewards.copy_(torch.tensor([[1.0, 0.0, 2.0], [0.5, 1.0, 0.0]]))
+    expected = buffer.rewards.clone()
+    final_obs = torch.randn(2, 3, 4)
+    cut = torch.tensor([[True, False, False], [False, False, True]])
+    with torch.no_grad():
+        values = model.policy.predict_values(final_obs.reshape(6, 4)).reshape(2, 3)
+    expected[cut] += model.gamma * values[cut]
+    model._bootstrap_cut_episodes(buffer, final_obs, cut, select_rows=select_rows)
+    torch.testing.assert_close(buffer.rewards, expected)
+
+
+def test_tensor_path_bootstraps_only_time_limit_cuts() -> None:
+    # A 3-step limit: CartPole cannot fall within 3 steps of its initial state, so every episode is cut at
+    # the last step of each 3-step rollout, where the env's final observation is the one to bootstrap from.
+    model = torch_model("cpu", num_envs=8, n_steps=3, max_episode_steps=3)
+    callback = ready_to_collect(model)
+    rewards = collect(model, callback, 3).rewards
+    with torch.no_grad():
+        final_values = model.policy.predict_values(model.env.final_obs).reshape(-1)
+    torch.testing.assert_close(rewards[:2], torch.ones(2, 8))  # CartPole pays 1 per step
+    torch.testing.assert_close(rewards[2], 1 + model.gamma * final_values)
+
+
+@CUDA
+@pytest.mark.cuda
+def test_cuda_rollout_never_synchronises_per_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = torch_model("cuda", num_envs=64, n_steps=16, max_episode_steps=8)
+    callback = ready_to_collect(model)
+    drained = []
+    monkeypatch.setattr(model, "_drain_episodes", drained.append)  # its host copies are by design
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert drained == [model.env]
+    monkeypatch.undo()
+    model._drain_episodes(model.env)
+    assert len(model.ep_info_buffer) > 0
