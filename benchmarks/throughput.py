@@ -1,7 +1,9 @@
-"""Collection throughput (environment steps per second) versus the number of parallel environments.
+"""Collection and training throughput (environment steps per second) versus the number of parallel environments.
 
 One *collection step* steps every environment once and runs the policy on the batch of observations
-(sampling actions), i.e. the work of an on-policy rollout without the update. Methods compared:
+(sampling actions), i.e. the work of an on-policy rollout without the update. A *training* column
+times whole iterations (rollout and update) and divides the rollout's environment steps by the time.
+Methods compared:
 
 * ``sb3_ppo_collect``: SB3 PPO with ``MlpPolicy`` collecting a rollout on ``DummyVecEnv`` of the
   Gymnasium env (``PPO.collect_rollouts``, including SB3's buffer writes);
@@ -11,7 +13,14 @@ One *collection step* steps every environment once and runs the policy on the ba
   :class:`~policies.BinaryStochasticNetwork` policy (numpy <-> torch copies every step);
 * ``torch_cpu_bsn_collect`` / ``torch_cuda_bsn_collect``: our batched torch env
   (:func:`envs.make_torch_vec_env`) stepped with ``step_tensor`` by the same BSN policy, all on one
-  device (the CUDA column appears only when CUDA is available).
+  device (the CUDA column appears only when CUDA is available);
+* ``sb3_ppo_zoo_train``: SB3 PPO full training with RL-zoo's CartPole-v1 hyperparameters
+  (:data:`SB3_ZOO_CARTPOLE`: ``n_steps=32``, ``batch_size=256``, ``n_epochs=20``), the reference
+  of the "LocalPG on the torch env trains 50x faster" target (RL-zoo runs 8 envs);
+* ``localpg_gym_train``, ``localpg_torch_cpu_train``, ``localpg_torch_cuda_train``: LocalPG full
+  training (``BsnPolicy`` of the same hidden sizes, :func:`localpg_settings`) on the Gymnasium env in
+  ``DummyVecEnv`` (numpy path) and on our torch env on CPU / CUDA (tensor path: rollout, buffer and
+  update on the env's device).
 
 The BSN policy is ``BinaryStochasticNetwork(obs_dim, hidden)`` with a linear action head: a
 categorical distribution for ``Discrete`` actions, a unit-variance Gaussian for ``Box`` actions.
@@ -22,7 +31,7 @@ column for LocalPG) are one function added to :data:`METHODS`.
 
 Usage (the committed results were made with the command recorded in the results file)::
 
-    python benchmarks/throughput.py --num-envs 1 4 16 64 256 1024 4096 16384 --seconds 1.0
+    python benchmarks/throughput.py --num-envs 1 4 8 16 64 256 1024 4096 16384 --seconds 1.0
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -45,6 +54,8 @@ from torch import nn
 
 if TYPE_CHECKING:
     from stable_baselines3 import PPO
+
+    from agents import LocalPG
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -57,7 +68,39 @@ from policies import BinaryStochasticNetwork  # noqa: E402
 #: does not depend on it (10 epochs, minibatch 64), so a short rollout keeps each timed call short.
 ROLLOUT_SAMPLES = 256
 
-__all__ = ["METHODS", "ROLLOUT_SAMPLES", "BenchmarkConfig", "BsnActor", "Method", "measure_throughput", "run_benchmark"]
+#: RL-zoo's PPO hyperparameters for CartPole-v1 (rl-baselines3-zoo ``hyperparams/ppo.yml``; it uses 8 envs).
+SB3_ZOO_CARTPOLE: dict[str, Any] = {
+    "n_steps": 32,
+    "batch_size": 256,
+    "n_epochs": 20,
+    "gamma": 0.98,
+    "gae_lambda": 0.8,
+    "learning_rate": 1e-3,
+    "clip_range": 0.2,
+    "ent_coef": 0.0,
+}
+
+#: LocalPG's training columns: steps per env per rollout at least this (more for few envs, see localpg_settings).
+LOCALPG_MIN_STEPS = 16
+#: LocalPG's training columns: passes over each rollout.
+LOCALPG_EPOCHS = 2
+#: LocalPG's training columns: minibatches per epoch (minibatch = rollout / this).
+LOCALPG_MINIBATCHES = 4
+
+__all__ = [
+    "LOCALPG_EPOCHS",
+    "LOCALPG_MINIBATCHES",
+    "LOCALPG_MIN_STEPS",
+    "METHODS",
+    "ROLLOUT_SAMPLES",
+    "SB3_ZOO_CARTPOLE",
+    "BenchmarkConfig",
+    "BsnActor",
+    "Method",
+    "localpg_settings",
+    "measure_throughput",
+    "run_benchmark",
+]
 
 
 @dataclass(frozen=True)
@@ -163,6 +206,56 @@ def sb3_ppo_train(num_envs: int, config: BenchmarkConfig) -> float:
     return _time_steps(one_iteration, rollout, config, whole_rollouts=True)
 
 
+def sb3_ppo_zoo_train(num_envs: int, config: BenchmarkConfig) -> float:
+    """SB3 PPO (MlpPolicy) full training with RL-zoo's CartPole settings on DummyVecEnv, steps per second."""
+    from stable_baselines3 import PPO
+
+    venv = envs.make_vec_env(config.env_id, n_envs=num_envs, seed=config.seed)
+    policy_kwargs = {"net_arch": list(config.hidden_sizes)}
+    model = PPO("MlpPolicy", venv, policy_kwargs=policy_kwargs, seed=config.seed, device="cpu", **SB3_ZOO_CARTPOLE)
+    rollout = num_envs * model.n_steps
+
+    def one_iteration() -> None:
+        model.learn(total_timesteps=rollout, reset_num_timesteps=False)
+
+    return _time_steps(one_iteration, rollout, config, whole_rollouts=True)
+
+
+def localpg_settings(num_envs: int) -> dict[str, int]:
+    """LocalPG's settings in the training columns for ``num_envs`` environments.
+
+    ``n_steps = max(LOCALPG_MIN_STEPS, ROLLOUT_SAMPLES // num_envs)`` (rollouts of at least 256 rows),
+    ``batch_size = rollout // LOCALPG_MINIBATCHES``, ``n_epochs = LOCALPG_EPOCHS``.
+    """
+    n_steps = max(LOCALPG_MIN_STEPS, ROLLOUT_SAMPLES // num_envs)
+    batch_size = max(2, num_envs * n_steps // LOCALPG_MINIBATCHES)
+    return {"n_steps": n_steps, "batch_size": batch_size, "n_epochs": LOCALPG_EPOCHS}
+
+
+def _localpg_train(backend: str, device: str) -> Callable[[int, BenchmarkConfig], float]:
+    def measure(num_envs: int, config: BenchmarkConfig) -> float:
+        from agents import LocalPG
+
+        venv = envs.make_vec_env(config.env_id, n_envs=num_envs, seed=config.seed, backend=backend, device=device)
+        policy_kwargs = {"net_arch": list(config.hidden_sizes)}
+        settings = localpg_settings(num_envs)
+        model: LocalPG = LocalPG(
+            "BsnPolicy", venv, seed=config.seed, device=device, policy_kwargs=policy_kwargs, **settings
+        )
+        rollout = num_envs * model.n_steps
+
+        def one_iteration() -> None:
+            model.learn(total_timesteps=rollout, reset_num_timesteps=False)
+            if model.device.type == "cuda":
+                torch.cuda.synchronize(model.device)
+
+        return _time_steps(one_iteration, rollout, config, whole_rollouts=True)
+
+    where = "the Gymnasium env in DummyVecEnv" if backend == "gymnasium" else f"our torch env on {device}"
+    measure.__doc__ = f"LocalPG full training (rollout + update) on {where}, steps per second."
+    return measure
+
+
 def gym_bsn_collect(num_envs: int, config: BenchmarkConfig) -> float:
     """Gymnasium env in SB3's DummyVecEnv, actions from the BSN policy on CPU, steps per second."""
     venv = envs.make_vec_env(config.env_id, n_envs=num_envs, seed=config.seed)
@@ -224,10 +317,19 @@ class Method:
 METHODS: dict[str, Method] = {
     "sb3_ppo_collect": Method("SB3 PPO collect (DummyVecEnv)", sb3_ppo_collect, max_envs=4096),
     "sb3_ppo_train": Method("SB3 PPO train (DummyVecEnv)", sb3_ppo_train, max_envs=4096),
+    "sb3_ppo_zoo_train": Method("SB3 PPO train, RL-zoo settings (DummyVecEnv)", sb3_ppo_zoo_train, max_envs=256),
     "gym_bsn_collect": Method("BSN collect, Gymnasium (DummyVecEnv)", gym_bsn_collect, max_envs=4096),
     "torch_cpu_bsn_collect": Method("BSN collect, torch env CPU", _torch_bsn_collect("cpu"), max_envs=1 << 20),
     "torch_cuda_bsn_collect": Method(
         "BSN collect, torch env CUDA", _torch_bsn_collect("cuda"), max_envs=1 << 22, available=torch.cuda.is_available()
+    ),
+    "localpg_gym_train": Method("LocalPG train, Gymnasium (DummyVecEnv)", _localpg_train("gymnasium", "cpu"), 4096),
+    "localpg_torch_cpu_train": Method("LocalPG train, torch env CPU", _localpg_train("torch", "cpu"), max_envs=16384),
+    "localpg_torch_cuda_train": Method(
+        "LocalPG train, torch env CUDA",
+        _localpg_train("torch", "cuda"),
+        max_envs=1 << 20,
+        available=torch.cuda.is_available(),
     ),
 }
 
@@ -283,7 +385,7 @@ def write_markdown(
     names = [name for name in results if any(value is not None for value in results[name].values())]
     unmeasured = [name for name in results if name not in names]
     lines = [
-        f"# Collection throughput on {config.env_id} (environment steps per second)",
+        f"# Collection and training throughput on {config.env_id} (environment steps per second)",
         "",
         f"Command: `{command}`",
         "",
@@ -291,10 +393,18 @@ def write_markdown(
         "",
         f"BSN policy: `BinaryStochasticNetwork({list(config.hidden_sizes)})` with a linear action head, batched "
         "sampling; SB3 PPO's MlpPolicy has the same hidden sizes. Each cell: steps per second over "
-        f">= {config.seconds} s of wall time after {config.warmup_steps} warm-up steps (SB3 columns: one warm-up "
-        "rollout or training iteration). The machine may be shared with other jobs (see its load average): "
-        "compare columns within one run. Empty cell: more environments than the method is run with.",
+        f">= {config.seconds} s of wall time after {config.warmup_steps} warm-up steps (SB3 and LocalPG columns: "
+        "one warm-up rollout or training iteration). The machine may be shared with other jobs (see its load "
+        "average): compare columns within one run. Empty cell: more environments than the method is run with.",
         "",
+        "Training columns (rollout + update, steps of the rollout per second): SB3 PPO train: SB3 defaults "
+        f"(10 epochs, minibatch 64, `n_steps = max(2, {ROLLOUT_SAMPLES} // num_envs)`); SB3 PPO RL-zoo settings: "
+        + ", ".join(f"`{key}={value}`" for key, value in SB3_ZOO_CARTPOLE.items())
+        + "; LocalPG train: `BsnPolicy` with BSN layers and critic of the same sizes, "
+        f"`n_steps = max({LOCALPG_MIN_STEPS}, {ROLLOUT_SAMPLES} // num_envs)`, `batch_size = rollout / "
+        f"{LOCALPG_MINIBATCHES}`, `n_epochs = {LOCALPG_EPOCHS}`, other arguments at their defaults.",
+        "",
+        *_target_lines(results),
         *(
             [f"Not measured: {', '.join(METHODS[name].label for name in unmeasured)} (unavailable here).", ""]
             if unmeasured
@@ -309,6 +419,23 @@ def write_markdown(
     path.write_text("\n".join(lines) + "\n")
 
 
+def _target_lines(results: dict[str, dict[int, float | None]]) -> list[str]:
+    """The speed-up of LocalPG's best torch-env training cell over SB3 PPO (RL-zoo settings, 8 envs), if measured."""
+    reference = results.get("sb3_ppo_zoo_train", {}).get(8)
+    lines = []
+    for name in ("localpg_torch_cpu_train", "localpg_torch_cuda_train"):
+        cells = {n: v for n, v in results.get(name, {}).items() if v is not None}
+        if reference is None or not cells:
+            continue
+        best = max(cells, key=lambda n: cells[n])
+        lines += [
+            f"{METHODS[name].label}, best cell ({best} envs): {cells[best]:,.0f} steps/s = "
+            f"{cells[best] / reference:.1f} x SB3 PPO with RL-zoo settings on 8 envs ({reference:,.0f} steps/s).",
+            "",
+        ]
+    return lines
+
+
 def write_plot(path: Path, results: dict[str, dict[int, float | None]], config: BenchmarkConfig) -> None:
     """Log-log plot of steps per second against the number of environments, one line per method."""
     import matplotlib
@@ -320,12 +447,13 @@ def write_plot(path: Path, results: dict[str, dict[int, float | None]], config: 
     for name, cells in results.items():
         points = [(n, v) for n, v in cells.items() if v is not None]
         if points:
-            axes.plot(*zip(*points, strict=True), marker="o", label=METHODS[name].label)
+            style = "--" if name.endswith("_train") else "-"  # training columns dashed
+            axes.plot(*zip(*points, strict=True), style, marker="o", label=METHODS[name].label)
     axes.set_xscale("log", base=2)
     axes.set_yscale("log")
     axes.set_xlabel("number of environments")
     axes.set_ylabel("environment steps per second")
-    axes.set_title(f"Collection throughput, {config.env_id}")
+    axes.set_title(f"Collection and training throughput, {config.env_id}")
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
@@ -336,7 +464,7 @@ def write_plot(path: Path, results: dict[str, dict[int, float | None]], config: 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", default="CartPole-v1", help="Gymnasium id with a torch implementation")
-    parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 4, 16, 64, 256, 1024, 4096, 16384])
+    parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 4, 8, 16, 64, 256, 1024, 4096, 16384])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--hidden-sizes", type=int, nargs="+", default=[64, 64])
     parser.add_argument("--seconds", type=float, default=1.0, help="measured wall time per cell (> 0)")
