@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -13,6 +17,7 @@ from agents import LocalPG
 from agents.localpg import HiddenRolloutBuffer
 from envs import make_torch_vec_env
 
+ROOT = Path(__file__).resolve().parents[1]
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 DEVICES = ["cpu", pytest.param("cuda", marks=[CUDA, pytest.mark.cuda])]
 
@@ -157,7 +162,7 @@ def test_cuda_rollout_never_synchronises_per_step(monkeypatch: pytest.MonkeyPatc
     assert len(model.ep_info_buffer) > 0
 
 
-def test_benchmark_training_columns_measure_and_report(tmp_path) -> None:
+def test_benchmark_training_columns_measure_and_report(tmp_path: Path) -> None:
     from test_envs_benchmark import load_throughput_module
 
     throughput = load_throughput_module()
@@ -205,3 +210,38 @@ def test_learns_delayed_parity_on_the_torch_env() -> None:
     )
     model.learn(150_000)
     assert deterministic_parity_return(model, 512, seed=1) >= 0.95
+
+
+def load_solve_time_module() -> ModuleType:
+    """benchmarks/solve_time.py as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("solve_time", ROOT / "benchmarks" / "solve_time.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_solve_time_evaluates_stops_and_reports(tmp_path: Path) -> None:
+    solve_time = load_solve_time_module()
+    settings = {"num_envs": 8, "n_steps": 4, "n_epochs": 1, "eval_every": 2, "eval_episodes": 4, "max_steps": 8 * 4 * 5}
+    config = solve_time.SolveConfig(**settings)
+    result = solve_time.solve(config, seed=0)
+    assert not result.solved and result.updates == 5 and result.steps == 8 * 4 * 5
+    assert len(result.returns) == 2  # after updates 2 and 4
+    assert all(1 <= value <= 500 for value in result.returns)
+    easy = solve_time.solve(solve_time.SolveConfig(**settings, threshold=0.0), seed=0)
+    assert easy.solved and easy.updates == 2 and easy.steps == 8 * 4 * 2 and len(easy.returns) == 1  # first eval
+    report = tmp_path / "solve_time.md"
+    solve_time.write_markdown(report, [result, easy], config, "python benchmarks/solve_time.py --test")
+    text = report.read_text()
+    assert "`python benchmarks/solve_time.py --test`" in text and "Solved 1/2 seeds" in text
+
+
+def test_solve_time_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    solve_time = load_solve_time_module()
+    with pytest.raises(SystemExit):
+        solve_time.parse_args(["--num-envs", "0"])
+    assert "--num-envs must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        solve_time.parse_args(["--batch-fraction", "1.5"])
+    assert "--batch-fraction must be in (0, 1]" in capsys.readouterr().err
