@@ -194,7 +194,8 @@ def deterministic_parity_return(model: LocalPG, episodes: int, seed: int) -> flo
 @pytest.mark.slow
 def test_learns_delayed_parity_on_the_torch_env() -> None:
     # 3-bit parity, 8 decisions per episode, accuracy paid at the end: needs hidden units and credit
-    # assignment over the episode. Random play scores 0.5, optimal 1.0.
+    # assignment over the episode. Random play scores 0.5, optimal 1.0. These settings reached 1.0 by 50k
+    # steps on seeds 0-6 (of the env and the model).
     env = make_torch_vec_env("bsn/DelayedParity-v0", 64, seed=0)
     model = LocalPG(
         "BsnPolicy",
@@ -202,9 +203,10 @@ def test_learns_delayed_parity_on_the_torch_env() -> None:
         n_steps=16,
         batch_size=256,
         n_epochs=4,
-        learning_rate=1e-2,
+        learning_rate=5e-3,
         gamma=1.0,
         gae_lambda=1.0,
+        ent_coef=0.03,  # without it some seeds freeze two of the eight bit patterns on a wrong action
         seed=0,
         policy_kwargs={"net_arch": [64], "bsn_init_gain": 4.0},
     )

@@ -273,7 +273,8 @@ class LocalPG(OnPolicyAlgorithm):
         if box:
             low = torch.as_tensor(self.action_space.low, device=self.device)
             high = torch.as_tensor(self.action_space.high, device=self.device)
-        final_obs, cut = [], []
+        final_obs_steps: list[torch.Tensor] = []  # where each step ended, before automatic resets
+        cut_steps: list[torch.Tensor] = []  # episodes cut by the time limit (truncated, not terminated)
         with _distribution_checks(False):
             for _ in range(n_rollout_steps):
                 with torch.no_grad():
@@ -281,8 +282,8 @@ class LocalPG(OnPolicyAlgorithm):
                     actions = step.actions.clamp(low, high) if box else step.actions
                     result = env.step_tensor(actions)
                     rewards = result.rewards.to(self.device, torch.float32)
-                final_obs.append(env.final_obs)
-                cut.append(result.truncated & ~result.terminated)
+                final_obs_steps.append(env.final_obs)
+                cut_steps.append(result.truncated & ~result.terminated)
                 self.num_timesteps += env.num_envs
                 callback.update_locals(locals())
                 if not callback.on_step():
@@ -290,10 +291,10 @@ class LocalPG(OnPolicyAlgorithm):
                 rollout_buffer.add(obs, step.actions, rewards, episode_starts, step.values, step.log_prob, step.hidden)
                 obs = result.obs.to(self.device, obs.dtype)
                 episode_starts = (result.terminated | result.truncated).to(self.device, torch.float32)
-        final = torch.stack(final_obs).to(self.device, obs.dtype)
+        final_obs = torch.stack(final_obs_steps).to(self.device, obs.dtype)
+        cut = torch.stack(cut_steps).to(self.device)
         # On CPU reading the mask costs nothing; on an accelerator it would wait for the device.
-        select_rows = self.device.type == "cpu"
-        self._bootstrap_cut_episodes(rollout_buffer, final, torch.stack(cut).to(self.device), select_rows)
+        self._bootstrap_cut_episodes(rollout_buffer, final_obs, cut, select_rows=self.device.type == "cpu")
         self._last_obs = obs  # type: ignore[assignment]
         self._last_episode_starts = episode_starts  # type: ignore[assignment]
         self._drain_episodes(env)
