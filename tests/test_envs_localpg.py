@@ -15,6 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from agents import LocalPG
 from agents.localpg import HiddenRolloutBuffer
+from agents.localpg import localpg as localpg_module
 from envs import make_torch_vec_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,17 +96,30 @@ class HostReads(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def test_rollout_host_reads_do_not_grow_with_its_length() -> None:
-    # A 4-step time limit: every rollout truncates episodes (bootstrap path) and finishes some (episode drain).
-    model = torch_model("cpu", max_episode_steps=4)
+def rollout_host_reads(model: LocalPG, lengths: tuple[int, ...]) -> list[int]:
+    """Host reads of one rollout of each length (after a first rollout that moves observations to the device)."""
     callback = ready_to_collect(model)
     counts = []
-    for n_steps in (4, 16):
+    for n_steps in lengths:
         with HostReads() as reads:
             collect(model, callback, n_steps)
         counts.append(reads.count)
-    assert counts[0] == counts[1]
-    assert counts[0] <= 3  # once per rollout: finished-episode count, cut rows, and nothing per step
+    return counts
+
+
+def test_rollout_host_reads_do_not_grow_with_its_length() -> None:
+    # A 4-step time limit: every rollout truncates episodes (bootstrap path) and finishes some (episode drain).
+    short, long = rollout_host_reads(torch_model("cpu", max_episode_steps=4), (4, 16))
+    assert short == long
+    assert short <= 3  # once per rollout: finished-episode count, cut rows, and nothing per step
+
+
+def test_host_read_counter_sees_per_step_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Control: with torch.distributions' argument checks left on, every step reads on the host.
+    enabled = localpg_module._distribution_checks
+    monkeypatch.setattr(localpg_module, "_distribution_checks", lambda _: enabled(True))
+    short, long = rollout_host_reads(torch_model("cpu", max_episode_steps=4), (4, 16))
+    assert long - short >= 16 - 4
 
 
 def test_distribution_checks_are_restored_after_a_rollout() -> None:
