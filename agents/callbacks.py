@@ -24,9 +24,10 @@ __all__ = [
     "FiringHistogramCallback",
     "HParamCallback",
     "SaveModelCallback",
-    "StopRequest",
     "StopOnRequestCallback",
+    "StopRequest",
     "catch_stop_signals",
+    "rollout_observations",
 ]
 
 #: loggers that cannot show histograms or hyperparameters (only TensorBoard gets them).
@@ -170,31 +171,51 @@ class HParamCallback(BaseCallback):
         return True
 
 
+def rollout_observations(model: Any, max_samples: int) -> Any:
+    """Up to ``max_samples`` observations of the model's last rollout, as tensors on its device.
+
+    Works with SB3's rollout buffers (NumPy, possibly dict observations) and LocalPG's tensor buffer
+    (``flat_observations()``); rows are taken at evenly spaced positions.
+    """
+    buffer = model.rollout_buffer
+    if hasattr(buffer, "flat_observations"):
+        observations = buffer.flat_observations()
+    elif isinstance(buffer.observations, dict):
+        observations = {key: value.reshape(-1, *buffer.obs_shape[key]) for key, value in buffer.observations.items()}
+    else:
+        observations = buffer.observations.reshape(-1, *buffer.obs_shape)
+    first = next(iter(observations.values())) if isinstance(observations, dict) else observations
+    rows = np.linspace(0, len(first) - 1, min(max_samples, len(first))).astype(int)
+    if isinstance(observations, dict):
+        picked = {key: value[rows] for key, value in observations.items()}
+    else:
+        picked = observations[rows]
+    if isinstance(first, torch.Tensor):
+        return picked
+    return model.policy.obs_to_tensor(picked)[0]
+
+
 class FiringHistogramCallback(BaseCallback):
     """Log histograms of the BSN units' firing probabilities on the last rollout, one per layer.
 
-    Keys ``bsn/firing_prob_layer<l>``, TensorBoard only. Computed with ``firing_probs(model, obs)``
-    on up to ``max_samples`` observations of the rollout buffer after each rollout.
+    Keys ``bsn/firing_prob_layer<l>``, TensorBoard only. After each rollout, ``firing_probs(model,
+    observations)`` runs on up to ``max_samples`` of the rollout's observations.
 
     Args:
         firing_probs: returns one (batch, units_l) tensor of firing probabilities per layer.
         max_samples: number of rollout observations used (> 0).
     """
 
-    def __init__(self, firing_probs: Callable[[Any, torch.Tensor], list[torch.Tensor]],
-                 max_samples: int = 1024) -> None:
+    def __init__(self, firing_probs: Callable[[Any, Any], list[torch.Tensor]], max_samples: int = 1024) -> None:
         super().__init__()
+        if max_samples <= 0:
+            raise ValueError(f"max_samples must be positive, got {max_samples}")
         self.firing_probs = firing_probs
         self.max_samples = max_samples
 
     def _on_rollout_end(self) -> None:
-        buffer = self.model.rollout_buffer
-        observations = buffer.observations.reshape(-1, *buffer.obs_shape)
-        if observations.shape[0] > self.max_samples:
-            observations = observations[np.linspace(0, len(observations) - 1, self.max_samples).astype(int)]
         with torch.no_grad():
-            obs_tensor = self.model.policy.obs_to_tensor(observations)[0]
-            layers = self.firing_probs(self.model, obs_tensor)
+            layers = self.firing_probs(self.model, rollout_observations(self.model, self.max_samples))
         for index, probs in enumerate(layers):
             self.logger.record(f"bsn/firing_prob_layer{index}", probs.detach().cpu().flatten(),
                                exclude=TENSORBOARD_ONLY)

@@ -24,9 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from gymnasium import spaces
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
 from agents.cli_errors import UserInputError
+from policies.estimators import ESTIMATORS
+from policies.policy import NEURON_BASELINES
 
 __all__ = [
     "ALGORITHM_NAMES",
@@ -79,22 +82,10 @@ DRIVER_ARGUMENTS = frozenset({"self", "policy", "env", "tensorboard_log", "verbo
                               "_init_setup_model"})
 
 
-def _estimator_names() -> tuple[str, ...]:
-    from policies import ESTIMATORS
-
-    return tuple(ESTIMATORS)
-
-
-def _baseline_names() -> tuple[str, ...]:
-    from policies import BASELINES
-
-    return ("value", *(name for name in BASELINES if name != "value"))
-
-
 #: estimators that ``--estimator`` accepts (``policies.ESTIMATORS``).
-ESTIMATOR_NAMES = _estimator_names()
-#: baselines that ``--baseline`` accepts: the state-value critic ``value`` and ``policies.BASELINES``.
-BASELINE_NAMES = _baseline_names()
+ESTIMATOR_NAMES = tuple(ESTIMATORS)
+#: baselines that ``--baseline`` accepts (``policies.policy.NEURON_BASELINES``).
+BASELINE_NAMES = NEURON_BASELINES
 
 
 def algorithm_class(name: str) -> type[OnPolicyAlgorithm]:
@@ -118,13 +109,18 @@ def algorithm_class(name: str) -> type[OnPolicyAlgorithm]:
     raise UserInputError(f"unknown algorithm {name!r}; choose one of: {', '.join(ALGORITHM_NAMES)}")
 
 
-def policy_class(name: str) -> type | str:
-    """The policy for a ``--policy`` name: the BSN policy class, or SB3's ``"MlpPolicy"`` alias."""
+def policy_class(name: str, observation_space: spaces.Space | None = None) -> type | str:
+    """The policy for a ``--policy`` name: the BSN policy class, or SB3's MLP policy alias.
+
+    Args:
+        name: ``"bsn"`` or ``"mlp"``.
+        observation_space: the environment's; a ``Dict`` space selects ``"MultiInputPolicy"`` for ``mlp``.
+    """
     if name == "bsn":
         from policies import BinaryStochasticPolicy
 
         return BinaryStochasticPolicy
-    return "MlpPolicy"
+    return "MultiInputPolicy" if isinstance(observation_space, spaces.Dict) else "MlpPolicy"
 
 
 def parse_value(text: str) -> Any:

@@ -13,13 +13,9 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
 from agents.cli_errors import NonFiniteEnvError, UserInputError
+from policies.policy import check_spaces as check_policy_spaces
 
-__all__ = ["SUPPORTED_SPACES", "VecCheckFinite", "check_env_id", "check_spaces", "register_project_envs"]
-
-#: observation and action space types the policies support (SB3's flatten extractor and distributions).
-SUPPORTED_SPACES: tuple[type[spaces.Space], ...] = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete,
-                                                    spaces.MultiBinary)
-
+__all__ = ["VecCheckFinite", "check_env_id", "check_spaces", "register_project_envs"]
 
 def register_project_envs() -> None:
     """Import this project's ``envs`` package, if present, so that its environment ids are registered."""
@@ -52,16 +48,14 @@ def check_spaces(observation_space: spaces.Space, action_space: spaces.Space, en
     """Check that the policies support an environment's observation and action spaces.
 
     Raises:
-        UserInputError: naming the unsupported space, the supported kinds, and a wrapper that helps.
+        UserInputError: naming the environment, the unsupported space, the supported kinds, and a fix.
     """
-    supported = ", ".join(kind.__name__ for kind in SUPPORTED_SPACES)
-    for role, space, fix in (
-        ("observation", observation_space, "wrap it with gymnasium.wrappers.FlattenObservation"),
-        ("action", action_space, "give it a Box, Discrete, MultiDiscrete or MultiBinary action space"),
-    ):
-        if not isinstance(space, SUPPORTED_SPACES):
-            raise UserInputError(f"environment {env_id!r} has an unsupported {role} space {space}; "
-                                 f"supported: {supported}; {fix}")
+    try:
+        check_policy_spaces(observation_space, action_space)
+    except ValueError as error:
+        fix = ("wrap the env with gymnasium.wrappers.FlattenObservation" if "observation" in str(error)
+               else "give the env a Box, Discrete, MultiDiscrete or MultiBinary action space")
+        raise UserInputError(f"environment {env_id!r}: {error}; {fix}") from None
 
 
 class VecCheckFinite(VecEnvWrapper):

@@ -55,6 +55,7 @@ from agents.checkpoint import (
 from agents.cli_errors import DivergenceError, UserInputError
 from agents.config import RUN_DEFAULTS, algorithm_class, policy_class, validate_config
 from agents.env_checks import VecCheckFinite, check_env_id, check_spaces
+from policies import BinaryStochasticPolicy
 
 __all__ = [
     "RunLayout",
@@ -288,22 +289,27 @@ def build_model(config: Mapping[str, Any], env: VecEnv) -> BaseAlgorithm:
     """A new, untrained algorithm for a validated configuration, on ``env``."""
     algo = algorithm_class(config["algo"])
     try:
-        return algo(policy_class(config["policy"]), env, seed=config["seed"], device=config["device"],
-                    verbose=0, **algorithm_kwargs(config))
+        policy = policy_class(config["policy"], env.observation_space)
+        return algo(policy, env, seed=config["seed"], device=config["device"], verbose=0, **algorithm_kwargs(config))
     except (ValueError, AssertionError) as error:
         raise UserInputError(f"invalid hyperparameters for {config['algo']}: "
                              f"{' '.join(str(error).split())}") from None
 
 
-def firing_probabilities(model: BaseAlgorithm, observations: torch.Tensor) -> list[torch.Tensor]:
-    """Per layer, the firing probabilities of the policy's binary stochastic units on ``observations``."""
+def firing_probabilities(model: BaseAlgorithm, observations: Any) -> list[torch.Tensor]:
+    """Per layer, the firing probabilities of the policy's binary stochastic units on ``observations``.
+
+    Units above the first see sampled outputs of the layer below, as when acting; the samples come
+    from a forked random state, so the training's random stream is untouched.
+    """
     policy = model.policy
-    features = policy.extract_features(observations, policy.pi_features_extractor)
-    return list(policy.mlp_extractor.bsn(features, deterministic=True).firing_probs)
+    with torch.random.fork_rng(devices=[]):
+        features = policy.extract_features(observations, policy.pi_features_extractor)
+        return list(policy.bsn(features).firing_probs)
 
 
 def _is_bsn(model: BaseAlgorithm) -> bool:
-    return hasattr(getattr(model.policy, "mlp_extractor", None), "bsn")
+    return isinstance(model.policy, BinaryStochasticPolicy)
 
 
 def _callbacks(
