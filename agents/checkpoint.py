@@ -123,8 +123,8 @@ def check_model_file(path: Path) -> None:
     except (zipfile.BadZipFile, OSError) as error:
         raise UserInputError(f"{path} is a damaged zip archive ({error}); give another model file") from None
     if broken is not None or not {"data", "policy.pth"} <= names:
-        raise UserInputError(f"{path} is not a complete SB3 model (missing data or policy.pth); "
-                             "give a .zip saved by train.py")
+        raise UserInputError(f"{path} is truncated or not a model file (no complete data and policy.pth "
+                             "inside); give a .zip saved by train.py (see the run's checkpoints/ folder)")
 
 
 def load_model(

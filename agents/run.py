@@ -421,10 +421,11 @@ def run_training(
     except (UserInputError, KeyboardInterrupt):
         raise
     except Exception as error:
-        check_finite_parameters(model)  # a diverged run raises DivergenceError here
-        if "nan" in str(error).lower():
-            raise DivergenceError(f"training diverged at step {model.num_timesteps}: "
-                                  f"{' '.join(str(error).split())[:200]}; lower the learning rate") from error
+        check_finite_parameters(model)  # non-finite weights raise DivergenceError here
+        if isinstance(error, FloatingPointError) or "nan" in str(error).lower():
+            raise DivergenceError(f"training diverged at step {model.num_timesteps} "
+                                  f"({' '.join(str(error).split())[:200]}); nothing was saved over the last "
+                                  "good checkpoint; lower the learning rate") from error
         raise
     finally:
         env.close()

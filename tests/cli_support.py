@@ -1,0 +1,41 @@
+"""Helpers shared by the command-line tests: running the tools in-process or as subprocesses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: a few hundred steps of a tiny LocalPG agent: enough to produce every file of a run folder.
+TINY_PARAMS = ["-params", "n_steps:64", "batch_size:64", "n_epochs:1", "policy_kwargs.net_arch:[8]"]
+TINY = ["-n", "256", "--n-envs", "2", "--seed", "0", "--eval-freq", "128", "--eval-episodes", "2",
+        "--save-freq", "128", "--no-progress-bar"]
+
+
+def run_tool(script: str, args: Sequence[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``python <ROOT>/<script> args`` in ``cwd`` with single-threaded torch; capture its output."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, text=True,
+                          capture_output=True, timeout=timeout, check=False)
+
+
+def start_tool(script: str, args: Sequence[str], cwd: Path) -> subprocess.Popen[str]:
+    """Start ``python <ROOT>/<script> args`` in ``cwd`` in the background (stdout and stderr piped)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def call_main(script: str, args: Sequence[str]) -> int:
+    """Run a tool's ``main`` in this process through ``run_cli`` and return its exit status."""
+    from agents.cli_errors import run_cli
+
+    module = __import__(script.removesuffix(".py"))
+    try:
+        return run_cli(module.main, script, list(args))
+    except SystemExit as exit_:  # argparse's own errors and --help
+        return int(exit_.code or 0)
