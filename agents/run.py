@@ -15,6 +15,7 @@ Run folder layout (``<log-folder>/<algo>/<env>_<N>/``, see :class:`RunLayout`)::
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import zipfile
@@ -53,7 +54,7 @@ from agents.checkpoint import (
     vecnormalize_path,
 )
 from agents.cli_errors import DivergenceError, UserInputError
-from agents.config import RUN_DEFAULTS, algorithm_class, policy_class, validate_config
+from agents.config import DRIVER_ARGUMENTS, RUN_DEFAULTS, algorithm_class, policy_class, validate_config
 from agents.env_checks import VecCheckFinite, check_env_id, check_spaces
 from policies import BinaryStochasticPolicy
 
@@ -62,6 +63,7 @@ __all__ = [
     "algorithm_kwargs",
     "build_model",
     "create_run_dir",
+    "effective_hyperparameters",
     "find_run",
     "firing_probabilities",
     "load_run_config",
@@ -308,6 +310,20 @@ def firing_probabilities(model: BaseAlgorithm, observations: Any) -> list[torch.
         return list(policy.bsn(features).firing_probs)
 
 
+def effective_hyperparameters(config: Mapping[str, Any], model: BaseAlgorithm) -> dict[str, Any]:
+    """The run's configuration plus every scalar constructor argument the model actually uses.
+
+    Arguments left at the algorithm's defaults are not in the configuration; they are read from the
+    model so TensorBoard's HPARAMS tab shows the complete set (e.g. ``learning_rate``, ``clip_range``).
+    """
+    hparams = {key: value for key, value in config.items() if key != "tensorboard_log"}
+    for name in inspect.signature(type(model).__init__).parameters:
+        value = getattr(model, name, None)
+        if name not in hparams and name not in DRIVER_ARGUMENTS and isinstance(value, (bool, int, float, str)):
+            hparams[name] = value
+    return hparams
+
+
 def _is_bsn(model: BaseAlgorithm) -> bool:
     return isinstance(model.policy, BinaryStochasticPolicy)
 
@@ -331,7 +347,7 @@ def _callbacks(
         )
         callbacks.append(evaluation)
     if not resumed:
-        callbacks.append(HParamCallback({key: value for key, value in config.items() if key != "tensorboard_log"}))
+        callbacks.append(HParamCallback(effective_hyperparameters(config, model)))
     if _is_bsn(model):
         callbacks.append(FiringHistogramCallback(firing_probabilities))
     return callbacks, evaluation

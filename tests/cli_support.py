@@ -39,3 +39,31 @@ def call_main(script: str, args: Sequence[str]) -> int:
         return run_cli(module.main, script, list(args))
     except SystemExit as exit_:  # argparse's own errors and --help
         return int(exit_.code or 0)
+
+
+def read_events(path: Path) -> list:
+    """All TensorBoard ``Event`` records of one event file (or of every event file below a folder, in name order)."""
+    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+
+    files = sorted(Path(path).glob("events.out.tfevents.*")) if Path(path).is_dir() else [Path(path)]
+    return [event for file in files for event in LegacyEventFileLoader(str(file)).Load()]
+
+
+def scalar_steps(events: list) -> dict[str, list[tuple[int, float]]]:
+    """Scalar summaries of TensorBoard events: tag to ``(step, value)`` in file order."""
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for event in events:
+        for value in event.summary.value:
+            if value.WhichOneof("value") == "simple_value":
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
+def cli_docs(marker: str) -> str:
+    """The README text holding the command-line section (``README.md`` once merged, else ``README_cli_section.md``).
+
+    Args:
+        marker: text that only the command-line section contains (e.g. a table's header).
+    """
+    readme = (ROOT / "README.md").read_text() if (ROOT / "README.md").is_file() else ""
+    return readme if marker in readme else (ROOT / "README_cli_section.md").read_text()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_support import ROOT, TINY_PARAMS, call_main, run_tool
+from cli_support import TINY_PARAMS, call_main, cli_docs, run_tool
 
 from agents.config import validate_config
 from agents.run import run_training
@@ -135,7 +135,6 @@ def test_subprocess_errors_have_no_traceback_unless_verbose(tmp_path: Path) -> N
 
 
 def test_every_row_is_documented() -> None:
-    readme = ROOT / "README.md"
-    text = readme.read_text() if "| Bad input |" in readme.read_text() else (ROOT / "README_cli_section.md").read_text()
+    text = cli_docs("| Bad input |")
     missing = [row[0] for row in BAD_INPUTS if f"| {row[0]} |" not in text]
     assert missing == []
