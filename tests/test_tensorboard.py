@@ -29,16 +29,23 @@ LAYERS = 2
 
 @pytest.fixture(scope="module")
 def events(tmp_path_factory: pytest.TempPathFactory) -> list:
-    """The TensorBoard events of a 512-step LocalPG run that exercises every documented key."""
-    run_dir = tmp_path_factory.mktemp("tb_run")
-    config = validate_config({
-        "n_timesteps": 512, "n_envs": 2, "seed": 0, "eval_freq": 256, "eval_episodes": 2, "save_freq": 0,
-        "n_steps": 64, "batch_size": 64, "n_epochs": 2,
-        "policy_kwargs": {"net_arch": [8] * LAYERS, "estimator": "learned_predictor", "baseline": "learned"},
-    })
-    result = run_training(config, run_dir)
-    assert Path(result["tensorboard_dir"]) == run_dir / "tb"
-    return read_events(result["tensorboard_dir"])
+    """TensorBoard events of two 512-step LocalPG runs that together exercise every documented key.
+
+    The first uses the local estimator with the learned per-neuron baseline, the second the learned
+    predictor (``bsn/unit_clip_fraction`` belongs to the former, ``bsn/predictor_loss`` to the latter).
+    """
+    collected = []
+    for estimator, baseline in (("local", "learned"), ("learned_predictor", "value")):
+        run_dir = tmp_path_factory.mktemp(f"tb_{estimator}")
+        config = validate_config({
+            "n_timesteps": 512, "n_envs": 2, "seed": 0, "eval_freq": 256, "eval_episodes": 2, "save_freq": 0,
+            "n_steps": 64, "batch_size": 64, "n_epochs": 2,
+            "policy_kwargs": {"net_arch": [8] * LAYERS, "estimator": estimator, "baseline": baseline},
+        })
+        result = run_training(config, run_dir)
+        assert Path(result["tensorboard_dir"]) == run_dir / "tb"
+        collected += read_events(result["tensorboard_dir"])
+    return collected
 
 
 def _expand(keys: list[str]) -> list[str]:
