@@ -16,9 +16,18 @@ TINY = ["-n", "256", "--n-envs", "2", "--seed", "0", "--eval-freq", "128", "--ev
         "--save-freq", "128", "--no-progress-bar"]
 
 
-def run_tool(script: str, args: Sequence[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run ``python <ROOT>/<script> args`` in ``cwd`` with single-threaded torch; capture its output."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+def run_tool(script: str, args: Sequence[str], cwd: Path, timeout: float = 120,
+             extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python <ROOT>/<script> args`` in ``cwd`` with single-threaded torch; capture its output.
+
+    Args:
+        script: ``train.py`` or ``evaluate.py``.
+        args: the command-line arguments.
+        cwd: the working directory (relative paths in ``args`` start there).
+        timeout: seconds before the run is killed (a test failure).
+        extra_env: environment variables to add (e.g. ``CUDA_VISIBLE_DEVICES``).
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **(extra_env or {})}
     return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, text=True,
                           capture_output=True, timeout=timeout, check=False)
 
