@@ -432,8 +432,9 @@ def run_training(
         on_start(model)
     try:
         with catch_stop_signals(request):
+            interval = {} if config["log_interval"] is None else {"log_interval": config["log_interval"]}
             model.learn(config["n_timesteps"] - model.num_timesteps, callback=callbacks,
-                        reset_num_timesteps=False, progress_bar=progress_bar)
+                        reset_num_timesteps=False, progress_bar=progress_bar, **interval)
     except (UserInputError, KeyboardInterrupt):
         raise
     except Exception as error:

@@ -14,9 +14,10 @@ from agents.run import RunLayout, saved_timesteps
 
 TRAIN_FLAGS = ["--algo", "--env", "--policy", "--estimator", "--baseline", "--trained-agent", "--n-timesteps",
                "--seed", "--n-envs", "--device", "--threads", "--log-folder", "--tensorboard-log", "--eval-freq",
-               "--eval-episodes", "--save-freq", "--progress-bar", "--verbose", "-conf", "-params", "--normalize"]
+               "--eval-episodes", "--save-freq", "--log-interval", "--progress-bar", "--verbose", "-conf",
+               "-params", "--normalize"]
 EVALUATE_FLAGS = ["--n-episodes", "--stochastic", "--algo", "--env", "--seed", "--device", "--json",
-                  "--video-folder", "--video-episodes", "--plot", "--verbose"]
+                  "--video-folder", "--video-episodes", "--plot", "--plot-keys", "--verbose"]
 
 
 def test_help_of_both_tools_lists_every_option(tmp_path: Path) -> None:
@@ -67,7 +68,8 @@ def test_train_continue_and_evaluate_as_subprocesses(tmp_path: Path) -> None:
     ("flags", "expected"),
     [
         (["--algo", "ppo", "--estimator", "st"], {"algo": "ppo", "policy": "bsn", "estimator": "st"}),
-        (["--algo", "a2c", "--policy", "mlp", "--normalize"], {"algo": "a2c", "policy": "mlp", "normalize": True}),
+        (["--algo", "a2c", "--policy", "mlp", "--normalize", "--log-interval", "1"],
+         {"algo": "a2c", "policy": "mlp", "normalize": True}),
         (["--estimator", "learned_predictor", "--baseline", "learned"],
          {"algo": "localpg", "estimator": "learned_predictor", "baseline": "learned"}),
     ],
@@ -91,6 +93,9 @@ def test_algorithms_policies_and_estimators_train_and_evaluate(
         assert (run.root / "final_model_vecnormalize.pkl").is_file()
     assert call_main("evaluate.py", [str(run.final_model), "-n", "1", "--json", "r.json"]) == 0
     assert json.loads((tmp_path / "r.json").read_text())["results"][0]["algo"] == expected["algo"]
+    keys = ["rollout/ep_rew_mean", "train/value_loss"]
+    assert call_main("evaluate.py", [str(run.root), "-n", "0", "--plot", "tb.png", "--plot-keys", *keys]) == 0
+    assert (tmp_path / "tb.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_configuration_priority_file_then_flags_then_params(tmp_path: Path) -> None:
