@@ -98,6 +98,19 @@ def test_algorithms_policies_and_estimators_train_and_evaluate(
     assert (tmp_path / "tb.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_continuing_a_bare_model_file_starts_a_new_run_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert call_main("train.py", [*TINY, "-f", "first", *TINY_PARAMS]) == 0
+    bare = tmp_path / "bare.zip"
+    bare.write_bytes((tmp_path / "first" / "localpg" / "CartPole-v1_1" / "final_model.zip").read_bytes())
+    assert call_main("train.py", ["-i", str(bare), "-n", "384", "-f", "second", "--no-progress-bar",
+                                  *TINY_PARAMS]) == 0
+    run = RunLayout(tmp_path / "second" / "localpg" / "CartPole-v1_1")
+    assert saved_timesteps(run.final_model) >= 384 and run.config_file.is_file()
+
+
 def test_configuration_priority_file_then_flags_then_params(tmp_path: Path) -> None:
     conf = tmp_path / "my.yml"
     conf.write_text("default:\n  n_steps: 16\nCartPole-v1:\n  n_steps: 32\n  n_timesteps: 1000\n  gamma: 0.9\n"

@@ -69,7 +69,7 @@ BAD_INPUTS = [
     ("zip that is not a model", "evaluate.py", ["{tmp}/other.zip"], "other.zip is truncated or not a model file", 2),
     ("folder that is not a run", "evaluate.py", ["{tmp}"], "is not a run folder (no config.yml)", 2),
     ("env whose spaces differ from the model's", "evaluate.py", ["{model}", "--env", "Acrobot-v1"],
-     "does not fit environment 'Acrobot-v1': Observation spaces do not match", 2),
+     "was trained with observation space Box(4,) but environment 'Acrobot-v1' has Box(6,)", 2),
     ("changing the model when continuing", "train.py", ["-i", "{run}", "--baseline", "mean"],
      "cannot change policy_kwargs when continuing a run", 2),
     ("continuing a finished run", "train.py", ["-i", "{run}"],
