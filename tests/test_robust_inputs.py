@@ -83,7 +83,8 @@ BAD_INPUTS = [
      "non-finite observation (nan) at step 6 (env index 0)", 1),
     ("infinite reward", "train.py", ["--env", "tests.bad_envs:InfReward-v0"],
      "non-finite reward (inf) at step 6 (env index 0)", 1),
-    ("diverging run", "train.py", ["--algo", "ppo", "-params", "learning_rate:1e30", "max_grad_norm:1e30"],
+    ("diverging run", "train.py",
+     ["--algo", "ppo", "-params", "learning_rate:1e30", "max_grad_norm:1e30", "batch_size:64"],
      "training diverged at step", 1),
 ]
 
