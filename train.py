@@ -21,6 +21,7 @@ from typing import Any
 from agents.cli_errors import OneLineArgumentParser, UserInputError, run_cli
 from agents.config import (
     ALGORITHM_NAMES,
+    BACKEND_NAMES,
     BASELINE_NAMES,
     ESTIMATOR_NAMES,
     POLICY_NAMES,
@@ -38,7 +39,7 @@ FIXED_ON_CONTINUE = ("algo", "env", "env_kwargs", "policy", "policy_kwargs", "no
 
 
 #: flags that set a run setting of the same name (``estimator``, ``baseline`` go into ``policy_kwargs``).
-FLAG_SETTINGS = ("algo", "env", "policy", "estimator", "baseline", "n_timesteps", "seed", "n_envs", "device",
+FLAG_SETTINGS = ("algo", "env", "backend", "policy", "estimator", "baseline", "n_timesteps", "seed", "n_envs", "device",
                  "eval_freq", "eval_episodes", "save_freq", "log_interval", "normalize", "tensorboard_log")
 
 
@@ -52,6 +53,9 @@ def build_parser() -> OneLineArgumentParser:
     what = parser.add_argument_group("what to train")
     what.add_argument("--algo", choices=ALGORITHM_NAMES, help=f"algorithm (default {RUN_DEFAULTS['algo']})")
     what.add_argument("--env", help=f"Gymnasium environment id, or module:Id (default {RUN_DEFAULTS['env']})")
+    what.add_argument("--backend", choices=BACKEND_NAMES,
+                      help="gymnasium (default), or torch: one batched torch env on --device for the ids of "
+                           "envs.TORCH_ENVS (LocalPG's rollouts then stay on the device)")
     what.add_argument("--policy", choices=POLICY_NAMES,
                       help="bsn: binary stochastic neurons (default); mlp: SB3's usual MLP, for comparison")
     what.add_argument("--estimator", choices=ESTIMATOR_NAMES, help="gradient estimator of the BSN policy")

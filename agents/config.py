@@ -33,6 +33,7 @@ from policies.policy import NEURON_BASELINES
 
 __all__ = [
     "ALGORITHM_NAMES",
+    "BACKEND_NAMES",
     "BASELINE_NAMES",
     "ESTIMATOR_NAMES",
     "HYPERPARAMS_DIR",
@@ -53,6 +54,8 @@ HYPERPARAMS_DIR = Path(__file__).resolve().parent.parent / "hyperparams"
 
 #: algorithms that ``--algo`` accepts.
 ALGORITHM_NAMES = ("localpg", "ppo", "a2c")
+#: environment backends: Gymnasium environments in SB3's ``DummyVecEnv``, or one batched torch env.
+BACKEND_NAMES = ("gymnasium", "torch")
 #: policies that ``--policy`` accepts: the binary-stochastic-neuron policy or SB3's usual MLP.
 POLICY_NAMES = ("bsn", "mlp")
 #: policy aliases accepted in hyperparameter files (RL Zoo spelling) and their ``--policy`` names.
@@ -65,6 +68,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "algo": "localpg",
     "env": "CartPole-v1",
     "env_kwargs": {},
+    "backend": "gymnasium",
     "policy": "bsn",
     "n_timesteps": 100_000,
     "n_envs": 8,
@@ -346,6 +350,7 @@ RUN_CHECKS: dict[str, Check] = {
     "algo": _choice(ALGORITHM_NAMES),
     "env": lambda key, value: str(value),
     "env_kwargs": _mapping,
+    "backend": _choice(BACKEND_NAMES),
     "policy": lambda key, value: _choice(POLICY_NAMES)(key, POLICY_ALIASES.get(value, value)),
     "n_timesteps": positive_int,
     "n_envs": positive_int,

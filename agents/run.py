@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -255,12 +256,17 @@ def make_env(
         render_mode: Gymnasium render mode (``"rgb_array"`` to record videos), or ``None``.
 
     Returns:
-        A ``VecEnv`` wrapped in :class:`~agents.env_checks.VecCheckFinite` (not normalised).
+        A ``VecEnv`` wrapped in :class:`~agents.env_checks.VecCheckFinite` (not normalised); with
+        ``config["backend"] == "torch"`` (and no ``render_mode``), one unwrapped batched
+        :class:`envs.TorchVecEnv` on ``config["device"]`` instead, so LocalPG keeps its on-device
+        rollouts (no Monitor files, no finiteness wrapper).
 
     Raises:
         UserInputError: for an unknown id, bad ``env_kwargs``, or unsupported spaces.
     """
     env_id = config["env"]
+    if config["backend"] == "torch" and render_mode is None:
+        return _make_torch_env(config, n_envs, seed)
     check_env_id(env_id)
     env_kwargs = dict(config.get("env_kwargs") or {})
     if render_mode is not None:
@@ -274,6 +280,21 @@ def make_env(
                              "fix env_kwargs") from None
     check_spaces(venv.observation_space, venv.action_space, env_id)
     return VecCheckFinite(venv)
+
+
+def _make_torch_env(config: Mapping[str, Any], n_envs: int, seed: int | None) -> VecEnv:
+    """The batched torch environment of a configuration (``backend: torch``)."""
+    from envs import TORCH_ENVS, make_torch_vec_env
+
+    if config["env"] not in TORCH_ENVS:
+        raise UserInputError(f"environment {config['env']!r} has no torch implementation; use one of "
+                             f"{', '.join(TORCH_ENVS)} or the gymnasium backend")
+    try:
+        return make_torch_vec_env(config["env"], n_envs, device=config["device"], seed=seed,
+                                  env_kwargs=config.get("env_kwargs") or None)
+    except TypeError as error:
+        raise UserInputError(f"cannot make {config['env']!r} with env_kwargs {config['env_kwargs']}: {error}; "
+                             "fix env_kwargs") from None
 
 
 def algorithm_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -337,7 +358,8 @@ def _callbacks(
         callbacks.append(CheckpointCallback(config["save_freq"], layout.checkpoint, vec_normalize))
     evaluation = None
     if config["eval_freq"]:
-        eval_env = make_env(config, n_envs=1, seed=None if config["seed"] is None else config["seed"] + 10_000)
+        eval_seed = None if config["seed"] is None else config["seed"] + 10_000
+        eval_env = make_env({**config, "backend": "gymnasium"}, n_envs=1, seed=eval_seed)
         if vec_normalize is not None:
             eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
         evaluation = EvalCallback(
@@ -382,7 +404,9 @@ def _learn(model: BaseAlgorithm, config: Mapping[str, Any], callbacks: list[Base
     """Train until ``config["n_timesteps"]`` or a stop request; turn a numerical blow-up into DivergenceError."""
     interval = {} if config["log_interval"] is None else {"log_interval": config["log_interval"]}
     try:
-        with catch_stop_signals(request):
+        with catch_stop_signals(request), warnings.catch_warnings():
+            # The evaluation env is a Gymnasium one even when training uses the torch backend.
+            warnings.filterwarnings("ignore", message="Training and eval env are not of the same type")
             model.learn(config["n_timesteps"] - model.num_timesteps, callback=callbacks,
                         reset_num_timesteps=False, progress_bar=progress_bar, **interval)
     except (UserInputError, KeyboardInterrupt):

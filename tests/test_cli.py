@@ -72,8 +72,9 @@ def test_train_continue_and_evaluate_as_subprocesses(tmp_path: Path) -> None:
          {"algo": "a2c", "policy": "mlp", "normalize": True}),
         (["--estimator", "learned_predictor", "--baseline", "learned"],
          {"algo": "localpg", "estimator": "learned_predictor", "baseline": "learned"}),
+        (["--backend", "torch"], {"algo": "localpg", "backend": "torch"}),
     ],
-    ids=["ppo-bsn-st", "a2c-mlp-normalize", "localpg-predictor"],
+    ids=["ppo-bsn-st", "a2c-mlp-normalize", "localpg-predictor", "localpg-torch-backend"],
 )
 def test_algorithms_policies_and_estimators_train_and_evaluate(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: list[str], expected: dict
@@ -83,11 +84,8 @@ def test_algorithms_policies_and_estimators_train_and_evaluate(
     assert call_main("train.py", [*TINY, *flags, "--device", "cpu", *params]) == 0
     run = RunLayout(next((tmp_path / "logs" / expected["algo"]).iterdir()))
     config = yaml.safe_load(run.config_file.read_text())
-    assert {key: config[key] for key in ("algo", "policy") if key in expected} == {
-        key: expected[key] for key in ("algo", "policy") if key in expected}
-    for key in ("estimator", "baseline"):
-        if key in expected:
-            assert config["policy_kwargs"][key] == expected[key]
+    for key, value in expected.items():
+        assert (config["policy_kwargs"] if key in ("estimator", "baseline") else config)[key] == value
     assert config["normalize"] == expected.get("normalize", False)
     if config["normalize"]:
         assert (run.root / "final_model_vecnormalize.pkl").is_file()

@@ -27,6 +27,8 @@ BAD_INPUTS = [
      "unsupported observation space Tuple(Discrete(32), Discrete(11), Discrete(2))", 2),
     ("unsupported action space", "train.py", ["--env", "tests.bad_envs:TupleAction-v0"],
      "unsupported action space Tuple(Discrete(2), Discrete(2))", 2),
+    ("environment without a torch implementation", "train.py", ["--backend", "torch", "--env", "LunarLander-v3"],
+     "environment 'LunarLander-v3' has no torch implementation", 2),
     ("non-positive size", "train.py", ["--n-envs", "0"], "n_envs must be a positive integer, got 0", 2),
     ("non-positive steps", "train.py", ["-n", "-5"], "n_timesteps must be a positive integer, got -5", 2),
     ("non-numeric steps", "train.py", ["-n", "many"], "n_timesteps must be a number, got 'many'", 2),
