@@ -50,6 +50,9 @@ def build_parser() -> OneLineArgumentParser:
 def evaluate_target(target: Path, args: argparse.Namespace, n_episodes: int) -> dict[str, Any]:
     """Load the model of one target and play ``n_episodes`` episodes; optionally record GIFs.
 
+    Episodes run in the Gymnasium environment (also for runs trained with the torch backend), with the
+    ``VecNormalize`` statistics saved beside the model if any.
+
     Returns:
         A JSON-serialisable summary (target, model, env, algo, mean/std of return and length...).
 
@@ -74,7 +77,8 @@ def evaluate_target(target: Path, args: argparse.Namespace, n_episodes: int) -> 
     record = positive_int("video-episodes", args.video_episodes) if args.video_folder else 0
     if record:
         os.environ.setdefault("SDL_AUDIODRIVER", "dummy")  # pygame rendering needs no sound device
-    venv = make_env(config, n_envs=1, seed=int(args.seed), render_mode="rgb_array" if record else None)
+    venv = make_env({**config, "backend": "gymnasium"}, n_envs=1, seed=int(args.seed),
+                    render_mode="rgb_array" if record else None)
     stats_path = vecnormalize_path(model_path)
     if stats_path.is_file():
         venv = VecNormalize.load(str(stats_path), venv)

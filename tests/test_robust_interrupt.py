@@ -112,6 +112,7 @@ def _train_until_killed(run_dir: str, resume: bool) -> None:
     run_training(config, layout.root, resume_from=layout.latest_model() if resume else None)
 
 
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
 def test_sigkill_during_checkpointing_always_leaves_a_loadable_latest_checkpoint(tmp_path: Path) -> None:
     """20 times: kill a process that saves a checkpoint every rollout at a random moment; the latest loads."""
     context = multiprocessing.get_context("fork")
