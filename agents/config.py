@@ -26,12 +26,14 @@ from typing import Any
 import yaml
 from gymnasium import spaces
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from torch import nn
 
 from agents.cli_errors import UserInputError
 from policies.estimators import ESTIMATORS
 from policies.policy import NEURON_BASELINES
 
 __all__ = [
+    "ACTIVATIONS",
     "ALGORITHM_NAMES",
     "BACKEND_NAMES",
     "BASELINE_NAMES",
@@ -60,8 +62,10 @@ BACKEND_NAMES = ("gymnasium", "torch")
 POLICY_NAMES = ("bsn", "mlp")
 #: policy aliases accepted in hyperparameter files (RL Zoo spelling) and their ``--policy`` names.
 POLICY_ALIASES = {"bsn": "bsn", "BsnPolicy": "bsn", "mlp": "mlp", "MlpPolicy": "mlp"}
-#: activation functions that ``policy_kwargs.activation_fn`` may name (used by the MLP policy).
-ACTIVATION_NAMES = ("tanh", "relu", "elu", "leaky_relu", "sigmoid")
+#: ``policy_kwargs.activation_fn`` names and the ``torch.nn`` modules they stand for (MLP policy, BSN critic).
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU, "sigmoid": nn.Sigmoid,
+}
 
 #: run settings and their defaults; every other configuration key is an algorithm argument.
 RUN_DEFAULTS: dict[str, Any] = {
@@ -404,7 +408,7 @@ def _validate_policy_kwargs(policy: str, value: Any) -> dict[str, Any]:
         if "baseline" in kwargs:
             kwargs["baseline"] = _choice(BASELINE_NAMES)("baseline", kwargs["baseline"])
     if "activation_fn" in kwargs:
-        kwargs["activation_fn"] = _choice(ACTIVATION_NAMES)("activation_fn", kwargs["activation_fn"])
+        kwargs["activation_fn"] = _choice(tuple(ACTIVATIONS))("activation_fn", kwargs["activation_fn"])
     if "net_arch" in kwargs:
         arch = kwargs["net_arch"]
         layers = arch.values() if isinstance(arch, Mapping) else [arch]

@@ -33,7 +33,6 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize, unwrap_vec_wrapper
-from torch import nn
 
 from agents.callbacks import (
     CheckpointCallback,
@@ -55,7 +54,14 @@ from agents.checkpoint import (
     vecnormalize_path,
 )
 from agents.cli_errors import DivergenceError, UserInputError
-from agents.config import DRIVER_ARGUMENTS, RUN_DEFAULTS, algorithm_class, policy_class, validate_config
+from agents.config import (
+    ACTIVATIONS,
+    DRIVER_ARGUMENTS,
+    RUN_DEFAULTS,
+    algorithm_class,
+    policy_class,
+    validate_config,
+)
 from agents.env_checks import VecCheckFinite, check_env_id, check_spaces
 from policies import BinaryStochasticPolicy
 
@@ -74,10 +80,6 @@ __all__ = [
     "tensorboard_dir",
 ]
 
-#: ``policy_kwargs.activation_fn`` names and the ``torch.nn`` modules they stand for.
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU, "sigmoid": nn.Sigmoid,
-}
 CHECKPOINT_PATTERN = re.compile(r"^ckpt_(\d+)_steps\.zip$")
 
 

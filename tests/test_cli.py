@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 from cli_support import TINY, TINY_PARAMS, call_main, run_tool
+from torch import nn
 
-from agents.config import build_config, parse_overrides, parse_value
-from agents.run import RunLayout, saved_timesteps
+from agents.config import build_config, parse_overrides, parse_value, validate_config
+from agents.run import RunLayout, algorithm_kwargs, saved_timesteps
 
 TRAIN_FLAGS = ["--algo", "--env", "--policy", "--estimator", "--baseline", "--trained-agent", "--n-timesteps",
                "--seed", "--n-envs", "--device", "--threads", "--log-folder", "--tensorboard-log", "--eval-freq",
@@ -132,3 +133,9 @@ def test_bundled_hyperparameter_files_are_valid() -> None:
         for env in ("CartPole-v1", "Acrobot-v1"):
             config = build_config({"algo": algo, "env": env}, {})
             assert config["algo"] == algo and config["n_timesteps"] > 0
+
+
+def test_activation_names_become_torch_modules() -> None:
+    config = validate_config({"algo": "ppo", "policy": "mlp", "policy_kwargs": {"activation_fn": "relu"}})
+    assert config["policy_kwargs"]["activation_fn"] == "relu"  # config.yml stays plain YAML
+    assert algorithm_kwargs(config)["policy_kwargs"]["activation_fn"] is nn.ReLU
