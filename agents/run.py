@@ -409,6 +409,7 @@ def _learn(model: BaseAlgorithm, config: Mapping[str, Any], callbacks: list[Base
         with catch_stop_signals(request), warnings.catch_warnings():
             # The evaluation env is a Gymnasium one even when training uses the torch backend.
             warnings.filterwarnings("ignore", message="Training and eval env are not of the same type")
+            warnings.filterwarnings("ignore", message="rich is experimental")  # SB3's progress bar
             model.learn(config["n_timesteps"] - model.num_timesteps, callback=callbacks,
                         reset_num_timesteps=False, progress_bar=progress_bar, **interval)
     except (UserInputError, KeyboardInterrupt):
@@ -437,7 +438,9 @@ def run_training(
     written atomically and only with finite weights.
 
     Args:
-        config: a run configuration (validated again here).
+        config: a run configuration (validated again here; missing run settings take
+            :data:`~agents.config.RUN_DEFAULTS`). :func:`agents.config.build_config` builds one from the
+            hyperparameter files, as ``train.py`` does.
         run_dir: the run folder (created if missing); its ``config.yml`` is (re)written.
         resume_from: a model file to continue from: its step count, optimiser state, TensorBoard event
             folder and Monitor files continue (``reset_num_timesteps=False``); training runs until the

@@ -65,24 +65,29 @@ def test_train_continue_and_evaluate_as_subprocesses(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+TINY_CONF = "default:\n  n_steps: 64\n  batch_size: 64\n  n_epochs: 1\n  policy_kwargs: {net_arch: [8]}\n"
+
+
 @pytest.mark.parametrize(
     ("flags", "expected"),
     [
-        (["--algo", "ppo", "--estimator", "st"], {"algo": "ppo", "policy": "bsn", "estimator": "st"}),
-        (["--algo", "a2c", "--policy", "mlp", "--normalize", "--log-interval", "1"],
-         {"algo": "a2c", "policy": "mlp", "normalize": True}),
-        (["--estimator", "learned_predictor", "--baseline", "learned"],
+        (["--algo", "ppo", "--estimator", "st", "--progress-bar", "--threads", "1", *TINY_PARAMS],
+         {"algo": "ppo", "policy": "bsn", "estimator": "st"}),
+        (["--algo", "a2c", "--policy", "mlp", "--normalize", "--log-interval", "1", "--verbose",
+          "-params", "n_steps:64"],
+         {"algo": "a2c", "policy": "mlp", "normalize": True, "n_steps": 64}),
+        (["--estimator", "learned_predictor", "--baseline", "learned", *TINY_PARAMS],
          {"algo": "localpg", "estimator": "learned_predictor", "baseline": "learned"}),
-        (["--backend", "torch"], {"algo": "localpg", "backend": "torch"}),
+        (["--backend", "torch", "-conf", "tiny.yml"], {"algo": "localpg", "backend": "torch", "n_steps": 64}),
     ],
-    ids=["ppo-bsn-st", "a2c-mlp-normalize", "localpg-predictor", "localpg-torch-backend"],
+    ids=["ppo-bsn-st-progress-bar", "a2c-mlp-normalize-verbose", "localpg-predictor", "localpg-torch-conf"],
 )
 def test_algorithms_policies_and_estimators_train_and_evaluate(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: list[str], expected: dict
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    params = ["-params", "n_steps:64"] if "a2c" in flags else TINY_PARAMS
-    assert call_main("train.py", [*TINY, *flags, "--device", "cpu", *params]) == 0
+    (tmp_path / "tiny.yml").write_text(TINY_CONF)
+    assert call_main("train.py", [*TINY, "--device", "cpu", *flags]) == 0
     run = RunLayout(next((tmp_path / "logs" / expected["algo"]).iterdir()))
     config = yaml.safe_load(run.config_file.read_text())
     for key, value in expected.items():
