@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -75,6 +76,7 @@ __all__ = [
     "firing_probabilities",
     "load_run_config",
     "make_env",
+    "restore_evaluations",
     "run_name",
     "run_training",
     "tensorboard_dir",
@@ -351,6 +353,26 @@ def _is_bsn(model: BaseAlgorithm) -> bool:
     return isinstance(model.policy, BinaryStochasticPolicy)
 
 
+def restore_evaluations(evaluation: EvalCallback, path: Path) -> None:
+    """Give a continued run's ``EvalCallback`` the earlier evaluations and best mean return.
+
+    Without this, ``evaluations.npz`` would restart empty and the first evaluation after ``-i`` would
+    replace ``best_model.zip`` even if it were worse.
+
+    Args:
+        evaluation: the new callback (before training starts).
+        path: the run's ``evaluations.npz``; nothing happens if it does not exist.
+    """
+    if not path.is_file():
+        return
+    with np.load(path) as saved:
+        evaluation.evaluations_timesteps = [int(step) for step in saved["timesteps"]]
+        evaluation.evaluations_results = [list(row) for row in saved["results"]]
+        evaluation.evaluations_length = [list(row) for row in saved["ep_lengths"]]
+    if evaluation.evaluations_results:
+        evaluation.best_mean_reward = max(float(np.mean(row)) for row in evaluation.evaluations_results)
+
+
 def _callbacks(
     config: Mapping[str, Any], layout: RunLayout, model: BaseAlgorithm, request: StopRequest,
     vec_normalize: VecNormalize | None, resumed: bool,
@@ -369,6 +391,8 @@ def _callbacks(
             n_eval_episodes=config["eval_episodes"], eval_freq=max(config["eval_freq"] // config["n_envs"], 1),
             log_path=str(layout.eval_dir), deterministic=True, verbose=0, warn=False,
         )
+        if resumed:
+            restore_evaluations(evaluation, layout.eval_dir / "evaluations.npz")
         callbacks.append(evaluation)
     if not resumed:
         callbacks.append(HParamCallback(effective_hyperparameters(config, model)))

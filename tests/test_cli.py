@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from cli_support import TINY, TINY_PARAMS, call_main, run_tool
@@ -52,6 +53,8 @@ def test_train_continue_and_evaluate_as_subprocesses(tmp_path: Path) -> None:
     assert saved_timesteps(run.final_model) == 512
     assert not (run.root.parent / "CartPole-v1_2").exists()
     assert len(list(events.glob("events.out.tfevents.*"))) == 2  # the same TensorBoard run, continued
+    with np.load(run.eval_dir / "evaluations.npz") as evaluations:
+        assert list(evaluations["timesteps"]) == [128, 256, 384, 512]  # earlier evaluations kept
 
     evaluation = run_tool("evaluate.py", [str(run.root), "-n", "2", "--stochastic", "--json", "out/result.json",
                                           "--video-folder", "out/videos", "--plot", "out/curves.png"], tmp_path)
