@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib
-import importlib.util
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
@@ -15,21 +12,20 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 from agents.cli_errors import NonFiniteEnvError, UserInputError
 from policies.policy import check_spaces as check_policy_spaces
 
-__all__ = ["VecCheckFinite", "check_env_id", "check_spaces", "register_project_envs"]
-
-def register_project_envs() -> None:
-    """Import this project's ``envs`` package, if present, so that its environment ids are registered."""
-    if importlib.util.find_spec("envs") is not None:
-        importlib.import_module("envs")
+__all__ = ["VecCheckFinite", "check_env_id", "check_spaces"]
 
 
 def check_env_id(env_id: str) -> None:
     """Check that ``env_id`` is a registered Gymnasium id (``module:Id`` imports ``module`` first).
 
+    The project's ``envs`` package is imported first, so its ``bsn/`` tasks are known.
+
     Raises:
         UserInputError: naming the unknown id, the closest registered ids, and how to list them all.
     """
-    register_project_envs()
+    from envs import UnknownEnvironmentError
+    from envs import check_env_id as check_registered
+
     module, sep, name = env_id.rpartition(":")
     if sep:
         try:
@@ -37,11 +33,11 @@ def check_env_id(env_id: str) -> None:
         except ImportError as error:
             raise UserInputError(f"cannot import module {module!r} named in env id {env_id!r}: {error}; "
                                  "check the module path (run from the folder that contains it)") from None
-    if name not in gym.registry:
-        close = difflib.get_close_matches(name, list(gym.registry), n=3, cutoff=0.6)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise UserInputError(f"unknown environment id {name!r}; {hint}list the registered ids with "
-                             "python -c 'import gymnasium; gymnasium.pprint_registry()'")
+    try:
+        check_registered(name)
+    except UnknownEnvironmentError as error:
+        raise UserInputError(f"{error}; list the registered ids with "
+                             "python -c 'import gymnasium; gymnasium.pprint_registry()'") from None
 
 
 def check_spaces(observation_space: spaces.Space, action_space: spaces.Space, env_id: str) -> None:

@@ -22,7 +22,7 @@ TINY_TRAIN = ["-n", "256", "--n-envs", "2", "--eval-freq", "0", "--save-freq", "
 #: (row id, tool, arguments, text the one-line message contains, exit status).
 BAD_INPUTS = [
     ("unknown env id", "train.py", ["--env", "CartPol-v1"],
-     "unknown environment id 'CartPol-v1'; did you mean CartPole-v1", 2),
+     "unknown Gymnasium environment 'CartPol-v1': did you mean 'CartPole-v1'", 2),
     ("unsupported observation space", "train.py", ["--env", "Blackjack-v1"],
      "unsupported observation space Tuple(Discrete(32), Discrete(11), Discrete(2))", 2),
     ("unsupported action space", "train.py", ["--env", "tests.bad_envs:TupleAction-v0"],
@@ -135,7 +135,7 @@ def test_subprocess_errors_have_no_traceback_unless_verbose(tmp_path: Path) -> N
     quiet = run_tool("train.py", ["--env", "CartPol-v1"], tmp_path)
     loud = run_tool("evaluate.py", [str(tmp_path / "missing.zip"), "--verbose"], tmp_path)
     assert quiet.returncode == 2 and quiet.stderr.count("\n") == 1 and "Traceback" not in quiet.stderr
-    assert "unknown environment id 'CartPol-v1'" in quiet.stderr
+    assert "unknown Gymnasium environment 'CartPol-v1'" in quiet.stderr
     assert loud.returncode == 2 and "Traceback" in loud.stderr
     assert loud.stderr.strip().splitlines()[-1].startswith("evaluate.py: error: model file")
 
