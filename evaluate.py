@@ -67,13 +67,12 @@ def evaluate_target(target: Path, args: argparse.Namespace, n_episodes: int) -> 
     from agents.run import find_run, load_run_config, make_env
 
     layout, model_path = find_run(target)
-    config = load_run_config(layout) if layout is not None else dict(RUN_DEFAULTS, algo=args.algo or "localpg")
-    if args.algo:
-        config["algo"] = args.algo
-    if args.env:
-        config = validate_config({**config, "env": args.env})
     if layout is None and not args.env:
         raise UserInputError(f"{model_path} is not inside a run folder; name its environment with --env")
+    changes = {key: value for key, value in (("algo", args.algo), ("env", args.env)) if value}
+    changes["device"] = args.device  # the run's own device may not exist here (a CUDA run on a CPU machine)
+    config = (load_run_config(layout, changes) if layout is not None
+              else validate_config({**RUN_DEFAULTS, "algo": "localpg", **changes}))
     record = positive_int("video-episodes", args.video_episodes) if args.video_folder else 0
     if record:
         os.environ.setdefault("SDL_AUDIODRIVER", "dummy")  # pygame rendering needs no sound device
@@ -84,7 +83,7 @@ def evaluate_target(target: Path, args: argparse.Namespace, n_episodes: int) -> 
         venv = VecNormalize.load(str(stats_path), venv)
         venv.training, venv.norm_reward = False, False
     model = load_model(algorithm_class(config["algo"]), model_path, env=venv, env_id=config["env"],
-                       device=args.device)
+                       device=config["device"])
     stats, videos = run_episodes(model, venv, n_episodes, deterministic=not args.stochastic, record=record)
     fps = float(venv.metadata.get("render_fps") or 30)
     venv.close()
@@ -108,7 +107,7 @@ def plot_targets(targets: Sequence[Path], path: Path, keys: Sequence[str]) -> Pa
         UserInputError: if nothing can be plotted (no run folder, no finished episode, unknown keys).
     """
     from agents.evaluation import load_monitor_curve, load_tensorboard_scalars, plot_learning_curves
-    from agents.run import find_run, load_run_config, tensorboard_dir
+    from agents.run import find_run, read_run_config, tensorboard_dir
 
     panels: dict[str, dict] = {key: {} for key in keys} if keys else {"training episode return": {}}
     for target in targets:
@@ -117,7 +116,7 @@ def plot_targets(targets: Sequence[Path], path: Path, keys: Sequence[str]) -> Pa
             continue
         label = f"{layout.root.parent.name}/{layout.root.name}"
         if keys:
-            scalars = load_tensorboard_scalars(tensorboard_dir(load_run_config(layout), layout), list(keys))
+            scalars = load_tensorboard_scalars(tensorboard_dir(read_run_config(layout), layout), list(keys))
             for key, curve in scalars.items():
                 panels[key][label] = curve
         else:

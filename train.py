@@ -125,7 +125,7 @@ def _report_start(config: dict[str, Any], result_dir: Path, events: Path, resume
 def main(argv: Sequence[str]) -> int:
     """Parse ``argv``, train, and print where the model and logs went. Returns the exit status."""
     from agents.checkpoint import check_model_file
-    from agents.run import create_run_dir, find_run, load_run_config, make_env, run_training, tensorboard_dir
+    from agents.run import create_run_dir, find_run, make_env, read_run_config, run_training, tensorboard_dir
 
     args = build_parser().parse_args(argv)
     if args.threads is not None:
@@ -138,7 +138,7 @@ def main(argv: Sequence[str]) -> int:
         layout, resume_from = find_run(args.trained_agent)
         check_model_file(resume_from)
         if layout is not None:
-            config = continue_config(load_run_config(layout), flags, overrides)
+            config = continue_config(read_run_config(layout), flags, overrides)
         else:
             config = build_config(flags, overrides, args.conf_file)
     else:

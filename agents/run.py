@@ -60,6 +60,7 @@ from agents.config import (
     DRIVER_ARGUMENTS,
     RUN_DEFAULTS,
     algorithm_class,
+    merge,
     policy_class,
     validate_config,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "firing_probabilities",
     "load_run_config",
     "make_env",
+    "read_run_config",
     "restore_evaluations",
     "run_name",
     "run_training",
@@ -220,11 +222,11 @@ def find_run(path: Path) -> tuple[RunLayout | None, Path]:
     return None, path
 
 
-def load_run_config(layout: RunLayout) -> dict[str, Any]:
-    """Read and validate a run's ``config.yml``.
+def read_run_config(layout: RunLayout) -> dict[str, Any]:
+    """A run's ``config.yml`` as written, not validated (validate after merging changes, e.g. the device).
 
     Raises:
-        UserInputError: if it cannot be read or is not a valid configuration.
+        UserInputError: if it cannot be read or is not a mapping.
     """
     try:
         config = yaml.safe_load(layout.config_file.read_text())
@@ -232,7 +234,19 @@ def load_run_config(layout: RunLayout) -> dict[str, Any]:
         raise UserInputError(f"cannot read {layout.config_file}: {' '.join(str(error).split())}") from None
     if not isinstance(config, dict):
         raise UserInputError(f"{layout.config_file} is not a mapping of configuration keys")
-    return validate_config(config)
+    return config
+
+
+def load_run_config(layout: RunLayout, changes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A run's configuration with ``changes`` merged in, validated.
+
+    Changes come first so that, e.g., a run trained with ``device: cuda`` loads on a machine without
+    CUDA when ``changes`` names another device.
+
+    Raises:
+        UserInputError: if the file cannot be read or the result is not a valid configuration.
+    """
+    return validate_config(merge(read_run_config(layout), changes or {}))
 
 
 def save_run_config(layout: RunLayout, config: Mapping[str, Any]) -> None:

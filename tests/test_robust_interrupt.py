@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from cli_support import TINY_PARAMS, read_events, run_tool, scalar_steps, start_tool
+from cli_support import TINY_PARAMS, call_main, read_events, run_tool, scalar_steps, start_tool
 from stable_baselines3.common.vec_env import VecNormalize
 
 from agents import LocalPG
@@ -167,6 +167,21 @@ def test_sigint_saves_then_train_dash_i_continues_steps_and_tensorboard_run(tmp_
     after = scalar_steps(read_events(event_files[1]))["time/fps"]
     assert min(step for step, _ in after) > max(step for step, _ in before)  # steps go on, not restart
     assert min(step for step, _ in after) > stopped_at
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="simulates a machine without CUDA")
+def test_a_run_configured_for_cuda_evaluates_and_continues_without_cuda(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run_training(tiny_config(), tmp_path / "run")
+    layout = RunLayout(tmp_path / "run")
+    layout.config_file.write_text(layout.config_file.read_text().replace("device: auto", "device: cuda"))
+    monkeypatch.chdir(tmp_path)
+    assert call_main("evaluate.py", [str(layout.root), "-n", "1"]) == 0
+    assert call_main("train.py", ["-i", str(layout.root), "-n", "384", "--no-progress-bar"]) == 2
+    assert "use --device cpu or auto" in capsys.readouterr().err
+    assert call_main("train.py", ["-i", str(layout.root), "-n", "384", "--device", "cpu", "--no-progress-bar"]) == 0
+    assert saved_timesteps(layout.final_model) >= 384 > result["num_timesteps"]
 
 
 @pytest.mark.cuda
