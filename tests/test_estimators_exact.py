@@ -28,7 +28,9 @@ from benchmarks.exact import (
     local_unit_gradients,
     make_tiny_network,
     monte_carlo_gradients,
+    per_row_gradients,
     predictor_unit_gradients,
+    rectifier_expected_loss,
     z_scores,
 )
 from policies.baselines import BASELINES, make_baseline
@@ -231,19 +233,6 @@ def test_straight_through_sigmoid_is_exact_for_a_linear_loss_of_one_layer() -> N
     torch.testing.assert_close(exact_estimator_mean(net, inputs, loss), exact_gradient(net, inputs, loss))
 
 
-def rectifier_expected_loss(pre_activation: torch.Tensor, loss: Callable, noise_std: float) -> torch.Tensor:
-    """``E[L(relu(a + sigma z))]`` by quadrature: ``Phi(-a/sigma) L(0) + int_0^inf L(y) phi((y-a)/sigma)/sigma dy``.
-
-    ``a`` enters only through the Gaussian density, so autograd of this integral is the exact gradient.
-    """
-    y = torch.linspace(0.0, float(pre_activation.detach()) + 14 * noise_std, 400_001, dtype=torch.float64)
-    density = torch.exp(-0.5 * ((y - pre_activation) / noise_std) ** 2) / (noise_std * math.sqrt(2 * math.pi))
-    zero_mass = 0.5 * torch.erfc(pre_activation / (noise_std * math.sqrt(2.0)))
-    return zero_mass * loss(torch.zeros(1, 1, dtype=torch.float64))[0] + torch.trapezoid(
-        loss(y.unsqueeze(-1)) * density, y
-    )
-
-
 @pytest.mark.parametrize("noise_std", [0.5, 1.0])
 def test_noisy_rectifier_is_unbiased_for_a_smooth_loss(noise_std: float) -> None:
     """The noisy rectifier's back-propagated ``1[a + sigma z > 0]`` is the pathwise (reparameterisation)
@@ -302,3 +291,12 @@ def test_learned_predictor_trains_lowers_variance_and_tracks_the_gradient(use_st
     expected = exact_estimator_mean(net, inputs, readout, unit_gradient_fn=predicted)
     assert torch.nn.functional.cosine_similarity(expected, exact, dim=0) > 0.8
     assert (expected - exact).norm() > 1e-3 * exact.norm()
+
+
+@pytest.mark.parametrize("name", ["local", "st", "sts"])
+def test_per_row_gradients_average_to_the_enumerated_expectation(name: str) -> None:
+    """The benchmark's exact per-sample gradients agree with the estimator's exact expectation."""
+    net, inputs, readout = tiny_setup(estimator=name)
+    weights, gradients = per_row_gradients(net, inputs, readout)
+    assert weights.sum().item() == pytest.approx(1.0)
+    torch.testing.assert_close(weights @ gradients, exact_estimator_mean(net, inputs, readout))
