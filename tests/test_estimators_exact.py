@@ -33,7 +33,7 @@ from benchmarks.exact import (
     rectifier_expected_loss,
     z_scores,
 )
-from policies.baselines import BASELINES, make_baseline
+from policies.baselines import BASELINES, Baseline, make_baseline
 from policies.bsn import BinaryStochasticNetwork, BSNOutput
 from policies.estimators import local_gradient
 
@@ -57,13 +57,15 @@ def tiny_setup(
     return net, inputs, Readout(hidden_sizes[-1], offset=3.0, seed=3)
 
 
-def fitted_baseline(name: str, net: BinaryStochasticNetwork, inputs: torch.Tensor, readout: Readout):
+def fitted_baseline(name: str, net: BinaryStochasticNetwork, inputs: torch.Tensor, readout: Readout) -> Baseline:
     """The named baseline, warmed up on 40 independent batches and frozen."""
     baseline = make_baseline(name, IN_FEATURES, net.hidden_sizes).double()
     return fit_baseline(baseline, net, inputs, readout, steps=40, batch_size=1000)
 
 
-def own_sample_baseline(output: BSNOutput, signal: torch.Tensor, baselines: Sequence[torch.Tensor]):
+def own_sample_baseline(
+    output: BSNOutput, signal: torch.Tensor, baselines: Sequence[torch.Tensor]
+) -> list[torch.Tensor]:
     """WRONG: a baseline that depends on the unit's own sample, ``c = 0.5 h``: bias ``-0.5 p(1-p) x``."""
     return [
         local_gradient(h, p, signal, c + 0.5 * h)
@@ -71,7 +73,7 @@ def own_sample_baseline(output: BSNOutput, signal: torch.Tensor, baselines: Sequ
     ]
 
 
-def centred_at_half(output: BSNOutput, signal: torch.Tensor, baselines: Sequence[torch.Tensor]):
+def centred_at_half(output: BSNOutput, signal: torch.Tensor, baselines: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """WRONG: ``(h - 1/2) L`` instead of ``(h - p) L``."""
     return [
         local_gradient(h, torch.full_like(p, 0.5), signal, c)
@@ -79,7 +81,7 @@ def centred_at_half(output: BSNOutput, signal: torch.Tensor, baselines: Sequence
     ]
 
 
-def scaled(output: BSNOutput, signal: torch.Tensor, baselines: Sequence[torch.Tensor]):
+def scaled(output: BSNOutput, signal: torch.Tensor, baselines: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """WRONG: the right direction, 15% too short."""
     return [0.85 * g for g in local_unit_gradients(output, signal, baselines)]
 
@@ -87,7 +89,9 @@ def scaled(output: BSNOutput, signal: torch.Tensor, baselines: Sequence[torch.Te
 def bottom_layer_only(wrong: Callable) -> Callable:
     """Corrupt only the bottom layer (the hardest to check: its gradient is the smallest and noisiest)."""
 
-    def unit_gradients(output: BSNOutput, signal: torch.Tensor, baselines: Sequence[torch.Tensor]):
+    def unit_gradients(
+        output: BSNOutput, signal: torch.Tensor, baselines: Sequence[torch.Tensor]
+    ) -> list[torch.Tensor]:
         return [wrong(output, signal, baselines)[0], *local_unit_gradients(output, signal, baselines)[1:]]
 
     return unit_gradients
