@@ -23,6 +23,7 @@ from policies.estimators import (
     make_estimator,
 )
 from policies.noise import CounterNoise
+from policies.policy import BinaryStochasticPolicy
 
 __all__ = [
     "BASELINES",
@@ -30,6 +31,7 @@ __all__ = [
     "BSNOutput",
     "Baseline",
     "BinaryStochasticNetwork",
+    "BinaryStochasticPolicy",
     "CounterNoise",
     "Estimator",
     "LearnedBaseline",

@@ -162,9 +162,7 @@ class BinaryStochasticNetwork(nn.Module):
             A :class:`BSNOutput`.
         """
         if inputs.dim() != 2 or inputs.shape[-1] != self.in_features:
-            raise ValueError(
-                f"expected inputs of shape (batch, {self.in_features}), got {tuple(inputs.shape)}"
-            )
+            raise ValueError(f"expected inputs of shape (batch, {self.in_features}), got {tuple(inputs.shape)}")
         if given_samples is not None and len(given_samples) != len(self.layers):
             raise ValueError(f"given_samples must hold {len(self.layers)} tensors, got {len(given_samples)}")
         if given_samples is not None and self.propagates:
@@ -197,8 +195,9 @@ class BinaryStochasticNetwork(nn.Module):
             return torch.rand(pre_activation.shape, device=pre_activation.device, dtype=pre_activation.dtype)
         uniform = noise(index, pre_activation.shape) if callable(noise) else noise[index]
         if uniform.shape != pre_activation.shape:
-            raise ValueError(f"noise for layer {index} has shape {tuple(uniform.shape)}, "
-                             f"expected {tuple(pre_activation.shape)}")
+            raise ValueError(
+                f"noise for layer {index} has shape {tuple(uniform.shape)}, expected {tuple(pre_activation.shape)}"
+            )
         return uniform.to(device=pre_activation.device, dtype=pre_activation.dtype)
 
     def pack_samples(self, samples: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -48,15 +48,16 @@ __all__ = [
 def bernoulli_log_prob(samples: torch.Tensor, pre_activation: torch.Tensor) -> torch.Tensor:
     """Element-wise ``log Bernoulli(samples; sigmoid(pre_activation))``.
 
-    Computed as ``h * logsigmoid(a) + (1 - h) * logsigmoid(-a)``, never as the log of a
-    probability, so it is finite for every finite pre-activation (``a = ±1e4`` included).
-    Its derivative with respect to ``a`` is exactly ``h - sigmoid(a)`` (PAPER.md section 1).
+    Equal to ``h * logsigmoid(a) + (1 - h) * logsigmoid(-a)`` and computed, for binary ``h``, as the
+    single ``logsigmoid((2h - 1) a)``: never as the log of a probability, so it is finite for every
+    finite pre-activation (``a = ±1e4`` included). Its derivative with respect to ``a`` is exactly
+    ``h - sigmoid(a)`` (PAPER.md section 1).
 
     Args:
         samples: binary samples ``h`` in {0, 1} (any float dtype), same shape as ``pre_activation``.
         pre_activation: the unit's pre-activation ``a``, any real value.
     """
-    return samples * F.logsigmoid(pre_activation) + (1.0 - samples) * F.logsigmoid(-pre_activation)
+    return F.logsigmoid((2.0 * samples - 1.0) * pre_activation)
 
 
 def local_gradient(
@@ -262,7 +263,10 @@ class LearnedPredictorEstimator(Estimator):
         self.use_straight_through = use_straight_through
         n_features = 5 if use_straight_through else 4
         self.regressor = nn.Sequential(nn.Linear(n_features, hidden_size), nn.Tanh(), nn.Linear(hidden_size, 1))
-        # Start at a zero prediction so an untrained predictor makes no update.
+        self.reset_output()
+
+    def reset_output(self) -> None:
+        """Zero the output layer: an untrained predictor predicts ``g_hat = 0`` and makes no update."""
         nn.init.zeros_(self.regressor[-1].weight)
         nn.init.zeros_(self.regressor[-1].bias)
 

@@ -1,0 +1,184 @@
+"""On-device rollout storage for LocalPG: SB3's rollout data plus the packed hidden samples."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import torch
+
+__all__ = ["HiddenRolloutBuffer", "HiddenRolloutSamples", "TensorObs"]
+
+#: An observation batch: one tensor, or a dict of tensors for ``Dict`` observation spaces.
+TensorObs = torch.Tensor | dict[str, torch.Tensor]
+
+
+class HiddenRolloutSamples(NamedTuple):
+    """One minibatch, all tensors on the buffer's device, rows flattened over (step, env).
+
+    Attributes:
+        observations: raw observations (preprocessing happens in the policy).
+        actions: actions as the policy produced them.
+        old_values: ``V(s)`` at collection time, shape (batch,).
+        old_log_prob: ``log pi(a | h)`` at collection time, shape (batch,).
+        hidden: packed ``uint8`` hidden samples, shape (batch, total_units).
+        old_unit_log_prob: per-unit log-probabilities of the hidden samples under the parameters
+            that collected them, shape (batch, total_units).
+        advantages: GAE(lambda) advantages, shape (batch,).
+        returns: ``advantages + old_values``, the critic's regression target, shape (batch,).
+    """
+
+    observations: TensorObs
+    actions: torch.Tensor
+    old_values: torch.Tensor
+    old_log_prob: torch.Tensor
+    hidden: torch.Tensor
+    old_unit_log_prob: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+
+
+def _index(obs: TensorObs, rows: torch.Tensor) -> TensorObs:
+    return {key: value[rows] for key, value in obs.items()} if isinstance(obs, dict) else obs[rows]
+
+
+def _flatten(tensor: torch.Tensor) -> torch.Tensor:
+    """(steps, envs, *rest) -> (steps * envs, *rest)."""
+    return tensor.reshape(-1, *tensor.shape[2:])
+
+
+class HiddenRolloutBuffer:
+    """Rollout buffer in torch, on any device; stores hidden samples as ``uint8`` (one byte per unit).
+
+    Storage is allocated lazily from the first :meth:`add` (shapes and dtypes of observations and
+    actions are taken as they come), so the same buffer serves numpy VecEnvs (tensors made once per
+    step) and torch-batched envs (tensors that never leave the device).
+
+    Args:
+        buffer_size: steps per environment in one rollout (``n_steps``, > 0).
+        n_envs: number of parallel environments (> 0).
+        total_units: number of hidden units of the policy's BSN network.
+        device: where everything is stored.
+        gamma: discount factor in [0, 1].
+        gae_lambda: GAE's lambda in [0, 1]; 1 gives Monte-Carlo returns (with bootstrap at cut-offs).
+    """
+
+    def __init__(
+        self,
+        buffer_size: int,
+        n_envs: int,
+        total_units: int,
+        device: torch.device | str,
+        gamma: float,
+        gae_lambda: float,
+    ) -> None:
+        self.buffer_size = int(buffer_size)
+        self.n_envs = int(n_envs)
+        self.total_units = int(total_units)
+        self.device = torch.device(device)
+        self.gamma = float(gamma)
+        self.gae_lambda = float(gae_lambda)
+        shape = (self.buffer_size, self.n_envs)
+        self.rewards = torch.zeros(shape, device=self.device)
+        self.episode_starts = torch.zeros(shape, device=self.device)
+        self.values = torch.zeros(shape, device=self.device)
+        self.log_probs = torch.zeros(shape, device=self.device)
+        self.advantages = torch.zeros(shape, device=self.device)
+        self.returns = torch.zeros(shape, device=self.device)
+        self.hidden = torch.zeros((*shape, self.total_units), dtype=torch.uint8, device=self.device)
+        self.unit_log_probs = torch.zeros((*shape, self.total_units), device=self.device)
+        self.observations: TensorObs | None = None
+        self.actions: torch.Tensor | None = None
+        self.pos = 0
+
+    @property
+    def full(self) -> bool:
+        return self.pos == self.buffer_size
+
+    def reset(self) -> None:
+        """Start a new rollout (storage is reused)."""
+        self.pos = 0
+
+    def _allocate_like(self, obs: TensorObs, actions: torch.Tensor) -> None:
+        def empty(like: torch.Tensor) -> torch.Tensor:
+            return torch.zeros((self.buffer_size, *like.shape), dtype=like.dtype, device=self.device)
+
+        self.observations = {k: empty(v) for k, v in obs.items()} if isinstance(obs, dict) else empty(obs)
+        self.actions = empty(actions)
+
+    def add(
+        self,
+        obs: TensorObs,
+        actions: torch.Tensor,
+        rewards: torch.Tensor,
+        episode_starts: torch.Tensor,
+        values: torch.Tensor,
+        log_probs: torch.Tensor,
+        hidden: torch.Tensor,
+    ) -> None:
+        """Store one step of every environment (first dimension of every tensor: ``n_envs``)."""
+        if self.full:
+            raise RuntimeError("rollout buffer is full; call reset() before adding a new rollout")
+        if self.observations is None or self.actions is None:
+            self._allocate_like(obs, actions)
+        assert self.observations is not None and self.actions is not None
+        if isinstance(obs, dict):
+            for key, value in obs.items():
+                self.observations[key][self.pos] = value  # type: ignore[index]
+        else:
+            self.observations[self.pos] = obs  # type: ignore[index]
+        self.actions[self.pos] = actions
+        self.rewards[self.pos] = rewards.reshape(-1)
+        self.episode_starts[self.pos] = episode_starts.reshape(-1)
+        self.values[self.pos] = values.reshape(-1)
+        self.log_probs[self.pos] = log_probs.reshape(-1)
+        self.hidden[self.pos] = hidden
+        self.pos += 1
+
+    @torch.no_grad()
+    def compute_returns_and_advantage(self, last_values: torch.Tensor, dones: torch.Tensor) -> None:
+        """GAE(lambda) (Schulman et al. 2016), as SB3's ``RolloutBuffer`` computes it, in torch.
+
+        Args:
+            last_values: ``V`` of the observation after the last step, shape (n_envs,) or (n_envs, 1).
+            dones: whether the last step ended an episode, shape (n_envs,).
+        """
+        last_values = last_values.reshape(-1).to(self.values)
+        next_non_terminal = 1.0 - dones.reshape(-1).to(self.values)
+        next_values = last_values
+        last_gae = torch.zeros_like(last_values)
+        for step in reversed(range(self.buffer_size)):
+            if step < self.buffer_size - 1:
+                next_non_terminal = 1.0 - self.episode_starts[step + 1]
+                next_values = self.values[step + 1]
+            delta = self.rewards[step] + self.gamma * next_values * next_non_terminal - self.values[step]
+            last_gae = delta + self.gamma * self.gae_lambda * next_non_terminal * last_gae
+            self.advantages[step] = last_gae
+        self.returns = self.advantages + self.values
+
+    def flat_observations(self) -> TensorObs:
+        """All observations of the rollout, rows flattened over (step, env)."""
+        assert self.observations is not None
+        obs = self.observations
+        return {k: _flatten(v) for k, v in obs.items()} if isinstance(obs, dict) else _flatten(obs)
+
+    def get(self, batch_size: int | None = None) -> Iterator[HiddenRolloutSamples]:
+        """Yield shuffled minibatches of ``batch_size`` rows (the whole rollout if ``None``)."""
+        assert self.full, "the rollout buffer is not full yet"
+        assert self.actions is not None
+        total = self.buffer_size * self.n_envs
+        batch_size = total if batch_size is None else int(batch_size)
+        observations = self.flat_observations()
+        columns = [
+            _flatten(self.actions),
+            _flatten(self.values),
+            _flatten(self.log_probs),
+            _flatten(self.hidden),
+            _flatten(self.unit_log_probs),
+            _flatten(self.advantages),
+            _flatten(self.returns),
+        ]
+        order = torch.randperm(total, device=self.device)
+        for start in range(0, total, batch_size):
+            rows = order[start : start + batch_size]
+            yield HiddenRolloutSamples(_index(observations, rows), *(column[rows] for column in columns))

@@ -1,0 +1,585 @@
+"""LocalPG: policy gradient for binary-stochastic-neuron policies with purely local updates.
+
+Every hidden unit of the policy's BSN network learns with the paper's local estimator
+``(h_i - p_i) * (A - c_i)`` (PAPER.md section 1): ``A`` is the GAE(lambda) advantage of the delayed
+reward (``lambda = 1``: Monte-Carlo return minus the learned value baseline), ``c_i`` an optional
+per-neuron baseline (section 2). The action head learns from ``log pi(a | h_top)`` with the top layer's
+samples as its input; nothing is back-propagated from one layer into the layer below.
+
+Like PPO, a rollout may be reused for several epochs; each *neuron* then has its own clipped
+probability ratio ``r_i = P_new(h_i | x_i) / P_old(h_i | x_i)`` (a per-neuron trust region), and
+the action head has PPO's clipped ratio on ``pi(a | h)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.utils import FloatSchedule, explained_variance, obs_as_tensor
+from stable_baselines3.common.vec_env import VecEnv
+from torch.nn import functional as F
+
+from agents.localpg.buffer import HiddenRolloutBuffer, HiddenRolloutSamples
+from envs.torch_vec_env import TorchVecEnv
+from policies.estimators import LearnedPredictorEstimator, local_gradient
+from policies.policy import SUPPORTED_ACTION_SPACES, BinaryStochasticPolicy, check_spaces
+
+__all__ = ["LocalPG"]
+
+SelfLocalPG = TypeVar("SelfLocalPG", bound="LocalPG")
+
+
+class LocalPG(OnPolicyAlgorithm):
+    """Local policy gradient for binary-stochastic-neuron policies (Bengio et al. 2013, PAPER.md).
+
+    Args:
+        policy: ``"BsnPolicy"`` / ``"MlpPolicy"`` (both :class:`~policies.BinaryStochasticPolicy`) or
+            a subclass of it.
+        env: the environment (Gymnasium env, its id, or an SB3 ``VecEnv``).
+        learning_rate: Adam's learning rate (> 0), or a schedule of the progress remaining (1 -> 0).
+        n_steps: steps per environment per rollout (> 0); the rollout has ``n_steps * n_envs`` rows.
+        batch_size: minibatch size (> 1; rollout rows if ``None``).
+        n_epochs: passes over each rollout (>= 1). With 1 epoch the update is exactly the local
+            estimator (all ratios are 1); more epochs reuse data inside per-neuron trust regions.
+        gamma: discount factor in [0, 1].
+        gae_lambda: GAE's lambda in [0, 1]; 1 gives Monte-Carlo returns from the delayed reward.
+        clip_range: half-width ``eps`` of the clipped ratios ``[1 - eps, 1 + eps]`` (> 0), applied to
+            the action head and to every hidden unit; or a schedule.
+        normalize_advantage: standardise advantages per minibatch.
+        ent_coef: weight of the action distribution's entropy bonus (>= 0).
+        hidden_ent_coef: weight of the hidden units' Bernoulli entropy bonus (>= 0); keeps units
+            from saturating at p = 0 or 1.
+        hidden_coef: weight of the hidden units' local loss relative to the action head's (> 0).
+        vf_coef: weight of the value (baseline) loss (>= 0).
+        max_grad_norm: gradient-norm clipping threshold (> 0).
+        target_kl: stop an update's epochs early when the action head's approximate KL exceeds it.
+        stats_window_size, tensorboard_log, policy_kwargs, verbose, seed, device, _init_setup_model:
+            as in SB3.
+
+    Logged keys: SB3's ``rollout/``, ``time/`` and ``train/`` keys (as PPO's) and ``bsn/`` keys,
+    documented in the README.
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "BsnPolicy": BinaryStochasticPolicy,
+        "MlpPolicy": BinaryStochasticPolicy,
+        "MultiInputPolicy": BinaryStochasticPolicy,
+        "CnnPolicy": BinaryStochasticPolicy,
+    }
+    #: Action spaces LocalPG accepts (SB3 convention); observation spaces: those of the policy.
+    supported_action_spaces = SUPPORTED_ACTION_SPACES
+    policy: BinaryStochasticPolicy
+    rollout_buffer: HiddenRolloutBuffer  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        policy: str | type[BinaryStochasticPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 3e-4,
+        n_steps: int = 128,
+        batch_size: int | None = 256,
+        n_epochs: int = 4,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+        clip_range: float | Schedule = 0.2,
+        normalize_advantage: bool = True,
+        ent_coef: float = 0.0,
+        hidden_ent_coef: float = 0.0,
+        hidden_coef: float = 1.0,
+        vf_coef: float = 0.5,
+        max_grad_norm: float = 0.5,
+        target_kl: float | None = None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: torch.device | str = "auto",
+        _init_setup_model: bool = True,
+    ) -> None:
+        # Check before SB3 wraps the env, which fails on some spaces with an error of its own.
+        if env is not None and not isinstance(env, str):
+            check_spaces(env.observation_space, env.action_space)
+        _check_positive(n_steps=n_steps, n_epochs=n_epochs, max_grad_norm=max_grad_norm, hidden_coef=hidden_coef)
+        _check_non_negative(ent_coef=ent_coef, hidden_ent_coef=hidden_ent_coef, vf_coef=vf_coef)
+        if not 0.0 <= gamma <= 1.0 or not 0.0 <= gae_lambda <= 1.0:
+            raise ValueError(f"gamma and gae_lambda must be in [0, 1], got {gamma} and {gae_lambda}")
+        if isinstance(learning_rate, (int, float)) and not learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+        if isinstance(clip_range, (int, float)) and not clip_range > 0:
+            raise ValueError(f"clip_range must be > 0, got {clip_range}")
+        if batch_size is not None and batch_size <= 1:
+            raise ValueError(f"batch_size must be > 1 (advantage normalisation needs 2 rows), got {batch_size}")
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            ent_coef=ent_coef,
+            vf_coef=vf_coef,
+            max_grad_norm=max_grad_norm,
+            use_sde=False,
+            sde_sample_freq=-1,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            device=device,
+            seed=seed,
+            _init_setup_model=False,
+            # Validated below by check_spaces, which raises a ValueError naming both spaces.
+            supported_action_spaces=None,
+        )
+        if env is not None:  # load() builds the model without an env and sets the spaces afterwards
+            check_spaces(self.observation_space, self.action_space)
+        self.batch_size = batch_size
+        self.n_epochs = n_epochs
+        self.clip_range = clip_range
+        self.normalize_advantage = normalize_advantage
+        self.hidden_ent_coef = hidden_ent_coef
+        self.hidden_coef = hidden_coef
+        self.target_kl = target_kl
+        if _init_setup_model:
+            self._setup_model()
+
+    # ------------------------------------------------------------------ setup
+    def _setup_model(self) -> None:
+        self._setup_lr_schedule()
+        self.set_random_seed(self.seed)
+        self.policy = self.policy_class(  # type: ignore[assignment]
+            self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs
+        )
+        if not isinstance(self.policy, BinaryStochasticPolicy):
+            raise ValueError(f"LocalPG needs a BinaryStochasticPolicy, got {type(self.policy).__name__}")
+        if self.policy.bsn.propagates:
+            raise ValueError(
+                f"LocalPG trains with local estimators ('local', 'learned_predictor'); estimator "
+                f"{self.policy.estimator_name!r} back-propagates: use PPO or A2C with BinaryStochasticPolicy"
+            )
+        self.policy = self.policy.to(self.device)
+        self.rollout_buffer = HiddenRolloutBuffer(
+            self.n_steps, self.n_envs, self.policy.bsn.total_units, self.device, self.gamma, self.gae_lambda
+        )
+        self.clip_range = FloatSchedule(self.clip_range)
+        self._clip_groups = self._gradient_groups()
+
+    def _gradient_groups(self) -> list[list[torch.nn.Parameter]]:
+        """Parameter groups whose gradient norms are clipped separately: one per BSN layer, the action
+        head, the critic, and the rest. A global norm would let the many hidden units' noisy estimates
+        shrink the action head's step, coupling layers that the local rule keeps independent."""
+        policy = self.policy
+        groups = [list(layer.parameters()) for layer in policy.bsn.layers]
+        head = list(policy.action_net.parameters())
+        if isinstance(getattr(policy, "log_std", None), torch.nn.Parameter):
+            head.append(policy.log_std)
+        groups.append(head)
+        groups.append([*policy.mlp_extractor.value_body.parameters(), *policy.value_net.parameters()])
+        seen = {id(p) for group in groups for p in group}
+        rest = [p for p in policy.parameters() if id(p) not in seen]
+        return [group for group in [*groups, rest] if group]
+
+    # ------------------------------------------------------------------ rollouts
+    def collect_rollouts(  # type: ignore[override]
+        self,
+        env: VecEnv,
+        callback: BaseCallback,
+        rollout_buffer: HiddenRolloutBuffer,
+        n_rollout_steps: int,
+    ) -> bool:
+        """Fill the buffer with ``n_rollout_steps`` steps of every env, storing the hidden samples.
+
+        An env with the tensor API of :class:`envs.TorchVecEnv` (``step_tensor``, ``final_obs``,
+        ``episodes``), not wrapped, is stepped with tensors: rollout, buffer and update stay on the
+        device, with no per-step copy to the host.
+        """
+        assert self._last_obs is not None, "No previous observation was provided"
+        if _is_tensor_env(env):
+            return self._collect_tensor_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+        self.policy.set_training_mode(False)
+        rollout_buffer.reset()
+        callback.on_rollout_start()
+        n_steps = 0
+        dones = self._last_episode_starts
+        while n_steps < n_rollout_steps:
+            with torch.no_grad():
+                obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
+                step = self.policy.act(obs_tensor)
+            actions = step.actions.cpu().numpy()
+            clipped_actions = actions
+            if isinstance(self.action_space, spaces.Box):
+                clipped_actions = np.clip(actions, self.action_space.low, self.action_space.high)
+            new_obs, rewards, dones, infos = env.step(clipped_actions)
+            self.num_timesteps += env.num_envs
+            callback.update_locals(locals())
+            if not callback.on_step():
+                return False
+            self._update_info_buffer(infos, dones)
+            n_steps += 1
+            rewards = rewards.astype(np.float32, copy=True)
+            self._bootstrap_truncated(rewards, dones, infos)
+            rollout_buffer.add(
+                obs_tensor,
+                step.actions,
+                torch.as_tensor(rewards, device=self.device),
+                torch.as_tensor(self._last_episode_starts, dtype=torch.float32, device=self.device),
+                step.values,
+                step.log_prob,
+                step.hidden,
+            )
+            self._last_obs = new_obs  # type: ignore[assignment]
+            self._last_episode_starts = dones
+        with torch.no_grad():
+            last_values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))  # type: ignore[arg-type]
+        rollout_buffer.compute_returns_and_advantage(
+            last_values, torch.as_tensor(dones, dtype=torch.float32, device=self.device)
+        )
+        callback.update_locals(locals())
+        callback.on_rollout_end()
+        return True
+
+    def _collect_tensor_rollouts(
+        self,
+        env: Any,
+        callback: BaseCallback,
+        rollout_buffer: HiddenRolloutBuffer,
+        n_rollout_steps: int,
+    ) -> bool:
+        """:meth:`collect_rollouts` for torch-batched envs: every step is a few tensor ops on the device."""
+        self.policy.set_training_mode(False)
+        rollout_buffer.reset()
+        callback.on_rollout_start()
+        obs = self._last_obs if isinstance(self._last_obs, torch.Tensor) else obs_as_tensor(self._last_obs, self.device)
+        obs = obs.to(self.device)
+        episode_starts = torch.as_tensor(self._last_episode_starts, dtype=torch.float32, device=self.device)
+        box = isinstance(self.action_space, spaces.Box)
+        if box:
+            low = torch.as_tensor(self.action_space.low, device=self.device)
+            high = torch.as_tensor(self.action_space.high, device=self.device)
+        for _ in range(n_rollout_steps):
+            with torch.no_grad():
+                step = self.policy.act(obs)
+                actions = step.actions.clamp(low, high) if box else step.actions
+                result = env.step_tensor(actions)
+                rewards = result.rewards.to(self.device, torch.float32)
+                # Bootstrap episodes cut by the time limit with V(final observation) (SB3 issue #633).
+                # One host sync per step for the check; the critic runs only on steps where it matters.
+                cut = (result.truncated & ~result.terminated).to(self.device, torch.float32)
+                if bool(cut.any()):
+                    final_values = self.policy.predict_values(env.final_obs.to(self.device, obs.dtype)).reshape(-1)
+                    rewards = rewards + self.gamma * final_values * cut
+            self.num_timesteps += env.num_envs
+            callback.update_locals(locals())
+            if not callback.on_step():
+                return False
+            rollout_buffer.add(obs, step.actions, rewards, episode_starts, step.values, step.log_prob, step.hidden)
+            obs = result.obs.to(self.device, obs.dtype)
+            episode_starts = (result.terminated | result.truncated).to(self.device, torch.float32)
+        self._last_obs = obs  # type: ignore[assignment]
+        self._last_episode_starts = episode_starts  # type: ignore[assignment]
+        self._drain_episodes(env)
+        with torch.no_grad():
+            last_values = self.policy.predict_values(obs)
+        rollout_buffer.compute_returns_and_advantage(last_values, episode_starts)
+        callback.update_locals(locals())
+        callback.on_rollout_end()
+        return True
+
+    def _drain_episodes(self, env: Any) -> None:
+        """Copy the episodes finished since the last call from the env's tracker into ``ep_info_buffer``.
+
+        One host copy per rollout. If more episodes ended than the tracker's window holds, only the
+        window's (most recent) ones are seen, which is all ``rollout/ep_rew_mean`` averages anyway.
+        """
+        tracker = env.episodes
+        finished = int(tracker.finished)
+        new = min(finished - getattr(self, "_episodes_seen", 0), tracker.window)
+        self._episodes_seen = finished
+        if new <= 0:
+            return
+        slots = [(finished - k) % tracker.window for k in range(new, 0, -1)]
+        returns = tracker.window_returns[slots].tolist()
+        lengths = tracker.window_lengths[slots].tolist()
+        assert self.ep_info_buffer is not None
+        for episode_return, length in zip(returns, lengths, strict=True):
+            self.ep_info_buffer.append({"r": episode_return, "l": length})
+
+    def _bootstrap_truncated(self, rewards: np.ndarray, dones: np.ndarray, infos: list[dict]) -> None:
+        """Add ``gamma * V(terminal obs)`` to rewards of episodes cut by a time limit (SB3 issue #633)."""
+        cut = [
+            i
+            for i, done in enumerate(dones)
+            if done and infos[i].get("terminal_observation") is not None and infos[i].get("TimeLimit.truncated", False)
+        ]
+        if not cut:
+            return
+        terminal = [infos[i]["terminal_observation"] for i in cut]
+        if isinstance(terminal[0], dict):
+            stacked: Any = {key: np.stack([obs[key] for obs in terminal]) for key in terminal[0]}
+        else:
+            stacked = np.stack(terminal)
+        with torch.no_grad():
+            values = self.policy.predict_values(obs_as_tensor(stacked, self.device)).reshape(-1).cpu().numpy()
+        rewards[cut] += self.gamma * values
+
+    # ------------------------------------------------------------------ update
+    @torch.no_grad()
+    def _score_rollout(self) -> None:
+        """Per-unit log-probs of the stored hidden samples under the collecting parameters (``P_old``)."""
+        buffer = self.rollout_buffer
+        rows = buffer.buffer_size * buffer.n_envs
+        observations = buffer.flat_observations()
+        hidden = buffer.hidden.reshape(rows, -1)
+        features = self.policy.extract_features(observations, self.policy.pi_features_extractor)  # type: ignore[arg-type]
+        output = self.policy.bsn(features, given_samples=self.policy.bsn.unpack_samples(hidden, features.dtype))
+        buffer.unit_log_probs.copy_(torch.cat(output.unit_log_probs, -1).reshape(buffer.unit_log_probs.shape))
+
+    def train(self) -> None:
+        """Update the policy from the rollout with local, per-neuron clipped estimates."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        clip_range = float(self.clip_range(self._current_progress_remaining))  # type: ignore[operator]
+        self._score_rollout()
+        before = [layer.weight.detach().clone() for layer in self.policy.bsn.layers]
+        stats = _Stats()
+        continue_training = True
+        for _epoch in range(self.n_epochs):
+            for batch in self.rollout_buffer.get(self.batch_size):
+                loss, approx_kl = self._minibatch_loss(batch, clip_range, stats)
+                if self.target_kl is not None and approx_kl > 1.5 * self.target_kl:
+                    continue_training = False
+                    if self.verbose >= 1:
+                        print(f"Early stopping at epoch {_epoch} due to reaching max kl: {approx_kl:.2f}")
+                    break
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"LocalPG update diverged: non-finite loss at update {self._n_updates} "
+                        f"(timestep {self.num_timesteps}); lower the learning rate or check the rewards"
+                    )
+                self.policy.optimizer.zero_grad()
+                loss.backward()
+                for group in self._clip_groups:
+                    torch.nn.utils.clip_grad_norm_(group, self.max_grad_norm)
+                self.policy.optimizer.step()
+            self._n_updates += 1
+            if not continue_training:
+                break
+        self._log_update(stats, clip_range, before)
+
+    def _minibatch_loss(
+        self, batch: HiddenRolloutSamples, clip_range: float, stats: _Stats
+    ) -> tuple[torch.Tensor, float]:
+        policy = self.policy
+        actions = batch.actions
+        evaluation = policy.evaluate_hidden(batch.observations, actions, batch.hidden)
+        bsn_out = evaluation.bsn
+        advantages = batch.advantages
+        if self.normalize_advantage and len(advantages) > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+        # Action head: PPO's clipped surrogate on pi(a | h_top).
+        ratio = torch.exp(evaluation.action_log_prob - batch.old_log_prob)
+        action_loss = -torch.min(advantages * ratio, advantages * ratio.clamp(1 - clip_range, 1 + clip_range)).mean()
+
+        # Hidden units: local signal A - c_i, per-neuron clipped ratio.
+        baseline = policy.neuron_baseline
+        signals = [advantages.unsqueeze(-1)] * len(bsn_out.samples)
+        if baseline is not None:
+            corrections = baseline(evaluation.features.detach(), bsn_out)
+            signals = [signal - c for signal, c in zip(signals, corrections, strict=True)]
+            with torch.no_grad():
+                residual = torch.cat([s.expand_as(h) for s, h in zip(signals, bsn_out.samples, strict=True)], -1)
+                stats.add(baseline_explained_variance=float(1 - residual.var() / (advantages.var() + 1e-8)))
+        hidden_loss, predictor_loss = self._hidden_loss(batch, bsn_out, signals, clip_range, stats)
+        aux_loss = predictor_loss
+        if baseline is not None:
+            learned = baseline.loss(evaluation.features.detach(), bsn_out, advantages)
+            if learned is not None:
+                aux_loss = aux_loss + learned
+            baseline.observe(bsn_out, advantages)
+
+        values = evaluation.values.flatten()
+        value_loss = F.mse_loss(batch.returns, values)
+        entropy = evaluation.entropy if evaluation.entropy is not None else -evaluation.action_log_prob
+        entropy_loss = -entropy.mean()
+        hidden_entropy = sum(_bernoulli_entropy(p).sum(-1) for p in bsn_out.firing_probs).mean()  # type: ignore[union-attr]
+        loss = (
+            action_loss
+            + self.hidden_coef * hidden_loss
+            + self.ent_coef * entropy_loss
+            - self.hidden_ent_coef * hidden_entropy
+            + self.vf_coef * value_loss
+            + aux_loss
+        )
+        with torch.no_grad():
+            log_ratio = evaluation.action_log_prob - batch.old_log_prob
+            approx_kl = float(((ratio - 1) - log_ratio).mean())
+        stats.add(
+            action_loss=action_loss.item(),
+            value_loss=value_loss.item(),
+            entropy_loss=entropy_loss.item(),
+            hidden_loss=hidden_loss.item(),
+            hidden_entropy=float(hidden_entropy.detach()),
+            approx_kl=approx_kl,
+            clip_fraction=float(((ratio - 1).abs() > clip_range).float().mean()),
+            loss=loss.item(),
+        )
+        if predictor_loss.requires_grad:
+            stats.add(predictor_loss=predictor_loss.item())
+        return loss, approx_kl
+
+    def _hidden_loss(
+        self,
+        batch: HiddenRolloutSamples,
+        bsn_out: Any,
+        signals: list[torch.Tensor],
+        clip_range: float,
+        stats: _Stats,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss whose gradient w.r.t. each pre-activation is minus that unit's (clipped) local estimate.
+
+        Local estimator: ``-min(r_i (A - c_i), clip(r_i) (A - c_i))`` per unit, with
+        ``r_i = exp(log P_new(h_i) - log P_old(h_i))``; at ``r_i = 1`` its gradient is
+        ``-(h_i - p_i)(A - c_i)``. Learned predictor (PAPER.md section 3): ``-a_i * g_hat_i`` and the
+        predictor's squared error to ``(h_i - p_i)(A - c_i)``.
+        """
+        bsn = self.policy.bsn
+        old_unit_lp = torch.split(batch.old_unit_log_prob, bsn.hidden_sizes, dim=-1)
+        losses: list[torch.Tensor] = []
+        predictor_losses: list[torch.Tensor] = []
+        for index, estimator in enumerate(bsn.estimators):
+            samples, probs = bsn_out.samples[index], bsn_out.firing_probs[index]
+            signal = signals[index]
+            if isinstance(estimator, LearnedPredictorEstimator):
+                target = local_gradient(samples, probs, signal)
+                predicted = estimator.predict(samples, probs, bsn_out.pre_activations[index])
+                predictor_losses.append(estimator.predictor_loss(predicted, target))
+                losses.append(-(bsn_out.pre_activations[index] * predicted.detach()).sum(-1).mean())
+                stats.add_layer(index, samples, probs, target)
+                continue
+            unit_ratio = torch.exp(bsn_out.unit_log_probs[index] - old_unit_lp[index])
+            clipped = unit_ratio.clamp(1 - clip_range, 1 + clip_range)
+            losses.append(-torch.min(unit_ratio * signal, clipped * signal).sum(-1).mean())
+            with torch.no_grad():
+                stats.add(unit_clip_fraction=float(((unit_ratio - 1).abs() > clip_range).float().mean()))
+                stats.add_layer(index, samples, probs, local_gradient(samples, probs, signal))
+        predictor_loss = sum(predictor_losses) if predictor_losses else torch.zeros((), device=self.device)
+        return sum(losses), predictor_loss  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ logging
+    def _log_update(self, stats: _Stats, clip_range: float, before: list[torch.Tensor]) -> None:
+        buffer = self.rollout_buffer
+        explained_var = explained_variance(
+            buffer.values.flatten().cpu().numpy(), buffer.returns.flatten().cpu().numpy()
+        )
+        record = self.logger.record
+        record("train/entropy_loss", stats.mean("entropy_loss"))
+        record("train/policy_gradient_loss", stats.mean("action_loss"))
+        record("train/value_loss", stats.mean("value_loss"))
+        record("train/approx_kl", stats.mean("approx_kl"))
+        record("train/clip_fraction", stats.mean("clip_fraction"))
+        record("train/loss", stats.mean("loss"))
+        record("train/explained_variance", explained_var)
+        record("train/n_updates", self._n_updates, exclude="tensorboard")
+        record("train/clip_range", clip_range)
+        record("bsn/hidden_loss", stats.mean("hidden_loss"))
+        record("bsn/hidden_entropy", stats.mean("hidden_entropy"))
+        if "unit_clip_fraction" in stats.values:
+            record("bsn/unit_clip_fraction", stats.mean("unit_clip_fraction"))
+        if "predictor_loss" in stats.values:
+            record("bsn/predictor_loss", stats.mean("predictor_loss"))
+        hidden = buffer.hidden.reshape(-1, buffer.total_units).float()
+        unit_rate = hidden.mean(0)
+        for index, (rates, layer, old_weight) in enumerate(
+            zip(torch.split(unit_rate, self.policy.bsn.hidden_sizes), self.policy.bsn.layers, before, strict=True)
+        ):
+            prefix = f"bsn/layer{index}"
+            record(f"{prefix}/firing_rate", float(rates.mean()))
+            record(f"{prefix}/frac_always_on", float((rates == 1).float().mean()))
+            record(f"{prefix}/frac_never_on", float((rates == 0).float().mean()))
+            record(f"{prefix}/mean_abs_h_minus_p", stats.layer_mean(index, "abs_h_minus_p"))
+            record(f"{prefix}/grad_snr", stats.layer_mean(index, "grad_snr"))
+            record(f"{prefix}/update_norm", float((layer.weight.detach() - old_weight).norm()))
+        baseline = self.policy.neuron_baseline
+        if baseline is not None:
+            record("bsn/baseline_explained_variance", stats.mean("baseline_explained_variance", default=float("nan")))
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "rollout_buffer"]
+
+    def learn(
+        self: SelfLocalPG,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str = "LocalPG",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfLocalPG:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+
+
+def _is_tensor_env(env: VecEnv) -> bool:
+    """True for a :class:`envs.TorchVecEnv` used as it is.
+
+    ``isinstance`` rather than ``hasattr``: SB3's wrappers (``VecNormalize``, ``VecMonitor``...) forward
+    attribute look-ups to the env inside, and a wrapped env must go through the wrapper's numpy API.
+    """
+    return isinstance(env, TorchVecEnv)
+
+
+def _bernoulli_entropy(firing_prob: torch.Tensor) -> torch.Tensor:
+    """Entropy of Bernoulli(p) per unit, in nats, stable at p in {0, 1}."""
+    return F.binary_cross_entropy(firing_prob, firing_prob, reduction="none")
+
+
+def _check_positive(**values: float) -> None:
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value}")
+
+
+def _check_non_negative(**values: float) -> None:
+    for name, value in values.items():
+        if not value >= 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+class _Stats:
+    """Accumulates per-minibatch scalars of one update for logging."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[float]] = {}
+        self.layers: dict[tuple[int, str], list[float]] = {}
+
+    def add(self, **values: float) -> None:
+        for key, value in values.items():
+            self.values.setdefault(key, []).append(value)
+
+    @torch.no_grad()
+    def add_layer(self, index: int, samples: torch.Tensor, probs: torch.Tensor, estimate: torch.Tensor) -> None:
+        """Record ``mean |h - p|`` and the signal-to-noise ratio ``|mean g| / std g`` (mean over units)."""
+        snr = estimate.mean(0).abs() / (estimate.std(0) + 1e-8) if len(estimate) > 1 else estimate.abs().mean(0) * 0
+        self.layers.setdefault((index, "abs_h_minus_p"), []).append(float((samples - probs).abs().mean()))
+        self.layers.setdefault((index, "grad_snr"), []).append(float(snr.mean()))
+
+    def mean(self, key: str, default: float = 0.0) -> float:
+        return float(np.mean(self.values[key])) if key in self.values else default
+
+    def layer_mean(self, index: int, key: str) -> float:
+        return float(np.mean(self.layers.get((index, key), [float("nan")])))

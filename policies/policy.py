@@ -1,0 +1,411 @@
+"""SB3-compatible actor-critic policy whose actor is a network of binary stochastic neurons.
+
+``BinaryStochasticPolicy`` is a drop-in :class:`stable_baselines3.common.policies.ActorCriticPolicy`:
+
+* observations go through SB3 features extractors (``FlattenExtractor`` for Box / Discrete /
+  MultiDiscrete / MultiBinary, ``NatureCNN`` for images, ``CombinedExtractor`` for Dict);
+* the actor is a :class:`~policies.bsn.BinaryStochasticNetwork` (``net_arch`` sizes), whose top
+  layer's binary samples feed SB3's action head (Categorical, MultiCategorical, Bernoulli, Gaussian);
+* the critic is SB3's usual tanh MLP and ``value_net``: the learned state-value baseline.
+
+Two ways to learn the hidden units:
+
+1. :class:`agents.LocalPG` stores each step's hidden samples and calls :meth:`act` /
+   :meth:`evaluate_hidden`, which re-score the stored samples.
+2. Stock SB3 ``PPO`` / ``A2C`` call ``forward`` and ``evaluate_actions``. To let them score the
+   *same* hidden samples that chose the actions, those two methods draw the hidden units from
+   counter-based noise (:mod:`policies.noise`), a hash of the preprocessed observation and a
+   per-rollout key; the key advances each time the policy goes from training mode back to
+   evaluation mode (the start of every ``collect_rollouts``). For the local family, the returned
+   log-probability is that of the joint (hidden units and action), so PPO's ratio and A2C's policy
+   gradient apply the local estimator ``(h - p) * advantage`` to every hidden unit with no
+   back-propagation between layers; for propagating estimators it is the action's only, and
+   autograd back-propagates through the samples. Limit: bit-identical observations within one
+   rollout share their hidden samples (see :mod:`policies.noise`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.distributions import Distribution
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.preprocessing import is_image_space, preprocess_obs
+from stable_baselines3.common.torch_layers import (
+    BaseFeaturesExtractor,
+    CombinedExtractor,
+    FlattenExtractor,
+    NatureCNN,
+)
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from torch import nn
+
+from policies.baselines import Baseline, make_baseline
+from policies.bsn import BinaryStochasticNetwork, BSNOutput
+from policies.estimators import ESTIMATORS, LearnedPredictorEstimator
+from policies.noise import CounterNoise
+
+__all__ = [
+    "NEURON_BASELINES",
+    "SUPPORTED_ACTION_SPACES",
+    "SUPPORTED_OBSERVATION_SPACES",
+    "BinaryStochasticPolicy",
+    "BsnExtractor",
+    "HiddenEvaluation",
+    "PolicyStep",
+    "check_spaces",
+]
+
+SUPPORTED_ACTION_SPACES: tuple[type[spaces.Space], ...] = (
+    spaces.Discrete,
+    spaces.MultiDiscrete,
+    spaces.MultiBinary,
+    spaces.Box,
+)
+SUPPORTED_OBSERVATION_SPACES: tuple[type[spaces.Space], ...] = (
+    spaces.Box,
+    spaces.Discrete,
+    spaces.MultiDiscrete,
+    spaces.MultiBinary,
+    spaces.Dict,
+)
+#: Per-neuron baselines applied to the advantage, on top of the value critic (see ``baseline``).
+NEURON_BASELINES = ("value", "mean", "optimal", "learned")
+
+
+def _space_names(kinds: Sequence[type[spaces.Space]]) -> str:
+    return ", ".join(kind.__name__ for kind in kinds)
+
+
+def check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
+    """Raise ``ValueError`` naming the received space and the supported ones if either is unsupported."""
+    if not isinstance(action_space, SUPPORTED_ACTION_SPACES):
+        raise ValueError(
+            f"unsupported action space {action_space}; BinaryStochasticPolicy supports "
+            f"{_space_names(SUPPORTED_ACTION_SPACES)}"
+        )
+    observed = observation_space.spaces.values() if isinstance(observation_space, spaces.Dict) else [observation_space]
+    for space in observed:
+        if isinstance(space, spaces.Dict) or not isinstance(space, SUPPORTED_OBSERVATION_SPACES):
+            raise ValueError(
+                f"unsupported observation space {observation_space}; BinaryStochasticPolicy supports "
+                f"{_space_names(SUPPORTED_OBSERVATION_SPACES)} (Dict of the others, not nested)"
+            )
+
+
+class PolicyStep(NamedTuple):
+    """One rollout step of :meth:`BinaryStochasticPolicy.act`.
+
+    Attributes:
+        actions: sampled actions, shaped like SB3's ``forward`` output.
+        values: state values ``V(s)``, shape (batch, 1).
+        log_prob: log-probability of the actions given the hidden samples, shape (batch,).
+        hidden: the hidden samples of every layer packed as ``uint8``, shape (batch, total_units).
+    """
+
+    actions: torch.Tensor
+    values: torch.Tensor
+    log_prob: torch.Tensor
+    hidden: torch.Tensor
+
+
+class HiddenEvaluation(NamedTuple):
+    """Re-scoring of stored samples by :meth:`BinaryStochasticPolicy.evaluate_hidden`.
+
+    Attributes:
+        values: ``V(s)``, shape (batch, 1).
+        action_log_prob: ``log pi(a | h_top)``, shape (batch,).
+        entropy: entropy of the action distribution, shape (batch,) (``None`` if intractable).
+        bsn: the network's output for the stored samples (per-unit log-probs, firing probs...).
+        features: the actor's input features (the per-neuron learned baseline conditions on them).
+    """
+
+    values: torch.Tensor
+    action_log_prob: torch.Tensor
+    entropy: torch.Tensor | None
+    bsn: BSNOutput
+    features: torch.Tensor
+
+
+class BsnExtractor(nn.Module):
+    """The policy's ``mlp_extractor``: a BSN actor and an MLP critic body.
+
+    Args:
+        feature_dim: size of the features from the features extractor.
+        pi_sizes: units per BSN layer of the actor (non-empty).
+        vf_sizes: hidden sizes of the critic's MLP (may be empty).
+        activation_fn: activation of the critic's MLP.
+        estimator: estimator name (see :data:`policies.estimators.ESTIMATORS`).
+        estimator_kwargs: the estimator's constructor arguments.
+    """
+
+    def __init__(
+        self,
+        feature_dim: int,
+        pi_sizes: Sequence[int],
+        vf_sizes: Sequence[int],
+        activation_fn: type[nn.Module],
+        estimator: str,
+        estimator_kwargs: dict[str, Any] | None,
+    ) -> None:
+        super().__init__()
+        self.bsn = BinaryStochasticNetwork(feature_dim, pi_sizes, estimator, estimator_kwargs)
+        layers: list[nn.Module] = []
+        last = feature_dim
+        for size in vf_sizes:
+            layers += [nn.Linear(last, int(size)), activation_fn()]
+            last = int(size)
+        self.value_body = nn.Sequential(*layers)
+        self.latent_dim_pi = self.bsn.out_features
+        self.latent_dim_vf = last
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """SB3 ``MlpExtractor`` protocol (i.i.d. noise); the policy itself calls the parts directly."""
+        return self.forward_actor(features), self.forward_critic(features)
+
+    def forward_actor(self, features: torch.Tensor) -> torch.Tensor:
+        return self.bsn(features).output
+
+    def forward_critic(self, features: torch.Tensor) -> torch.Tensor:
+        return self.value_body(features)
+
+
+class BinaryStochasticPolicy(ActorCriticPolicy):
+    """Actor-critic policy with a binary-stochastic-neuron actor (SB3 ``ActorCriticPolicy`` API).
+
+    All of SB3's ``ActorCriticPolicy`` arguments keep their meaning; ``activation_fn`` applies to
+    the critic MLP only (the actor's units are binary stochastic). New arguments:
+
+    Args:
+        net_arch: BSN layer sizes of the actor as a list (critic gets SB3's default ``[64, 64]``),
+            or ``dict(pi=[...], vf=[...])``. Default ``dict(pi=[64, 64], vf=[64, 64])``.
+        estimator: how hidden units learn: ``"local"`` (default, PAPER.md section 1),
+            ``"learned_predictor"`` (section 3, LocalPG only), or a propagating comparison
+            (``"st"``, ``"st_sigmoid"``, ``"sts"``, ``"noisy_rectifier"``, section 4).
+        estimator_kwargs: constructor arguments of the estimator (e.g. ``noise_std``).
+        baseline: the baseline subtracted from each hidden unit's learning signal. ``"value"``
+            (default): the state-value critic ``V(s)`` shared by every unit (the advantage is the
+            signal). ``"mean"``, ``"optimal"`` or ``"learned"``: additionally subtract a per-neuron
+            baseline from the advantage, respectively a running mean, the running variance-optimal
+            ``c_i*`` (PAPER.md section 2) or an input-dependent per-neuron regressor ``c_i(s)``.
+            Per-neuron baselines are applied by LocalPG; stock PPO/A2C use the value critic.
+        baseline_kwargs: constructor arguments of the per-neuron baseline (``decay``, ``net_arch``).
+        bsn_init_gain: gain of the orthogonal initialisation of the BSN layers (> 0). Smaller gains
+            start every unit near ``p = 0.5``, the most exploratory point.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        activation_fn: type[nn.Module] = nn.Tanh,
+        ortho_init: bool = True,
+        use_sde: bool = False,
+        log_std_init: float = 0.0,
+        full_std: bool = True,
+        use_expln: bool = False,
+        squash_output: bool = False,
+        features_extractor_class: type[BaseFeaturesExtractor] | None = None,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        share_features_extractor: bool = True,
+        normalize_images: bool = True,
+        optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+        estimator: str = "local",
+        estimator_kwargs: dict[str, Any] | None = None,
+        baseline: str = "value",
+        baseline_kwargs: dict[str, Any] | None = None,
+        bsn_init_gain: float = 1.0,
+    ) -> None:
+        check_spaces(observation_space, action_space)
+        if use_sde:
+            raise ValueError(
+                "use_sde=True is not supported by BinaryStochasticPolicy; the hidden units already explore"
+            )
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {estimator!r}; choose one of: {', '.join(ESTIMATORS)}")
+        if baseline not in NEURON_BASELINES:
+            raise ValueError(f"unknown baseline {baseline!r}; choose one of: {', '.join(NEURON_BASELINES)}")
+        if not bsn_init_gain > 0:
+            raise ValueError(f"bsn_init_gain must be > 0, got {bsn_init_gain}")
+        if features_extractor_class is None:
+            if isinstance(observation_space, spaces.Dict):
+                features_extractor_class = CombinedExtractor
+            elif is_image_space(observation_space, normalized_image=not normalize_images):
+                features_extractor_class = NatureCNN
+            else:
+                features_extractor_class = FlattenExtractor
+        self.estimator_name = estimator
+        self.estimator_kwargs = dict(estimator_kwargs or {})
+        self.baseline_name = baseline
+        self.baseline_kwargs = dict(baseline_kwargs or {})
+        self.bsn_init_gain = float(bsn_init_gain)
+        # Per-rollout key of the counter-based noise; advanced on every train -> eval transition.
+        self.noise_key = int(torch.randint(0, 2**31 - 1, ()).item())
+        super().__init__(
+            observation_space,
+            action_space,
+            lr_schedule,
+            net_arch=net_arch,
+            activation_fn=activation_fn,
+            ortho_init=ortho_init,
+            use_sde=False,
+            log_std_init=log_std_init,
+            full_std=full_std,
+            use_expln=use_expln,
+            squash_output=squash_output,
+            features_extractor_class=features_extractor_class,
+            features_extractor_kwargs=features_extractor_kwargs,
+            share_features_extractor=share_features_extractor,
+            normalize_images=normalize_images,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+        )
+
+    # ------------------------------------------------------------------ construction
+    def _layer_sizes(self) -> tuple[list[int], list[int]]:
+        arch = self.net_arch
+        if isinstance(arch, dict):
+            unknown = set(arch) - {"pi", "vf"}
+            if unknown:
+                raise ValueError(f"net_arch dict takes keys 'pi' and 'vf', got {sorted(unknown)}")
+            pi, vf = list(arch.get("pi", [64, 64])), list(arch.get("vf", [64, 64]))
+        else:
+            pi, vf = list(arch) if arch is not None else [64, 64], [64, 64]
+        if not pi:
+            raise ValueError("net_arch must give at least one BSN layer for the actor (e.g. net_arch=[64])")
+        for size in [*pi, *vf]:
+            if not isinstance(size, (int, np.integer)) or size <= 0:
+                raise ValueError(f"net_arch sizes must be positive integers, got {self.net_arch}")
+        return pi, vf
+
+    def _build_mlp_extractor(self) -> None:
+        pi_sizes, vf_sizes = self._layer_sizes()
+        self.mlp_extractor = BsnExtractor(
+            self.features_dim, pi_sizes, vf_sizes, self.activation_fn, self.estimator_name, self.estimator_kwargs
+        )
+        self.neuron_baseline: Baseline | None = None
+        if self.baseline_name != "value":
+            self.neuron_baseline = make_baseline(
+                self.baseline_name, self.features_dim, pi_sizes, **self.baseline_kwargs
+            )
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        super()._build(lr_schedule)
+        if self.ortho_init:
+            for layer in self.bsn.layers:
+                nn.init.orthogonal_(layer.weight, gain=self.bsn_init_gain)
+                nn.init.zeros_(layer.bias)
+            # SB3's orthogonal init also reached the learned predictors; restore their zero output.
+            for estimator in self.bsn.estimators:
+                if isinstance(estimator, LearnedPredictorEstimator):
+                    estimator.reset_output()
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            estimator=self.estimator_name,
+            estimator_kwargs=self.estimator_kwargs,
+            baseline=self.baseline_name,
+            baseline_kwargs=self.baseline_kwargs,
+            bsn_init_gain=self.bsn_init_gain,
+        )
+        data.pop("use_sde", None)
+        data.pop("full_std", None)
+        data.pop("use_expln", None)
+        data.pop("squash_output", None)
+        return data
+
+    @property
+    def bsn(self) -> BinaryStochasticNetwork:
+        """The actor's binary stochastic network."""
+        return self.mlp_extractor.bsn
+
+    # ------------------------------------------------------------------ noise
+    def set_training_mode(self, mode: bool) -> None:
+        """SB3 hook; a train -> eval transition starts a new rollout, so the noise key advances."""
+        if self.training and not mode:
+            self.noise_key = (self.noise_key + 1) & 0x7FFFFFFF
+        super().set_training_mode(mode)
+
+    def _noise_rows(self, obs: PyTorchObs) -> torch.Tensor:
+        """The preprocessed observation, flattened per row: what counter-based noise is keyed on."""
+        processed = preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images)
+        if isinstance(processed, dict):
+            return torch.cat([processed[key].reshape(processed[key].shape[0], -1) for key in sorted(processed)], 1)
+        return processed.reshape(processed.shape[0], -1)
+
+    def _split_features(self, obs: PyTorchObs) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.extract_features(obs)
+        if self.share_features_extractor:
+            return features, features  # type: ignore[return-value]
+        return features  # type: ignore[return-value]
+
+    def _hidden_log_prob(self, output: BSNOutput) -> torch.Tensor | float:
+        """The hidden units' joint log-prob added to the action's (local family only)."""
+        return output.log_prob if self.bsn.is_local else 0.0
+
+    # ------------------------------------------------------------------ SB3 API (PPO / A2C)
+    def forward(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, ...]:
+        """Actions, values and log-probabilities, hidden units drawn from counter-based noise.
+
+        Returns ``log pi(a | h) + log P(h | s)`` for the local family (the joint), else ``log pi(a | h)``.
+        """
+        pi_features, vf_features = self._split_features(obs)
+        output = self.bsn(
+            pi_features, deterministic=deterministic, noise=CounterNoise(self._noise_rows(obs), self.noise_key)
+        )
+        distribution = self._get_action_dist_from_latent(output.output)
+        actions = distribution.get_actions(deterministic=deterministic)
+        log_prob = distribution.log_prob(actions) + self._hidden_log_prob(output)
+        values = self.value_net(self.mlp_extractor.forward_critic(vf_features))
+        return actions.reshape((-1, *self.action_space.shape)), values, log_prob
+
+    def evaluate_actions(
+        self, obs: PyTorchObs, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Re-create the rollout's hidden samples (same counter noise) and score the actions."""
+        pi_features, vf_features = self._split_features(obs)
+        output = self.bsn(pi_features, noise=CounterNoise(self._noise_rows(obs), self.noise_key))
+        distribution = self._get_action_dist_from_latent(output.output)
+        log_prob = distribution.log_prob(actions) + self._hidden_log_prob(output)
+        values = self.value_net(self.mlp_extractor.forward_critic(vf_features))
+        return values, log_prob, distribution.entropy()
+
+    def get_distribution(self, obs: PyTorchObs, deterministic: bool = False) -> Distribution:
+        """Action distribution given a draw of the hidden units (noise-free if ``deterministic``)."""
+        features = super().extract_features(obs, self.pi_features_extractor)
+        noise = None if deterministic else CounterNoise(self._noise_rows(obs), self.noise_key)
+        output = self.bsn(features, deterministic=deterministic, noise=noise)
+        return self._get_action_dist_from_latent(output.output)
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> torch.Tensor:
+        """``predict(deterministic=True)`` also makes the hidden units deterministic (fire iff p > 0.5)."""
+        return self.get_distribution(observation, deterministic).get_actions(deterministic=deterministic)
+
+    # ------------------------------------------------------------------ LocalPG API
+    def act(self, obs: PyTorchObs) -> PolicyStep:
+        """Sample hidden units with i.i.d. noise and actions; return them with the packed hidden samples."""
+        pi_features, vf_features = self._split_features(obs)
+        output = self.bsn(pi_features)
+        distribution = self._get_action_dist_from_latent(output.output)
+        actions = distribution.get_actions()
+        log_prob = distribution.log_prob(actions)
+        values = self.value_net(self.mlp_extractor.forward_critic(vf_features))
+        return PolicyStep(
+            actions.reshape((-1, *self.action_space.shape)), values, log_prob, self.bsn.pack_samples(output.samples)
+        )
+
+    def evaluate_hidden(self, obs: PyTorchObs, actions: torch.Tensor, hidden: torch.Tensor) -> HiddenEvaluation:
+        """Score stored hidden samples (packed, as from :meth:`act`) and actions under the current parameters."""
+        pi_features, vf_features = self._split_features(obs)
+        output = self.bsn(pi_features, given_samples=self.bsn.unpack_samples(hidden, pi_features.dtype))
+        distribution = self._get_action_dist_from_latent(output.output)
+        values = self.value_net(self.mlp_extractor.forward_critic(vf_features))
+        return HiddenEvaluation(values, distribution.log_prob(actions), distribution.entropy(), output, pi_features)
