@@ -20,9 +20,12 @@ import torch
 
 from benchmarks.exact import (
     Readout,
+    configurations,
+    enumerate_network,
     exact_estimator_mean,
     exact_gradient,
     exact_unit_estimates,
+    exact_unit_moments,
     fit_baseline,
     fit_predictors,
     local_unit_gradients,
@@ -304,3 +307,20 @@ def test_per_row_gradients_average_to_the_enumerated_expectation(name: str) -> N
     weights, gradients = per_row_gradients(net, inputs, readout)
     assert weights.sum().item() == pytest.approx(1.0)
     torch.testing.assert_close(weights @ gradients, exact_estimator_mean(net, inputs, readout))
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: configurations(21), r"units must be in 1\.\.20"),
+        (
+            lambda: enumerate_network(make_tiny_network(3, [2], "noisy_rectifier"), torch.zeros(1, 3)),
+            "continuous outputs",
+        ),
+        (lambda: monte_carlo_gradients(*tiny_setup(), n_batches=2, batch_size=10), "multiple of the 4 inputs"),
+        (lambda: exact_unit_moments(*tiny_setup()), "one input row"),
+    ],
+)
+def test_exact_helpers_refuse_what_they_cannot_compute(call: Callable[[], object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        call()
