@@ -102,6 +102,9 @@ def catch_stop_signals(request: StopRequest) -> Iterator[StopRequest]:
 
     A second SIGINT raises ``KeyboardInterrupt`` at once (the user insists). Outside the main thread
     signals cannot be caught, and the context does nothing. The previous handlers are restored on exit.
+
+    Args:
+        request: the flag the handlers set (with the signal's name); also what the context yields.
     """
     if threading.current_thread() is not threading.main_thread():
         yield request

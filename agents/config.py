@@ -253,6 +253,7 @@ Check = Callable[[str, Any], Any]
 
 
 def _number(key: str, value: Any, kind: type) -> int | float:
+    """``value`` as a finite ``kind`` (int or float); numeric strings are accepted, bools are not."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         text = repr(value)
         if isinstance(value, str):

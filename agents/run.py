@@ -391,6 +391,11 @@ def _callbacks(
     config: Mapping[str, Any], layout: RunLayout, model: BaseAlgorithm, request: StopRequest,
     vec_normalize: VecNormalize | None, resumed: bool,
 ) -> tuple[list[BaseCallback], EvalCallback | None]:
+    """The callbacks of a run: stop on request, divergence check, checkpoints, evaluation, TensorBoard extras.
+
+    Returns the list and the evaluation callback (``None`` when ``eval_freq`` is 0). Hyperparameters
+    are logged only for a new run (a continued one already has them in its TensorBoard run).
+    """
     callbacks: list[BaseCallback] = [StopOnRequestCallback(request), FiniteParametersCallback()]
     if config["save_freq"]:
         callbacks.append(CheckpointCallback(config["save_freq"], layout.checkpoint, vec_normalize))
@@ -417,6 +422,10 @@ def _callbacks(
 
 def _prepare_env(config: Mapping[str, Any], layout: RunLayout, resume_from: Path | None,
                  start_step: int) -> tuple[VecEnv, VecNormalize | None]:
+    """The training environment and its ``VecNormalize`` (or ``None``), seeded with ``seed + start_step``.
+
+    A continued run appends to its Monitor files and reloads the statistics saved beside ``resume_from``.
+    """
     seed = None if config["seed"] is None else config["seed"] + start_step
     env = make_env(config, config["n_envs"], seed, layout.monitor_dir, append_monitor=resume_from is not None)
     if not config["normalize"]:
