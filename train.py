@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.cli_errors import OneLineArgumentParser, UserInputError, run_cli
 from agents.config import (
@@ -33,6 +33,9 @@ from agents.config import (
     positive_int,
     validate_config,
 )
+
+if TYPE_CHECKING:
+    from agents.run import RunLayout
 
 #: run settings that cannot change when a run is continued (they define the model or its data).
 FIXED_ON_CONTINUE = ("algo", "env", "env_kwargs", "policy", "policy_kwargs", "normalize")
@@ -115,6 +118,32 @@ def continue_config(base: dict[str, Any], flags: dict[str, Any], overrides: dict
     return config
 
 
+def resolve_run(args: argparse.Namespace) -> tuple[dict[str, Any], RunLayout | None, Path | None]:
+    """The configuration, the run folder to continue (``None``: a new one) and the model to start from.
+
+    Without ``-i``: a new run from the hyperparameter file, flags and ``-params``. With ``-i`` on a run
+    folder or a model inside one: that run, its ``config.yml`` updated by flags and ``-params``. With
+    ``-i`` on a bare model file: a new run folder, starting from that model.
+
+    Raises:
+        UserInputError: for a bad ``-i`` target, ``-conf`` together with a run to continue, or a bad setting.
+    """
+    from agents.checkpoint import check_model_file
+    from agents.run import find_run, read_run_config
+
+    flags, overrides = _flags(args), parse_overrides(args.hyperparams)
+    if args.trained_agent is None:
+        return build_config(flags, overrides, args.conf_file), None, None
+    layout, resume_from = find_run(args.trained_agent)
+    check_model_file(resume_from)
+    if layout is None:
+        return build_config(flags, overrides, args.conf_file), None, resume_from
+    if args.conf_file is not None:
+        raise UserInputError(f"-conf does not apply when continuing the run {layout.root} (its config.yml is "
+                             "used); change hyperparameters with -params instead")
+    return continue_config(read_run_config(layout), flags, overrides), layout, resume_from
+
+
 def _report_start(config: dict[str, Any], result_dir: Path, events: Path, resumed_at: int) -> None:
     action = f"Continuing at step {resumed_at}" if resumed_at else "Training"
     print(f"{action}: {config['algo']} ({config['policy']} policy) on {config['env']} for "
@@ -124,26 +153,14 @@ def _report_start(config: dict[str, Any], result_dir: Path, events: Path, resume
 
 def main(argv: Sequence[str]) -> int:
     """Parse ``argv``, train, and print where the model and logs went. Returns the exit status."""
-    from agents.checkpoint import check_model_file
-    from agents.run import create_run_dir, find_run, make_env, read_run_config, run_training, tensorboard_dir
+    from agents.run import create_run_dir, make_env, run_training, tensorboard_dir
 
     args = build_parser().parse_args(argv)
     if args.threads is not None:
         import torch
 
         torch.set_num_threads(positive_int("threads", args.threads))
-    flags, overrides = _flags(args), parse_overrides(args.hyperparams)
-    resume_from = None
-    if args.trained_agent is not None:
-        layout, resume_from = find_run(args.trained_agent)
-        check_model_file(resume_from)
-        if layout is not None:
-            config = continue_config(read_run_config(layout), flags, overrides)
-        else:
-            config = build_config(flags, overrides, args.conf_file)
-    else:
-        config = build_config(flags, overrides, args.conf_file)
-        layout = None
+    config, layout, resume_from = resolve_run(args)
     make_env(config, n_envs=1, seed=None).close()  # unknown id or unsupported spaces: fail before any folder
     if layout is None:
         layout = create_run_dir(args.log_folder, config["algo"], config["env"])

@@ -74,6 +74,8 @@ BAD_INPUTS = [
      "was trained with observation space Box(4,) but environment 'Acrobot-v1' has Box(6,)", 2),
     ("changing the model when continuing", "train.py", ["-i", "{run}", "--baseline", "mean"],
      "cannot change policy_kwargs when continuing a run", 2),
+    ("-conf when continuing a run", "train.py", ["-i", "{run}", "-n", "512", "-conf", "{tmp}/typo.yml"],
+     "-conf does not apply when continuing the run", 2),
     ("continuing a finished run", "train.py", ["-i", "{run}"],
      "already has 256 steps >= n_timesteps 256; pass a larger -n", 2),
     ("non-positive episode count", "evaluate.py", ["{run}", "-n", "-1"],
