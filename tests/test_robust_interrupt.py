@@ -139,15 +139,21 @@ def test_sigkill_during_checkpointing_always_leaves_a_loadable_latest_checkpoint
     assert steps_seen == sorted(steps_seen) and steps_seen[-1] > steps_seen[0]  # each resume went on
 
 
+def _logged_fps(event_dir: Path) -> list[tuple[int, float]]:
+    """The ``time/fps`` points written so far to a TensorBoard folder (empty before the first)."""
+    if not event_dir.is_dir():
+        return []
+    return scalar_steps(read_events(event_dir)).get("time/fps", [])
+
+
 def test_sigint_saves_then_train_dash_i_continues_steps_and_tensorboard_run(tmp_path: Path) -> None:
     args = ["-n", "1000000", "--n-envs", "2", "--seed", "0", "--eval-freq", "0", "--save-freq", "0",
             "--no-progress-bar", *TINY_PARAMS]
     process = start_tool("train.py", args, tmp_path)
     layout = RunLayout(tmp_path / "logs" / "localpg" / "CartPole-v1_1")
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list((layout.root / "tb").glob("events.*"))) == 0:
-        time.sleep(0.1)
-    time.sleep(2.0)  # let it train a few rollouts
+    while time.monotonic() < deadline and len(_logged_fps(layout.root / "tb")) < 2:  # two rollouts logged
+        time.sleep(0.2)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGINT, stderr
@@ -155,7 +161,7 @@ def test_sigint_saves_then_train_dash_i_continues_steps_and_tensorboard_run(tmp_
     assert match, stdout
     stopped_at = int(match.group(1))
     assert [steps for steps, _ in layout.checkpoints()] == [stopped_at] and "Traceback" not in stderr
-    before = scalar_steps(read_events(layout.root / "tb"))["time/fps"]
+    before = _logged_fps(layout.root / "tb")
 
     resumed = run_tool("train.py", ["-i", str(layout.root), "-n", str(stopped_at + 256), "--no-progress-bar"],
                        tmp_path)
