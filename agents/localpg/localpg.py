@@ -270,9 +270,11 @@ class LocalPG(OnPolicyAlgorithm):
                 result = env.step_tensor(actions)
                 rewards = result.rewards.to(self.device, torch.float32)
                 # Bootstrap episodes cut by the time limit with V(final observation) (SB3 issue #633).
+                # One host sync per step for the check; the critic runs only on steps where it matters.
                 cut = (result.truncated & ~result.terminated).to(self.device, torch.float32)
-                final_values = self.policy.predict_values(env.final_obs.to(self.device, obs.dtype)).reshape(-1)
-                rewards = rewards + self.gamma * final_values * cut
+                if bool(cut.any()):
+                    final_values = self.policy.predict_values(env.final_obs.to(self.device, obs.dtype)).reshape(-1)
+                    rewards = rewards + self.gamma * final_values * cut
             self.num_timesteps += env.num_envs
             callback.update_locals(locals())
             if not callback.on_step():

@@ -1,0 +1,154 @@
+"""Evaluating saved models, recording episodes as GIFs, and plotting learning curves of runs."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
+
+__all__ = ["EpisodeStats", "load_monitor_curve", "plot_learning_curves", "run_episodes", "save_gif"]
+
+
+@dataclass
+class EpisodeStats:
+    """Returns and lengths of evaluation episodes.
+
+    Attributes:
+        returns: undiscounted return of each episode (from the Monitor wrapper, so not normalised).
+        lengths: number of steps of each episode.
+        deterministic: whether units and actions took their noise-free values.
+    """
+
+    returns: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    deterministic: bool = True
+
+    def summary(self) -> dict[str, float | int | bool | list]:
+        """Mean and standard deviation of returns and lengths, with the raw lists (JSON-serialisable)."""
+        return {
+            "episodes": len(self.returns),
+            "deterministic": self.deterministic,
+            "mean_return": float(np.mean(self.returns)),
+            "std_return": float(np.std(self.returns)),
+            "mean_length": float(np.mean(self.lengths)),
+            "std_length": float(np.std(self.lengths)),
+            **asdict(self),
+        }
+
+
+def run_episodes(
+    model: BaseAlgorithm, venv: VecEnv, n_episodes: int, deterministic: bool = True, record: int = 0
+) -> tuple[EpisodeStats, list[list[np.ndarray]]]:
+    """Play ``n_episodes`` episodes of ``model`` in the first environment of ``venv``.
+
+    Args:
+        model: the trained agent.
+        venv: a vectorised environment with one copy, wrapped in ``Monitor`` (``train.make_env``
+            does); built with ``render_mode="rgb_array"`` if ``record > 0``.
+        n_episodes: number of episodes (> 0).
+        deterministic: noise-free units and actions (``predict(deterministic=True)``) or sampled ones.
+        record: number of first episodes whose frames are returned (0 for none).
+
+    Returns:
+        The episode statistics, and the RGB frames (H, W, 3) of each recorded episode.
+    """
+    if n_episodes <= 0:
+        raise ValueError(f"n_episodes must be positive, got {n_episodes}")
+    stats = EpisodeStats(deterministic=deterministic)
+    videos: list[list[np.ndarray]] = []
+    frames: list[np.ndarray] = []
+    observations = venv.reset()
+    while len(stats.returns) < n_episodes:
+        recording = len(stats.returns) < record
+        if recording:
+            frames.append(venv.get_images()[0])
+        actions, _ = model.predict(observations, deterministic=deterministic)
+        observations, _, dones, infos = venv.step(actions)
+        if dones[0]:
+            episode = infos[0]["episode"]
+            stats.returns.append(float(episode["r"]))
+            stats.lengths.append(int(episode["l"]))
+            if recording:
+                videos.append(frames)
+                frames = []
+    return stats, videos
+
+
+def save_gif(frames: list[np.ndarray], path: Path, fps: float = 30.0) -> Path:
+    """Write RGB frames as an animated GIF (Pillow; no video codec needed).
+
+    Args:
+        frames: (H, W, 3) uint8 images, at least one.
+        path: the ``.gif`` destination (its folder is created).
+        fps: frames per second (> 0).
+    """
+    from PIL import Image
+
+    if not frames:
+        raise ValueError("no frames to save")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = [Image.fromarray(np.asarray(frame, dtype=np.uint8)) for frame in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=max(int(1000 / fps), 1), loop=0)
+    return path
+
+
+def load_monitor_curve(monitor_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Training episodes of a run from its Monitor CSV files, in time order.
+
+    Args:
+        monitor_dir: folder with ``*.monitor.csv`` files (one per training environment).
+
+    Returns:
+        ``(steps, returns)``: the total environment steps (all copies) when each episode ended, and
+        its return. Empty arrays if no episode has finished.
+    """
+    rows: list[tuple[float, float, int]] = []
+    for path in sorted(Path(monitor_dir).glob("*.monitor.csv")):
+        with open(path, newline="") as handle:
+            lines = [line for line in handle if not line.startswith("#")]
+        rows.extend((float(row["t"]), float(row["r"]), int(row["l"])) for row in csv.DictReader(lines))
+    rows.sort()
+    if not rows:
+        return np.zeros(0), np.zeros(0)
+    lengths = np.array([row[2] for row in rows])
+    return np.cumsum(lengths), np.array([row[1] for row in rows])
+
+
+def plot_learning_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str = "") -> Path:
+    """Plot episode return against environment steps for several runs into one PNG.
+
+    Each curve is smoothed with a moving average over about 5% of its episodes (raw points faint).
+
+    Args:
+        curves: label to ``(steps, returns)`` (see :func:`load_monitor_curve`).
+        path: the ``.png`` destination (its folder is created).
+        title: the plot's title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for label, (steps, returns) in curves.items():
+        window = max(1, len(returns) // 20)
+        smooth = np.convolve(returns, np.ones(window) / window, mode="valid")
+        line = axes.plot(steps[window - 1:], smooth, label=label)[0]
+        axes.plot(steps, returns, color=line.get_color(), alpha=0.2, linewidth=0.8)
+    axes.set_xlabel("environment steps")
+    axes.set_ylabel("episode return")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    if curves:
+        axes.legend()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
