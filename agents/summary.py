@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,8 +126,10 @@ def iqm_interval(
         else:
             def aggregate(s: np.ndarray) -> np.ndarray:
                 return np.array([metrics.aggregate_iqm(s)])
-    points, intervals = library.get_interval_estimates({"x": scores}, aggregate, reps=reps,
-                                                       confidence_interval_size=CONFIDENCE, random_state=rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # arch deprecates random_state, which rliable passes
+        points, intervals = library.get_interval_estimates({"x": scores}, aggregate, reps=reps,
+                                                           confidence_interval_size=CONFIDENCE, random_state=rng)
     return np.asarray(points["x"], dtype=float), np.asarray(intervals["x"], dtype=float).reshape(2, -1)
 
 
@@ -264,7 +267,7 @@ def markdown_table(summaries: Sequence[ConfigSummary], reps: int, title: str = "
             final += " (training episodes)"
         steps = s.steps_to_threshold.format(0) if s.steps_to_threshold else "—"
         threshold = "—" if s.threshold is None else f"{s.threshold:g}"
-        reached = f"{s.reached}/{s.n_ok}" if s.threshold is not None else "—"
+        reached = f"{s.reached}/{s.n_ok}" if s.threshold is not None and s.n_ok else "—"
         lines.append(f"| {_cell(s.config_id)} | {_cell(options)} | {s.n_ok}/{s.n_trials} | {final} | {threshold} "
                      f"| {steps} | {reached} |")
     errors = [error for s in summaries for error in s.errors]

@@ -43,9 +43,13 @@ __all__ = [
     "FLAG_OPTIONS",
     "SweepSpec",
     "TrialSpec",
+    "check_keys",
+    "check_name",
     "flatten_options",
     "load_sweep",
+    "parse_options",
     "parse_sweep",
+    "read_yaml",
     "unflatten_options",
 ]
 
@@ -54,7 +58,7 @@ FLAG_OPTIONS = {"algo": "--algo", "env": "--env"}
 #: keys a sweep file may have.
 SWEEP_KEYS = ("name", "conf", "base", "grid", "configs", "seeds", "threshold")
 #: characters kept in configuration labels (they become folder names).
-UNSAFE_LABEL_CHARS = re.compile(r"[^A-Za-z0-9.+=-]+")
+UNSAFE_LABEL_CHARS = re.compile(r"[^A-Za-z0-9._+=,-]+")
 
 
 def flatten_options(options: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -144,7 +148,8 @@ class TrialSpec:
 
         flags = {key: self.options.get(key) for key in FLAG_OPTIONS}
         flags["seed"] = self.seed
-        overrides = unflatten_options({key: value for key, value in self.options.items() if key not in FLAG_OPTIONS})
+        params = {key: value for key, value in self.options.items() if key not in FLAG_OPTIONS}
+        overrides = unflatten_options(params)
         try:
             return build_config(flags, overrides, Path(self.conf_file) if self.conf_file else None)
         except UserInputError as error:
@@ -210,7 +215,12 @@ def _seeds(value: Any) -> tuple[int, ...]:
     raise UserInputError(f"seeds must be a positive count or a list of non-negative integers, got {value!r}")
 
 
-def _options(where: str, value: Any) -> dict[str, Any]:
+def parse_options(where: str, value: Any) -> dict[str, Any]:
+    """Flatten a mapping of options (``base``, a configuration); ``where`` names it in errors.
+
+    Raises:
+        UserInputError: if it is not a mapping, or sets ``seed`` (seeds are given separately).
+    """
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -234,7 +244,8 @@ def _label(varying: Mapping[str, Any]) -> str:
     return UNSAFE_LABEL_CHARS.sub("-", ",".join(parts)).strip("-") or "base"
 
 
-def _grid(value: Any) -> Iterator[dict[str, Any]]:
+def _grid(value: Any) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """Each combination of the grid as ``(options that vary across the grid, all its grid options)``."""
     if value is None:
         return
     if not isinstance(value, Mapping) or not value:
@@ -246,7 +257,8 @@ def _grid(value: Any) -> Iterator[dict[str, Any]]:
         if key == "seed":
             raise UserInputError("grid sets 'seed'; list seeds under the sweep's top-level 'seeds' key instead")
     for combination in product(*flat.values()):
-        yield dict(zip(flat, combination, strict=True))
+        options = dict(zip(flat, combination, strict=True))
+        yield {key: value for key, value in options.items() if len(flat[key]) > 1}, options
 
 
 def _explicit_configs(value: Any) -> Iterator[tuple[str | None, dict[str, Any]]]:
@@ -257,7 +269,7 @@ def _explicit_configs(value: Any) -> Iterator[tuple[str | None, dict[str, Any]]]
     for index, entry in enumerate(value):
         options = dict(entry)
         name = options.pop("name", None)
-        yield (None if name is None else str(name)), _options(f"configs[{index}]", options)
+        yield (None if name is None else str(name)), parse_options(f"configs[{index}]", options)
 
 
 def _unique_labels(entries: Sequence[tuple[str | None, dict[str, Any], dict[str, Any]]]) -> dict[str, dict[str, Any]]:
@@ -283,15 +295,9 @@ def parse_sweep(content: Any, default_name: str) -> SweepSpec:
     Raises:
         UserInputError: naming the bad key or value and what is expected.
     """
-    if not isinstance(content, Mapping):
-        raise UserInputError("a sweep file must be a mapping with 'base', 'grid' and/or 'configs', and 'seeds'")
-    for key in content:
-        if key not in SWEEP_KEYS:
-            close = difflib.get_close_matches(str(key), SWEEP_KEYS, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise UserInputError(f"unknown sweep key {key!r}; {hint}known: {', '.join(SWEEP_KEYS)}")
-    base = _options("base", content.get("base"))
-    entries = [(None, varying, {**base, **varying}) for varying in _grid(content.get("grid"))]
+    check_keys(content, SWEEP_KEYS, "sweep file")
+    base = parse_options("base", content.get("base"))
+    entries = [(None, varying, {**base, **options}) for varying, options in _grid(content.get("grid"))]
     entries += [(name, options, {**base, **options}) for name, options in _explicit_configs(content.get("configs"))]
     if not entries:
         raise UserInputError("the sweep has no configurations; add a 'grid' or a 'configs' list")
@@ -299,16 +305,58 @@ def parse_sweep(content: Any, default_name: str) -> SweepSpec:
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
         raise UserInputError(f"threshold must be a number (a return), got {threshold!r}")
     conf = content.get("conf")
-    name = str(content.get("name") or default_name)
-    if not name or UNSAFE_LABEL_CHARS.search(name):
-        raise UserInputError(f"sweep name {name!r} must be letters, digits, '.', '+', '=' or '-' (a folder name)")
     return SweepSpec(
-        name=name,
+        name=check_name(str(content.get("name") or default_name)),
         configs=_unique_labels(entries),
         seeds=_seeds(content.get("seeds", 1)),
         threshold=None if threshold is None else float(threshold),
         conf_file=None if conf is None else str(conf),
     )
+
+
+def read_yaml(path: Path, kind: str) -> Any:
+    """The parsed content of a YAML file; ``kind`` names the file in errors (``"sweep file"``).
+
+    Raises:
+        UserInputError: if the file cannot be read or is not valid YAML (with the line).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise UserInputError(f"cannot read {kind} {path}: {error.strerror}; check the path") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UserInputError(f"YAML syntax error in {kind} {path}{where}; fix the file") from None
+
+
+def check_keys(content: Any, known: Sequence[str], kind: str) -> None:
+    """Check that ``content`` is a mapping whose keys are all in ``known``; ``kind`` names it in errors.
+
+    Raises:
+        UserInputError: for a non-mapping or an unknown key (with the closest known one).
+    """
+    if not isinstance(content, Mapping):
+        raise UserInputError(f"a {kind} must be a mapping with the keys {', '.join(known)}")
+    for key in content:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise UserInputError(f"unknown {kind} key {key!r}; {hint}known: {', '.join(known)}")
+
+
+def check_name(name: str) -> str:
+    """``name`` if it can be a folder name (letters, digits, ``.+=-``).
+
+    Raises:
+        UserInputError: otherwise.
+    """
+    if not name or UNSAFE_LABEL_CHARS.search(name):
+        raise UserInputError(f"name {name!r} may only have letters, digits and . _ + = , - (it names a folder)")
+    return name
 
 
 def load_sweep(path: Path) -> SweepSpec:
@@ -318,16 +366,7 @@ def load_sweep(path: Path) -> SweepSpec:
         UserInputError: if the file cannot be read, is not valid YAML (with the line), or is not a valid sweep.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise UserInputError(f"cannot read sweep file {path}: {error.strerror}; check the path") from None
-    try:
-        content = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise UserInputError(f"YAML syntax error in sweep file {path}{where}; fix the file") from None
+    content = read_yaml(path, "sweep file")
     try:
         return parse_sweep(content, path.stem)
     except UserInputError as error:

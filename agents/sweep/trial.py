@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -89,7 +90,9 @@ def _training_curve(run_dir: Path) -> LearningCurve | None:
     episodes = []
     for path in sorted((Path(run_dir) / "monitor").glob("*.monitor.csv")):
         try:
-            table = np.loadtxt(path, delimiter=",", skiprows=2, ndmin=2)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # a file with no finished episode yet
+                table = np.loadtxt(path, delimiter=",", skiprows=2, ndmin=2)
         except (OSError, ValueError):
             continue
         if table.size:
@@ -208,7 +211,7 @@ def run_trial(
     shutil.rmtree(trial_dir, ignore_errors=True)
     trial_dir.mkdir(parents=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    command = [python, str(train_script), *trial.train_arguments(trial_dir)]
+    command = [python, str(train_script), *trial.train_arguments(trial_dir), "--threads", str(threads)]
     start = time.monotonic()
     status, error = None, None
     with open(trial_dir / "stdout.log", "wb") as stdout, open(trial_dir / "stderr.log", "wb") as stderr:
@@ -235,7 +238,8 @@ def run_trial(
         trial_id=trial.trial_id, config_id=trial.config_id, seed=trial.seed, fingerprint=trial.fingerprint,
         status=status, error=error, exit_code=process.returncode if status in ("ok", "failed", "diverged") else None,
         run_dir=None if run_dir is None else str(run_dir.relative_to(sweep_dir)),
-        n_timesteps=_run_n_timesteps(run_dir), curve=None if run_dir is None else read_curve(run_dir),
+        n_timesteps=_run_n_timesteps(run_dir),
+        curve=None if run_dir is None or status in ("failed", "diverged") else read_curve(run_dir),
         duration_s=round(time.monotonic() - start, 3), options=dict(trial.options),
     )
 
