@@ -187,6 +187,8 @@ def build_parser() -> OneLineArgumentParser:
     parser.add_argument("--ray-address", metavar="ADDR",
                         help="run the trials on Ray: auto (this machine's cluster), host:port, ray://host:10001, "
                              "or local (start Ray here)")
+    parser.add_argument("--ray-num-cpus", type=int, metavar="N",
+                        help="CPUs of the Ray instance that --ray-address local starts (default: all)")
     parser.add_argument("--trial-timeout", type=float, metavar="SECONDS", help="stop a trial after this long")
     parser.add_argument("--rerun", nargs="+", default=[], choices=[s for s in FINISHED_STATUSES if s != "ok"],
                         metavar="STATUS", help="also rerun recorded trials with these statuses (failed diverged ...)")
@@ -227,8 +229,10 @@ def main(argv: Sequence[str]) -> int:
         raise UserInputError(f"--cpus-per-trial must be at least 1, got {args.cpus_per_trial}")
     if args.bootstrap_reps < 100:
         raise UserInputError(f"--bootstrap-reps must be at least 100, got {args.bootstrap_reps}")
+    if args.ray_num_cpus is not None and args.ray_num_cpus < 1:
+        raise UserInputError(f"--ray-num-cpus must be at least 1, got {args.ray_num_cpus}")
     if args.ray_address:
-        executor: Executor = RayExecutor(args.ray_address, args.cpus_per_trial, args.n_jobs)
+        executor: Executor = RayExecutor(args.ray_address, args.cpus_per_trial, args.n_jobs, args.ray_num_cpus)
     else:
         executor = LocalExecutor(args.n_jobs or max(1, (os.cpu_count() or 1) // args.cpus_per_trial))
     try:

@@ -145,44 +145,70 @@ class RayExecutor:
             initialised in this process (``ray.init`` was called).
         cpus_per_trial: CPUs Ray reserves for each trial (>= 1); Ray runs as many trials at once as fit.
         max_concurrent: cap on trials running at once, or ``None`` for as many as the cluster fits.
+        num_cpus: CPUs of a private instance (``address="local"``); ``None`` for all of this machine's.
     """
 
-    def __init__(self, address: str, cpus_per_trial: int = 1, max_concurrent: int | None = None) -> None:
+    def __init__(self, address: str, cpus_per_trial: int = 1, max_concurrent: int | None = None,
+                 num_cpus: int | None = None) -> None:
         if cpus_per_trial < 1:
             raise UserInputError(f"--cpus-per-trial must be at least 1, got {cpus_per_trial}")
+        if num_cpus is not None and address != LOCAL_RAY:
+            raise UserInputError("the number of Ray CPUs can only be set for --ray-address local; a cluster "
+                                 "has its own (ray start --num-cpus)")
         self.address = address
         self.cpus_per_trial = cpus_per_trial
         self.max_concurrent = max_concurrent
+        self.num_cpus = num_cpus
+        self.started = False
 
-    def _connect(self, ray: Any) -> None:
+    def connect(self) -> None:
+        """Join the Ray cluster, or start the private instance (nothing if Ray is already initialised).
+
+        Workers get the repository on their ``PYTHONPATH`` so that they can import this package.
+
+        Raises:
+            UserInputError: if Ray is not installed or cannot connect / start, with what to do.
+        """
+        ray, _ = import_ray()
         if ray.is_initialized():
             return
         runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT),
                                                                                  os.environ.get("PYTHONPATH")]))}}
+        local = self.address == LOCAL_RAY
         try:
-            ray.init(address=None if self.address == LOCAL_RAY else self.address, runtime_env=runtime_env,
-                     include_dashboard=False, logging_level=logging.WARNING)
+            ray.init(address=None if local else self.address, num_cpus=self.num_cpus if local else None,
+                     runtime_env=runtime_env, include_dashboard=False, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise UserInputError(f"cannot connect to Ray at {self.address!r}: {' '.join(str(error).split())[:300]}; "
                                  "start the cluster (ray start --head) or use --ray-address local") from None
+        self.started = local
 
     def run(self, trials: Sequence[TrialSpec], settings: TrialSettings, on_record: RecordSink) -> None:
-        """See :meth:`Executor.run`. Records arrive through a Tune callback in this (the driver's) process."""
+        """See :meth:`Executor.run`. Records arrive through a Tune callback in this (the driver's) process.
+
+        Ray Tune handles Ctrl-C itself (it stops the trials); if trials are left without a record, this
+        raises ``KeyboardInterrupt`` so that the sweep reports the interruption.
+        """
         if not trials:
             return
-        ray, tune = import_ray()
-        self._connect(ray)
+        _, tune = import_ray()
+        self.connect()
+        received: list[str] = []
+
+        def deliver(record: TrialRecord) -> None:
+            received.append(record.trial_id)
+            on_record(record)
 
         class RecordCallback(tune.Callback):
-            """Pass each trial's reported record, or its runner's error, to ``on_record``."""
+            """Pass each trial's reported record, or its runner's error, to the sweep."""
 
             def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
                                 **info: Any) -> None:
-                on_record(TrialRecord.from_dict(json.loads(result["record"])))
+                deliver(TrialRecord.from_dict(json.loads(result["record"])))
 
             def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
                 error = RuntimeError(f"the Ray trial failed: {getattr(trial, 'error_file', None) or 'see Ray logs'}")
-                on_record(failed_record(TrialSpec.from_dict(trial.config["trial"]), error))
+                deliver(failed_record(TrialSpec.from_dict(trial.config["trial"]), error))
 
         trainable = tune.with_resources(tune.with_parameters(_ray_trial, settings=settings),
                                         {"cpu": self.cpus_per_trial})
@@ -195,4 +221,13 @@ class RayExecutor:
                                       callbacks=[RecordCallback()], verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=0)),
         )
-        tuner.fit()
+        try:
+            tuner.fit()
+        finally:
+            if self.started:
+                import ray
+
+                ray.shutdown()
+                self.started = False
+        if len(received) < len(trials):
+            raise KeyboardInterrupt(f"{len(trials) - len(received)} trials were stopped by Ray before they finished")
