@@ -22,7 +22,8 @@ from __future__ import annotations
 import math
 import sys
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ __all__ = [
     "markdown_table",
     "plot_final_returns",
     "plot_learning_curves",
+    "seeded_numpy",
     "summarize",
     "write_summary",
 ]
@@ -48,6 +50,8 @@ __all__ = [
 SUMMARY_FILE, CURVES_FILE, FINAL_FILE = "summary.md", "learning_curves.png", "final_return.png"
 #: coverage of the confidence intervals.
 CONFIDENCE = 0.95
+#: an aggregated learning curve: (timesteps, IQM, CI low, CI high), four arrays of equal length.
+BandedCurve = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,7 @@ class ConfigSummary:
     threshold: float | None
     steps_to_threshold: Interval | None
     reached: int
-    curve: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None
+    curve: BandedCurve | None
     curve_source: str | None
     errors: tuple[tuple[str, str, str], ...]
 
@@ -99,18 +103,33 @@ class ConfigSummary:
         return self.statuses.get("ok", 0)
 
 
+@contextmanager
+def seeded_numpy(seed: int) -> Iterator[None]:
+    """Seed NumPy's global random generator inside the block and restore its state after.
+
+    ``rliable`` 1.2's ``StratifiedBootstrap`` draws its resamples from the global generator (it ignores
+    its ``random_state`` argument), so this is what makes a bootstrap reproducible.
+    """
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def iqm_interval(
     scores: np.ndarray,
     reps: int,
-    rng: np.random.RandomState,
     aggregate: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """IQM across runs and its stratified-bootstrap 95% percentile interval (``rliable``).
 
+    Resamples come from NumPy's global generator; wrap calls in :func:`seeded_numpy` to reproduce them.
+
     Args:
         scores: shape ``(runs, tasks)`` for one number per run, or ``(runs, tasks, points)`` for curves.
         reps: bootstrap replications (>= 1; 2000 gives stable 95% bounds).
-        rng: the random state of the bootstrap (a fixed seed makes the summary reproducible).
         aggregate: maps a resampled score array to a 1-D array of estimates; default: the IQM of every
             point (of the last axis for curves).
 
@@ -129,14 +148,14 @@ def iqm_interval(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # arch deprecates random_state, which rliable passes
         points, intervals = library.get_interval_estimates({"x": scores}, aggregate, reps=reps,
-                                                           confidence_interval_size=CONFIDENCE, random_state=rng)
+                                                           confidence_interval_size=CONFIDENCE)
     return np.asarray(points["x"], dtype=float), np.asarray(intervals["x"], dtype=float).reshape(2, -1)
 
 
-def _interval(values: Sequence[float], reps: int, rng: np.random.RandomState) -> Interval | None:
+def _interval(values: Sequence[float], reps: int) -> Interval | None:
     if not values:
         return None
-    points, intervals = iqm_interval(np.asarray(values, dtype=float).reshape(-1, 1), reps, rng)
+    points, intervals = iqm_interval(np.asarray(values, dtype=float).reshape(-1, 1), reps)
     return Interval(float(points[0]), float(intervals[0, 0]), float(intervals[1, 0]))
 
 
@@ -160,8 +179,7 @@ def _config_env(options: Mapping[str, Any]) -> str:
     return str(options.get("env", RUN_DEFAULTS["env"]))
 
 
-def _aligned_curves(records: Sequence[TrialRecord], reps: int, rng: np.random.RandomState
-                    ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None, str | None]:
+def _aligned_curves(records: Sequence[TrialRecord], reps: int) -> tuple[BandedCurve | None, str | None]:
     """IQM curve with its band, on the evaluation steps of the shortest run (others interpolated)."""
     curves = [record.curve for record in records if record.curve is not None and record.curve.timesteps]
     if not curves:
@@ -170,7 +188,7 @@ def _aligned_curves(records: Sequence[TrialRecord], reps: int, rng: np.random.Ra
     shortest = min(curves, key=lambda curve: curve.timesteps[-1])
     grid = np.asarray(shortest.timesteps, dtype=float)
     scores = np.stack([np.interp(grid, curve.timesteps, curve.returns) for curve in curves])[:, None, :]
-    points, intervals = iqm_interval(scores, reps, rng)
+    points, intervals = iqm_interval(scores, reps)
     return (grid, points, intervals[0], intervals[1]), (sources.pop() if len(sources) == 1 else "mixed")
 
 
@@ -200,36 +218,39 @@ def summarize(
     by_config: dict[str, list[TrialRecord]] = {config_id: [] for config_id in (config_ids or [])}
     for record in records:
         by_config.setdefault(record.config_id, []).append(record)
-    rng = np.random.RandomState(seed)
-    summaries = []
-    for config_id, group in by_config.items():
-        group = sorted(group, key=lambda record: record.seed)
-        ok = [record for record in group if record.status == "ok"]
-        options = group[0].options if group else {}
-        finals = [r.curve.final_return for r in ok if r.curve is not None and r.curve.final_return is not None]
-        target = threshold if threshold is not None else (env_threshold(_config_env(options)) if group else None)
-        steps, reached = [], 0
-        if target is not None:
-            for record in ok:
-                step = record.curve.steps_to_threshold(target) if record.curve is not None else None
-                budget = record.n_timesteps or (record.curve.timesteps[-1] if record.curve and record.curve.timesteps
-                                                else None)
-                if step is not None:
-                    reached += 1
-                    steps.append(float(step))
-                elif budget is not None:
-                    steps.append(float(budget))
-        statuses: dict[str, int] = {}
-        for record in group:
-            statuses[record.status] = statuses.get(record.status, 0) + 1
-        curve, source = _aligned_curves(ok, reps, rng)
-        summaries.append(ConfigSummary(
-            config_id=config_id, options=dict(options), n_trials=len(group), statuses=statuses,
-            final_return=_interval(finals, reps, rng), threshold=target,
-            steps_to_threshold=_interval(steps, reps, rng), reached=reached, curve=curve, curve_source=source,
-            errors=tuple((r.trial_id, r.status, r.error or "") for r in group if r.status != "ok"),
-        ))
-    return summaries
+    with seeded_numpy(seed):
+        return [_summarize_config(config_id, group, threshold, reps) for config_id, group in by_config.items()]
+
+
+def _summarize_config(config_id: str, group: list[TrialRecord], threshold: float | None, reps: int) -> ConfigSummary:
+    """The :class:`ConfigSummary` of one configuration's records (see :func:`summarize`)."""
+    group = sorted(group, key=lambda record: record.seed)
+    ok = [record for record in group if record.status == "ok"]
+    options = group[0].options if group else {}
+    finals = [r.curve.final_return for r in ok if r.curve is not None and r.curve.final_return is not None]
+    target = threshold if threshold is not None else (env_threshold(_config_env(options)) if group else None)
+    steps = [] if target is None else [s for s in (_steps_to_threshold(record, target) for record in ok) if s]
+    statuses: dict[str, int] = {}
+    for record in group:
+        statuses[record.status] = statuses.get(record.status, 0) + 1
+    curve, source = _aligned_curves(ok, reps)
+    return ConfigSummary(
+        config_id=config_id, options=dict(options), n_trials=len(group), statuses=statuses,
+        final_return=_interval(finals, reps), threshold=target,
+        steps_to_threshold=_interval([step for step, _ in steps], reps),
+        reached=sum(reached for _, reached in steps), curve=curve, curve_source=source,
+        errors=tuple((r.trial_id, r.status, r.error or "") for r in group if r.status != "ok"),
+    )
+
+
+def _steps_to_threshold(record: TrialRecord, threshold: float) -> tuple[float, bool] | None:
+    """``(steps, reached)``: the first step at ``threshold``, else the run's budget; ``None`` if unknown."""
+    if record.curve is None or not record.curve.timesteps:
+        return None
+    step = record.curve.steps_to_threshold(threshold)
+    if step is not None:
+        return float(step), True
+    return float(record.n_timesteps or record.curve.timesteps[-1]), False
 
 
 def _varying_options(summaries: Sequence[ConfigSummary]) -> list[str]:
