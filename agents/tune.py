@@ -38,9 +38,10 @@ from __future__ import annotations
 
 import math
 import threading
+import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -234,10 +235,12 @@ def _storage(url: str) -> Any:
 
     if not url.startswith(("sqlite:", "postgresql", "mysql", "oracle", "mssql")):
         return url
-    return optuna.storages.RDBStorage(
-        url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-        failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+        )
 
 
 def create_study(spec: TuneSpec, storage: str) -> Any:
@@ -288,12 +291,19 @@ class EvaluationReporter:
         return self.report_new(run_dir) and bool(self.trial.should_prune())
 
 
-def _finished(study: Any) -> int:
-    """Trials that count towards ``n_trials``: complete, pruned, or failed with a verdict (not interrupted)."""
+def _finished(study: Any, running: bool = False) -> int:
+    """Trials that count towards ``n_trials``: complete, pruned, or failed with a verdict (not interrupted).
+
+    Args:
+        study: the ``optuna.Study``.
+        running: count the running trials too (they will finish: no new trial is needed for them).
+    """
     from optuna.trial import TrialState
 
+    counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING) if running else (TrialState.COMPLETE,
+                                                                                          TrialState.PRUNED)
     return sum(1 for trial in study.get_trials(deepcopy=False)
-               if trial.state in (TrialState.COMPLETE, TrialState.PRUNED)
+               if trial.state in counted
                or (trial.state == TrialState.FAIL and trial.user_attrs.get("status") in COUNTED_FAILURES))
 
 
@@ -402,16 +412,17 @@ def optimize(
 
     def enough(study: Any, trial: Any) -> None:
         state = trial.user_attrs.get("status", trial.state.name.lower())
-        value = "" if trial.value is None else f", final return {trial.value:.1f}"
-        print(f"  trial {trial.number}: {state}{value}", flush=True)
-        if _finished(study) >= target:
+        detail = f", final return {trial.value:.1f}" if trial.value is not None else (
+            f", {trial.user_attrs['error']}" if "error" in trial.user_attrs else "")
+        print(f"  trial {trial.number}: {state}{detail} {trial.params}", flush=True)
+        if _finished(study, running=True) >= target:
             study.stop()
 
     def work() -> None:
         study.optimize(Objective(spec, study_dir, stop, timeout_s, threads), n_trials=remaining,
                        catch=(TrialFailed,), callbacks=[enough])
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # each trial's outcome is printed by `enough`
     if remaining > 0:
         with ThreadPoolExecutor(max_workers=min(n_jobs, remaining), thread_name_prefix="optuna") as pool:
             futures = [pool.submit(work) for _ in range(min(n_jobs, remaining))]
@@ -489,7 +500,7 @@ def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
     spec = load_tune_spec(args.optimize)
     if args.study_name:
-        spec = TuneSpec(**{**spec.__dict__, "name": check_name(args.study_name)})
+        spec = replace(spec, name=check_name(args.study_name))
     if args.cpus_per_trial < 1:
         raise UserInputError(f"--cpus-per-trial must be at least 1, got {args.cpus_per_trial}")
     study_dir = args.sweep_dir if args.sweep_dir is not None else args.log_folder / "optuna" / spec.name
