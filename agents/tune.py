@@ -37,8 +37,11 @@ trial's complete configuration is written to ``<study folder>/best.yml``, a file
 from __future__ import annotations
 
 import math
+import os
+import socket
 import threading
 import warnings
+import zlib
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
@@ -243,26 +246,45 @@ def _storage(url: str) -> Any:
         )
 
 
-def create_study(spec: TuneSpec, storage: str) -> Any:
+def create_study(spec: TuneSpec, storage: str, shared: bool = False) -> Any:
     """Create, or load to resume, the study ``spec.name`` in ``storage`` (TPE sampler, median pruner).
+
+    The sampler's seed is the file's seed (``sampler.seed``, else ``seed``) plus the number of trials the
+    study already has, so a resumed study does not propose its first trials again. With ``shared`` (a
+    storage other workers use too) a hash of this host and process is added, so that workers started
+    together do not propose the same trials.
+
+    Args:
+        spec: the search.
+        storage: an Optuna storage URL.
+        shared: the storage is shared with other workers.
 
     Raises:
         UserInputError: if the sampler or pruner arguments are wrong, or the storage cannot be opened.
     """
     import optuna
 
+    sampler_kwargs = {"seed": spec.seed, **spec.sampler}
     try:
-        sampler = optuna.samplers.TPESampler(**{"seed": spec.seed, **spec.sampler})
+        optuna.samplers.TPESampler(**sampler_kwargs)
         pruner = optuna.pruners.MedianPruner(**spec.pruner)
     except (TypeError, ValueError) as error:
         raise UserInputError(f"bad sampler or pruner arguments: {error}; see optuna.samplers.TPESampler "
                              "and optuna.pruners.MedianPruner") from None
     try:
-        return optuna.create_study(storage=_storage(storage), sampler=sampler, pruner=pruner,
-                                   study_name=spec.name, direction="maximize", load_if_exists=True)
+        study = optuna.create_study(storage=_storage(storage), pruner=pruner, study_name=spec.name,
+                                    direction="maximize", load_if_exists=True)
     except (ImportError, ValueError, RuntimeError) as error:
         raise UserInputError(f"cannot open the Optuna storage {storage!r}: {' '.join(str(error).split())[:300]}"
                              ) from None
+    seed = sampler_kwargs.pop("seed")
+    if seed is not None:
+        seed += len(study.get_trials(deepcopy=False))
+        if shared:
+            seed += zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
+        seed %= 2**32
+    study.sampler = optuna.samplers.TPESampler(seed=seed, **sampler_kwargs)
+    return study
 
 
 class EvaluationReporter:
@@ -380,7 +402,8 @@ def optimize(
     Args:
         spec: the search.
         study_dir: the study folder (created).
-        storage: Optuna storage URL; ``None`` for ``sqlite:///<study_dir>/study.db``.
+        storage: Optuna storage URL shared by workers; ``None`` for ``sqlite:///<study_dir>/study.db`` (one
+            worker, reproducible proposals).
         n_trials: finished trials to reach (all workers together); ``None`` for ``spec.n_trials``.
         n_jobs: trials at once in this process (>= 1).
         timeout_s: per-trial time limit in seconds, or ``None``.
@@ -402,9 +425,10 @@ def optimize(
     if target < 1:
         raise UserInputError(f"--n-trials must be at least 1, got {target}")
     spec.trial_spec(0, {}).run_config()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # each trial's outcome is printed by `enough` below
     study_dir = Path(study_dir).resolve()
     study_dir.mkdir(parents=True, exist_ok=True)
-    study = create_study(spec, storage or f"sqlite:///{study_dir / 'study.db'}")
+    study = create_study(spec, storage or f"sqlite:///{study_dir / 'study.db'}", shared=storage is not None)
     remaining = target - _finished(study)
     print(f"Study {spec.name}: {_finished(study)} of {target} trials finished before, {max(remaining, 0)} to run\n"
           f"  study folder: {study_dir}", flush=True)
@@ -422,7 +446,6 @@ def optimize(
         study.optimize(Objective(spec, study_dir, stop, timeout_s, threads), n_trials=remaining,
                        catch=(TrialFailed,), callbacks=[enough])
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # each trial's outcome is printed by `enough`
     if remaining > 0:
         with ThreadPoolExecutor(max_workers=min(n_jobs, remaining), thread_name_prefix="optuna") as pool:
             futures = [pool.submit(work) for _ in range(min(n_jobs, remaining))]
@@ -495,7 +518,7 @@ def main(argv: Sequence[str]) -> int:
     """``train.py --optimize FILE ...``: run or resume a study. Returns the exit status (130 if interrupted)."""
     import sys
 
-    from agents.sweep import EXIT_INTERRUPTED
+    from agents.sweep import EXIT_INTERRUPTED, sigterm_as_interrupt
 
     args = build_parser().parse_args(argv)
     spec = load_tune_spec(args.optimize)
@@ -505,7 +528,9 @@ def main(argv: Sequence[str]) -> int:
         raise UserInputError(f"--cpus-per-trial must be at least 1, got {args.cpus_per_trial}")
     study_dir = args.sweep_dir if args.sweep_dir is not None else args.log_folder / "optuna" / spec.name
     try:
-        optimize(spec, study_dir, args.storage, args.n_trials, args.n_jobs, args.trial_timeout, args.cpus_per_trial)
+        with sigterm_as_interrupt():
+            optimize(spec, study_dir, args.storage, args.n_trials, args.n_jobs, args.trial_timeout,
+                     args.cpus_per_trial)
     except KeyboardInterrupt:
         print(f"Study interrupted; finished trials are kept in its storage.\n  resume with the same command: "
               f"python train.py {' '.join(argv)}", file=sys.stderr, flush=True)

@@ -71,6 +71,21 @@ def test_bad_sampler_arguments_are_reported(tmp_path: Path) -> None:
         create_study(spec, f"sqlite:///{tmp_path / 'study.db'}")
 
 
+def test_a_resumed_study_does_not_propose_its_first_trials_again(tmp_path: Path) -> None:
+    spec = parse_tune_spec(TINY_SEARCH, "s")
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+
+    def first_proposal(study: optuna.Study) -> dict:
+        trial = study.ask()
+        params = {name: param.suggest(trial) for name, param in spec.search.items()}
+        study.tell(trial, 0.0)
+        return params
+
+    fresh = first_proposal(create_study(spec, storage))
+    assert first_proposal(create_study(spec, f"sqlite:///{tmp_path / 'other.db'}")) == fresh  # seeded
+    assert first_proposal(create_study(spec, storage)) != fresh  # resumed: the seed moved on
+
+
 def write_evaluations(run_dir: Path, returns: list[float]) -> None:
     (run_dir / "eval").mkdir(parents=True, exist_ok=True)
     np.savez(run_dir / "eval" / "evaluations.npz", timesteps=np.arange(1, len(returns) + 1) * 100,

@@ -42,6 +42,7 @@ __all__ = [
     "main",
     "run_sweep",
     "save_sweep",
+    "sigterm_as_interrupt",
 ]
 
 #: the expanded sweep, written into the sweep folder.
@@ -200,7 +201,7 @@ def build_parser() -> OneLineArgumentParser:
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[None]:
     """While active (in the main thread), SIGTERM raises ``KeyboardInterrupt`` like Ctrl-C."""
     if sys.platform == "win32" or signal.getsignal(signal.SIGTERM) is None:
         yield
@@ -236,7 +237,7 @@ def main(argv: Sequence[str]) -> int:
     else:
         executor = LocalExecutor(args.n_jobs or max(1, (os.cpu_count() or 1) // args.cpus_per_trial))
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             run_sweep(spec, sweep_dir, executor, timeout_s=args.trial_timeout, threads=args.cpus_per_trial,
                       rerun=args.rerun, summary=not args.no_summary, bootstrap_reps=args.bootstrap_reps)
     except KeyboardInterrupt:
