@@ -71,6 +71,7 @@ def test_bad_sampler_arguments_are_reported(tmp_path: Path) -> None:
         create_study(spec, f"sqlite:///{tmp_path / 'study.db'}")
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask/tell here, optimize in real studies
 def test_a_resumed_study_does_not_propose_its_first_trials_again(tmp_path: Path) -> None:
     spec = parse_tune_spec(TINY_SEARCH, "s")
     storage = f"sqlite:///{tmp_path / 'study.db'}"
