@@ -116,8 +116,9 @@ def test_a_small_study_records_failures_resumes_and_writes_a_usable_best_config(
     study_dir = tmp_path / "study"
     study_dir.mkdir()
     storage = f"sqlite:///{study_dir / 'study.db'}"
-    create_study(spec, storage).enqueue_trial({"learning_rate": 1e-3, "n_epochs": 2,
-                                               "env": "tests.bad_envs:NanObservation-v0"})
+    study = create_study(spec, storage)  # a trial that crashes, one that trains, then one the sampler proposes
+    study.enqueue_trial({"learning_rate": 1e-3, "n_epochs": 2, "env": "tests.bad_envs:NanObservation-v0"})
+    study.enqueue_trial({"learning_rate": 1e-3, "n_epochs": 2, "env": "CartPole-v1"})
 
     study = optimize(spec, study_dir, n_jobs=2)
 
