@@ -18,7 +18,7 @@ from agents.sweep import STATE_FILE, load_saved_sweep, main, run_sweep
 from agents.sweep.executors import LocalExecutor, RayExecutor, TrialSettings
 from agents.sweep.spec import TrialSpec, load_sweep, parse_sweep, unflatten_options
 from agents.sweep.state import LearningCurve, SweepState, TrialRecord
-from agents.sweep.trial import read_curve
+from agents.sweep.trial import classify_exit, read_curve, run_trial
 from tests.conftest import ROOT
 
 #: a sweep small enough for a test: 2 configurations x 2 seeds of 256 CartPole steps, plus a configuration
@@ -188,6 +188,33 @@ def test_resuming_after_editing_the_sweep_file_is_refused(tmp_path: Path) -> Non
 def test_cli_rejects_a_missing_sweep_file(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="cannot read sweep file"):
         main(["--sweep", str(tmp_path / "none.yml")])
+
+
+# --- one trial ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("returncode", "stderr", "expected"), [
+    (0, "", ("ok", None)),
+    (1, "train.py: error: training diverged at step 512: non-finite values in w; lower the learning rate\n",
+     ("diverged", "training diverged at step 512: non-finite values in w; lower the learning rate")),
+    (1, "Traceback (most recent call last):\n  ...\nAttributeError: 'X' object has no attribute 'y'\n\n",
+     ("failed", "AttributeError: 'X' object has no attribute 'y'")),
+    (2, "train.py: error: unknown env 'Foo-v0'\n", ("failed", "unknown env 'Foo-v0'")),
+    (-9, "", ("failed", "stopped by SIGKILL from outside the sweep (out of memory?)")),
+    (3, "", ("failed", "train.py exited with status 3 and printed no error")),
+])
+def test_exit_status_and_last_error_line_give_the_trial_status(tmp_path: Path, returncode: int, stderr: str,
+                                                                expected: tuple) -> None:
+    (tmp_path / "stderr.log").write_text(stderr)
+    assert classify_exit(returncode, tmp_path / "stderr.log") == expected
+
+
+def test_a_trial_past_its_time_limit_is_stopped_and_recorded(tmp_path: Path) -> None:
+    trial = parse_sweep(TINY_SWEEP, "x").trials()[0]
+    result = run_trial(trial, tmp_path, timeout_s=0.2, poll_s=0.1)
+    assert (result.status, result.exit_code) == ("timeout", None)
+    assert result.error == "stopped after the trial time limit of 0.2 s"
+    assert (tmp_path / "trials" / trial.trial_id / "stderr.log").is_file()
 
 
 # --- whole sweeps through train.py ------------------------------------------------------------------------

@@ -190,6 +190,8 @@ def build_parser() -> OneLineArgumentParser:
                              "or local (start Ray here)")
     parser.add_argument("--ray-num-cpus", type=int, metavar="N",
                         help="CPUs of the Ray instance that --ray-address local starts (default: all)")
+    parser.add_argument("--gpus-per-trial", type=float, default=0.0, metavar="N",
+                        help="GPUs Ray reserves per trial, e.g. 0.25 to share one GPU by four trials (Ray only)")
     parser.add_argument("--trial-timeout", type=float, metavar="SECONDS", help="stop a trial after this long")
     parser.add_argument("--rerun", nargs="+", default=[], choices=[s for s in FINISHED_STATUSES if s != "ok"],
                         metavar="STATUS", help="also rerun recorded trials with these statuses (failed diverged ...)")
@@ -233,7 +235,11 @@ def main(argv: Sequence[str]) -> int:
     if args.ray_num_cpus is not None and args.ray_num_cpus < 1:
         raise UserInputError(f"--ray-num-cpus must be at least 1, got {args.ray_num_cpus}")
     if args.ray_address:
-        executor: Executor = RayExecutor(args.ray_address, args.cpus_per_trial, args.n_jobs, args.ray_num_cpus)
+        executor: Executor = RayExecutor(args.ray_address, args.cpus_per_trial, args.n_jobs, args.ray_num_cpus,
+                                         args.gpus_per_trial)
+    elif args.gpus_per_trial or args.ray_num_cpus is not None:
+        raise UserInputError("--gpus-per-trial and --ray-num-cpus need --ray-address (on this machine use "
+                             "--ray-address local); the local pool leaves devices to train.py --device")
     else:
         executor = LocalExecutor(args.n_jobs or max(1, (os.cpu_count() or 1) // args.cpus_per_trial))
     try:

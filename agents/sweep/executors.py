@@ -146,12 +146,16 @@ class RayExecutor:
         cpus_per_trial: CPUs Ray reserves for each trial (>= 1); Ray runs as many trials at once as fit.
         max_concurrent: cap on trials running at once, or ``None`` for as many as the cluster fits.
         num_cpus: CPUs of a private instance (``address="local"``); ``None`` for all of this machine's.
+        gpus_per_trial: GPUs Ray reserves for each trial (>= 0, fractions share a GPU); Ray sets the trial's
+            ``CUDA_VISIBLE_DEVICES``, which ``train.py --device auto`` follows.
     """
 
     def __init__(self, address: str, cpus_per_trial: int = 1, max_concurrent: int | None = None,
-                 num_cpus: int | None = None) -> None:
+                 num_cpus: int | None = None, gpus_per_trial: float = 0.0) -> None:
         if cpus_per_trial < 1:
             raise UserInputError(f"--cpus-per-trial must be at least 1, got {cpus_per_trial}")
+        if not gpus_per_trial >= 0:
+            raise UserInputError(f"--gpus-per-trial must be >= 0, got {gpus_per_trial}")
         if num_cpus is not None and address != LOCAL_RAY:
             raise UserInputError("the number of Ray CPUs can only be set for --ray-address local; a cluster "
                                  "has its own (ray start --num-cpus)")
@@ -159,6 +163,7 @@ class RayExecutor:
         self.cpus_per_trial = cpus_per_trial
         self.max_concurrent = max_concurrent
         self.num_cpus = num_cpus
+        self.gpus_per_trial = gpus_per_trial
         self.started = False
 
     def connect(self) -> None:
@@ -210,8 +215,8 @@ class RayExecutor:
                 error = RuntimeError(f"the Ray trial failed: {getattr(trial, 'error_file', None) or 'see Ray logs'}")
                 deliver(failed_record(TrialSpec.from_dict(trial.config["trial"]), error))
 
-        trainable = tune.with_resources(tune.with_parameters(_ray_trial, settings=settings),
-                                        {"cpu": self.cpus_per_trial})
+        resources = {"cpu": self.cpus_per_trial, **({"gpu": self.gpus_per_trial} if self.gpus_per_trial else {})}
+        trainable = tune.with_resources(tune.with_parameters(_ray_trial, settings=settings), resources)
         tuner = tune.Tuner(
             trainable,
             param_space={"trial": tune.grid_search([trial.to_dict() for trial in trials])},

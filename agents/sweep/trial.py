@@ -35,6 +35,7 @@ __all__ = [
     "REPO_ROOT",
     "TRAIN_SCRIPT",
     "TrialInterrupted",
+    "classify_exit",
     "failed_record",
     "find_run_dir",
     "read_curve",
@@ -233,7 +234,7 @@ def run_trial(
             _stop(process)
     run_dir = find_run_dir(trial_dir)
     if status is None:
-        status, error = _outcome(process.returncode, trial_dir)
+        status, error = classify_exit(process.returncode, trial_dir / "stderr.log")
     return TrialRecord(
         trial_id=trial.trial_id, config_id=trial.config_id, seed=trial.seed, fingerprint=trial.fingerprint,
         status=status, error=error, exit_code=process.returncode if status in ("ok", "failed", "diverged") else None,
@@ -244,11 +245,19 @@ def run_trial(
     )
 
 
-def _outcome(returncode: int, trial_dir: Path) -> tuple[str, str | None]:
-    """The status and error of a child that exited by itself with ``returncode``."""
+def classify_exit(returncode: int, stderr_log: Path) -> tuple[str, str | None]:
+    """The status and error of a ``train.py`` that exited by itself with ``returncode``.
+
+    Args:
+        returncode: its exit status (negative: killed by that signal).
+        stderr_log: the file holding its standard error; the last line is its error.
+
+    Returns:
+        ``("ok", None)``, ``("diverged", error)`` for a divergence, else ``("failed", error)``.
+    """
     if returncode == 0:
         return "ok", None
-    error = _last_error_line(trial_dir / "stderr.log")
+    error = _last_error_line(stderr_log)
     if returncode < 0 or (returncode > 128 and error is None):
         return "failed", f"stopped by {_signal_name(abs(returncode) % 128)} from outside the sweep (out of memory?)"
     if error is None:
