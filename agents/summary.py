@@ -136,7 +136,10 @@ def iqm_interval(
     Returns:
         ``(point estimates, intervals)`` with shapes ``(k,)`` and ``(2, k)``.
     """
-    from rliable import library, metrics
+    try:
+        from rliable import library, metrics
+    except ImportError:
+        raise UserInputError("sweep summaries need rliable; install it with: pip install rliable") from None
 
     if aggregate is None:
         if scores.ndim == 3:

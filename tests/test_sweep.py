@@ -18,7 +18,7 @@ from agents.sweep import STATE_FILE, load_saved_sweep, main, run_sweep
 from agents.sweep.executors import LocalExecutor, RayExecutor, TrialSettings
 from agents.sweep.spec import TrialSpec, load_sweep, parse_sweep, unflatten_options
 from agents.sweep.state import LearningCurve, SweepState, TrialRecord
-from agents.sweep.trial import classify_exit, read_curve, run_trial
+from agents.sweep.trial import check_train_script, classify_exit, read_curve, run_trial
 from tests.conftest import ROOT
 
 #: a sweep small enough for a test: 2 configurations x 2 seeds of 256 CartPole steps, plus a configuration
@@ -207,6 +207,11 @@ def test_exit_status_and_last_error_line_give_the_trial_status(tmp_path: Path, r
                                                                 expected: tuple) -> None:
     (tmp_path / "stderr.log").write_text(stderr)
     assert classify_exit(returncode, tmp_path / "stderr.log") == expected
+
+
+def test_a_missing_train_script_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(UserInputError, match=r"does not exist.*pip install -e \."):
+        check_train_script(tmp_path / "train.py")
 
 
 def test_a_trial_past_its_time_limit_is_stopped_and_recorded(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from agents.cli_errors import OneLineArgumentParser, UserInputError
 from agents.sweep.executors import Executor, LocalExecutor, RayExecutor, TrialSettings
 from agents.sweep.spec import SweepSpec, TrialSpec, load_sweep, parse_sweep
 from agents.sweep.state import FINISHED_STATUSES, SweepState, TrialRecord
+from agents.sweep.trial import check_train_script
 
 __all__ = [
     "STATE_FILE",
@@ -142,6 +143,7 @@ def run_sweep(
     unknown = set(rerun) - set(FINISHED_STATUSES)
     if unknown:
         raise UserInputError(f"cannot rerun unknown statuses {sorted(unknown)}; choose from {FINISHED_STATUSES}")
+    check_train_script()
     spec.validate()
     sweep_dir = Path(sweep_dir).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from agents.cli_errors import UserInputError
 from agents.sweep.spec import TrialSpec
 from agents.sweep.state import LearningCurve, TrialRecord
 
@@ -35,6 +36,7 @@ __all__ = [
     "REPO_ROOT",
     "TRAIN_SCRIPT",
     "TrialInterrupted",
+    "check_train_script",
     "classify_exit",
     "failed_record",
     "find_run_dir",
@@ -59,6 +61,17 @@ MAX_TRAIN_CURVE_POINTS = 100
 
 class TrialInterrupted(Exception):
     """The sweep was stopped while this trial ran; the trial is not recorded and runs again on resume."""
+
+
+def check_train_script(train_script: Path = TRAIN_SCRIPT) -> None:
+    """Check that the ``train.py`` trials run exists (it does in a clone, or an editable install).
+
+    Raises:
+        UserInputError: naming where it was looked for and how to fix it.
+    """
+    if not Path(train_script).is_file():
+        raise UserInputError(f"{train_script} does not exist: trials run train.py next to the agents package; "
+                             "work in a clone of the repository (pip install -e .)")
 
 
 def find_run_dir(trial_dir: Path) -> Path | None:
