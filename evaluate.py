@@ -41,6 +41,8 @@ def build_parser() -> OneLineArgumentParser:
     parser.add_argument("--video-episodes", type=parse_value, default=1, metavar="K",
                         help="number of first episodes recorded per target (default 1)")
     parser.add_argument("--plot", type=Path, metavar="PNG", help="plot the runs' learning curves into PNG")
+    parser.add_argument("--plot-keys", nargs="+", default=[], metavar="KEY",
+                        help="with --plot: plot these TensorBoard scalars instead of the Monitor episode return")
     parser.add_argument("--verbose", action="store_true", help="print full tracebacks on errors")
     return parser
 
@@ -89,25 +91,40 @@ def evaluate_target(target: Path, args: argparse.Namespace, n_episodes: int) -> 
             **stats.summary(), "videos": gifs}
 
 
-def plot_targets(targets: Sequence[Path], path: Path) -> Path:
-    """Plot the learning curves (Monitor files) of the run folders among ``targets`` into ``path``.
+def plot_targets(targets: Sequence[Path], path: Path, keys: Sequence[str]) -> Path:
+    """Plot learning curves of the run folders among ``targets`` into ``path``.
+
+    Args:
+        targets: run folders (other targets are skipped).
+        path: the PNG file.
+        keys: TensorBoard scalar keys, one panel each; empty plots the training episode return from the
+            runs' Monitor files.
 
     Raises:
-        UserInputError: if no target is a run folder with finished training episodes.
+        UserInputError: if nothing can be plotted (no run folder, no finished episode, unknown keys).
     """
-    from agents.evaluation import load_monitor_curve, plot_learning_curves
-    from agents.run import find_run
+    from agents.evaluation import load_monitor_curve, load_tensorboard_scalars, plot_learning_curves
+    from agents.run import find_run, load_run_config, tensorboard_dir
 
-    curves = {}
+    panels: dict[str, dict] = {key: {} for key in keys} if keys else {"training episode return": {}}
     for target in targets:
         layout, _ = find_run(target)
-        if layout is not None:
+        if layout is None:
+            continue
+        label = f"{layout.root.parent.name}/{layout.root.name}"
+        if keys:
+            scalars = load_tensorboard_scalars(tensorboard_dir(load_run_config(layout), layout), list(keys))
+            for key, curve in scalars.items():
+                panels[key][label] = curve
+        else:
             steps, returns = load_monitor_curve(layout.monitor_dir)
             if len(steps):
-                curves[f"{layout.root.parent.name}/{layout.root.name}"] = (steps, returns)
-    if not curves:
-        raise UserInputError("no learning curve to plot: give run folders whose monitor/ has finished episodes")
-    return plot_learning_curves(curves, path, title="training episode return")
+                panels["training episode return"][label] = (steps, returns)
+    empty = [key for key, curves in panels.items() if not curves]
+    if empty:
+        raise UserInputError(f"nothing to plot for {', '.join(empty)}: give run folders that logged it "
+                             "(TensorBoard keys are listed in the README)")
+    return plot_learning_curves(panels, path, smooth=not keys)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -125,7 +142,7 @@ def main(argv: Sequence[str]) -> int:
         for gif in result["videos"]:
             print(f"  video: {gif}")
     if args.plot:
-        print(f"learning curves: {plot_targets(args.targets, args.plot)}")
+        print(f"learning curves: {plot_targets(args.targets, args.plot, args.plot_keys)}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"results": results}, indent=2))

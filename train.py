@@ -37,6 +37,11 @@ from agents.config import (
 FIXED_ON_CONTINUE = ("algo", "env", "env_kwargs", "policy", "policy_kwargs", "normalize")
 
 
+#: flags that set a run setting of the same name (``estimator``, ``baseline`` go into ``policy_kwargs``).
+FLAG_SETTINGS = ("algo", "env", "policy", "estimator", "baseline", "n_timesteps", "seed", "n_envs", "device",
+                 "eval_freq", "eval_episodes", "save_freq", "log_interval", "normalize", "tensorboard_log")
+
+
 def build_parser() -> OneLineArgumentParser:
     """The command-line parser of ``train.py``."""
     parser = OneLineArgumentParser(
@@ -65,6 +70,8 @@ def build_parser() -> OneLineArgumentParser:
     logging.add_argument("-f", "--log-folder", type=Path, default=Path("logs"), help="root of run folders (logs)")
     logging.add_argument("-tb", "--tensorboard-log", metavar="DIR",
                          help="TensorBoard root; events go to DIR/<algo>/<run> (default: <run folder>/tb)")
+    logging.add_argument("--log-interval", type=parse_value, metavar="N",
+                         help="write logs every N updates (default: the algorithm's; A2C's is 100)")
     logging.add_argument("--eval-freq", type=parse_value, metavar="N",
                          help="evaluate every N steps, keep the best model (0 disables)")
     logging.add_argument("--eval-episodes", type=parse_value, metavar="N", help="episodes per evaluation")
@@ -83,12 +90,8 @@ def build_parser() -> OneLineArgumentParser:
 
 
 def _flags(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "algo": args.algo, "env": args.env, "policy": args.policy, "estimator": args.estimator,
-        "baseline": args.baseline, "n_timesteps": args.n_timesteps, "seed": args.seed, "n_envs": args.n_envs,
-        "device": args.device, "eval_freq": args.eval_freq, "eval_episodes": args.eval_episodes,
-        "save_freq": args.save_freq, "normalize": args.normalize, "tensorboard_log": args.tensorboard_log,
-    }
+    """The run settings given as flags (``None`` where not given)."""
+    return {key: getattr(args, key) for key in FLAG_SETTINGS}
 
 
 def continue_config(base: dict[str, Any], flags: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

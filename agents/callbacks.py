@@ -152,7 +152,8 @@ class HParamCallback(BaseCallback):
     """Log the run's hyperparameters to TensorBoard's HPARAMS tab when training starts.
 
     Args:
-        hparams: name to value; lists and mappings are logged as their text.
+        hparams: name to value; values other than bool, int, float and str (lists, mappings, ``None``)
+            are logged as their text.
         metrics: the TensorBoard scalars shown next to them (keys logged during training).
     """
 

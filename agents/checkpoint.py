@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
+from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from agents.cli_errors import DivergenceError, UserInputError
@@ -28,6 +30,8 @@ __all__ = [
     "atomic_write",
     "check_finite_parameters",
     "check_model_file",
+    "check_model_fits",
+    "describe_space",
     "load_model",
     "save_model",
     "vecnormalize_path",
@@ -123,8 +127,33 @@ def check_model_file(path: Path) -> None:
     except (zipfile.BadZipFile, OSError) as error:
         raise UserInputError(f"{path} is a damaged zip archive ({error}); give another model file") from None
     if broken is not None or not {"data", "policy.pth"} <= names:
-        raise UserInputError(f"{path} is not a complete SB3 model (missing data or policy.pth); "
-                             "give a .zip saved by train.py")
+        raise UserInputError(f"{path} is truncated or not a model file (no complete data and policy.pth "
+                             "inside); give a .zip saved by train.py (see the run's checkpoints/ folder)")
+
+
+def describe_space(space: spaces.Space) -> str:
+    """A short name of a space: ``Box(4,)``, ``Discrete(2)``, ``MultiDiscrete(3,)``."""
+    if isinstance(space, spaces.Discrete):
+        return f"Discrete({space.n})"
+    shape = getattr(space, "shape", None)
+    return f"{type(space).__name__}{shape}" if shape is not None else str(space)
+
+
+def check_model_fits(path: Path, env: VecEnv, env_id: str) -> None:
+    """Check that the model saved at ``path`` has ``env``'s observation and action spaces.
+
+    Raises:
+        UserInputError: naming both spaces, if they differ.
+    """
+    data, _, _ = load_from_zip_file(path, load_data=True, device="cpu")
+    for role, saved, actual in (("observation", data["observation_space"], env.observation_space),
+                                ("action", data["action_space"], env.action_space)):
+        if saved != actual:
+            raise UserInputError(
+                f"the model {path} was trained with {role} space {describe_space(saved)} but environment "
+                f"{env_id!r} has {describe_space(actual)}; use the environment it was trained on "
+                "(its run's config.yml names it)"
+            )
 
 
 def load_model(
@@ -150,13 +179,10 @@ def load_model(
             or an environment whose spaces differ from the model's.
     """
     check_model_file(path)
+    if env is not None:
+        check_model_fits(path, env, env_id)
     try:
         return algo_class.load(path, env=env, device=device, **kwargs)
-    except ValueError as error:
-        if "spaces do not match" in str(error):
-            raise UserInputError(f"the model {path} does not fit environment {env_id!r}: {error}; use the "
-                                 "environment it was trained on (its run's config.yml names it)") from None
-        raise
     except (KeyError, AttributeError, pickle.UnpicklingError, RuntimeError) as error:
         raise UserInputError(f"cannot load {path} as a {algo_class.__name__} model ({type(error).__name__}: "
                              f"{' '.join(str(error).split())[:200]}); pass the algorithm that saved it "

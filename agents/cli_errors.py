@@ -16,6 +16,7 @@ from typing import NoReturn
 
 __all__ = [
     "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
     "EXIT_USAGE",
     "DivergenceError",
     "NonFiniteEnvError",
@@ -28,6 +29,8 @@ __all__ = [
 EXIT_USAGE = 2
 #: exit status of a run that failed while training (divergence, non-finite environment output).
 EXIT_FAILURE = 1
+#: exit status after an interruption that could not be handled gracefully (128 + SIGINT).
+EXIT_INTERRUPTED = 130
 
 
 class UserInputError(Exception):
@@ -66,7 +69,8 @@ def run_cli(main: Callable[[Sequence[str]], int], prog: str, argv: Sequence[str]
 
     Returns:
         The exit status: ``main``'s own, :data:`EXIT_USAGE` for bad input, :data:`EXIT_FAILURE` for a
-        failed run. With ``--verbose`` in ``argv`` the traceback is printed as well.
+        failed run, :data:`EXIT_INTERRUPTED` for a ``KeyboardInterrupt`` (a second Ctrl-C). With
+        ``--verbose`` in ``argv`` the traceback is printed as well.
     """
     args = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -76,3 +80,8 @@ def run_cli(main: Callable[[Sequence[str]], int], prog: str, argv: Sequence[str]
             traceback.print_exc()
         print(f"{prog}: error: {error}", file=sys.stderr)
         return error.exit_code
+    except KeyboardInterrupt:
+        if "--verbose" in args:
+            traceback.print_exc()
+        print(f"{prog}: interrupted; nothing more was saved (saved files are complete)", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -75,6 +75,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "eval_episodes": 5,
     "save_freq": 10_000,
     "tensorboard_log": None,
+    "log_interval": None,
 }
 
 #: algorithm arguments that the run driver sets itself and a configuration may not.
@@ -355,6 +356,7 @@ RUN_CHECKS: dict[str, Check] = {
     "eval_episodes": positive_int,
     "save_freq": frequency,
     "tensorboard_log": lambda key, value: None if value in (None, "") else str(Path(value).resolve()),
+    "log_interval": lambda key, value: None if value is None else positive_int(key, value),
 }
 
 #: validation of the usual algorithm arguments (others are only checked to be known).

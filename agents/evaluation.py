@@ -10,7 +10,17 @@ import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
-__all__ = ["EpisodeStats", "load_monitor_curve", "plot_learning_curves", "run_episodes", "save_gif"]
+__all__ = [
+    "EpisodeStats",
+    "load_monitor_curve",
+    "load_tensorboard_scalars",
+    "plot_learning_curves",
+    "run_episodes",
+    "save_gif",
+]
+
+#: ``(steps, values)`` of one curve.
+Curve = tuple[np.ndarray, np.ndarray]
 
 
 @dataclass
@@ -119,33 +129,60 @@ def load_monitor_curve(monitor_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.cumsum(lengths), np.array([row[1] for row in rows])
 
 
-def plot_learning_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str = "") -> Path:
-    """Plot episode return against environment steps for several runs into one PNG.
-
-    Each curve is smoothed with a moving average over about 5% of its episodes (raw points faint).
+def load_tensorboard_scalars(event_dir: Path, keys: list[str]) -> dict[str, Curve]:
+    """Scalars of a run's TensorBoard event folder (every event file in it, e.g. of a continued run).
 
     Args:
-        curves: label to ``(steps, returns)`` (see :func:`load_monitor_curve`).
+        event_dir: the folder holding ``events.out.tfevents.*`` files.
+        keys: the scalar tags wanted (e.g. ``rollout/ep_rew_mean``, ``bsn/layer0/firing_rate``).
+
+    Returns:
+        Tag to ``(steps, values)`` sorted by step, for the wanted tags that the folder has.
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(event_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    available = set(accumulator.Tags()["scalars"])
+    curves = {}
+    for key in keys:
+        if key in available:
+            events = sorted(accumulator.Scalars(key), key=lambda event: event.step)
+            curves[key] = (np.array([e.step for e in events]), np.array([e.value for e in events]))
+    return curves
+
+
+def plot_learning_curves(panels: dict[str, dict[str, Curve]], path: Path, smooth: bool = True) -> Path:
+    """Plot curves of several runs into one PNG, one panel per quantity.
+
+    Args:
+        panels: panel title (the y quantity, e.g. ``episode return`` or a TensorBoard key) to a mapping
+            of run label to ``(steps, values)``.
         path: the ``.png`` destination (its folder is created).
-        title: the plot's title.
+        smooth: draw a moving average over about 5% of the points (raw points faint).
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for label, (steps, returns) in curves.items():
-        window = max(1, len(returns) // 20)
-        smooth = np.convolve(returns, np.ones(window) / window, mode="valid")
-        line = axes.plot(steps[window - 1:], smooth, label=label)[0]
-        axes.plot(steps, returns, color=line.get_color(), alpha=0.2, linewidth=0.8)
-    axes.set_xlabel("environment steps")
-    axes.set_ylabel("episode return")
-    axes.set_title(title)
-    axes.grid(alpha=0.3)
-    if curves:
-        axes.legend()
+    columns = min(len(panels), 2) or 1
+    rows = max(1, -(-len(panels) // columns))
+    figure, axes_grid = plt.subplots(rows, columns, figsize=(6.5 * columns, 4 * rows), squeeze=False)
+    for axes, (title, curves) in zip(axes_grid.flat, panels.items(), strict=False):
+        for label, (steps, values) in curves.items():
+            window = max(1, len(values) // 20) if smooth else 1
+            averaged = np.convolve(values, np.ones(window) / window, mode="valid")
+            line = axes.plot(steps[window - 1:], averaged, label=label)[0]
+            if window > 1:
+                axes.plot(steps, values, color=line.get_color(), alpha=0.2, linewidth=0.8)
+        axes.set_xlabel("environment steps")
+        axes.set_title(title)
+        axes.grid(alpha=0.3)
+        if curves:
+            axes.legend(fontsize="small")
+    for axes in list(axes_grid.flat)[len(panels):]:
+        axes.set_visible(False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()

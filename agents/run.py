@@ -15,6 +15,7 @@ Run folder layout (``<log-folder>/<algo>/<env>_<N>/``, see :class:`RunLayout`)::
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import zipfile
@@ -53,7 +54,7 @@ from agents.checkpoint import (
     vecnormalize_path,
 )
 from agents.cli_errors import DivergenceError, UserInputError
-from agents.config import RUN_DEFAULTS, algorithm_class, policy_class, validate_config
+from agents.config import DRIVER_ARGUMENTS, RUN_DEFAULTS, algorithm_class, policy_class, validate_config
 from agents.env_checks import VecCheckFinite, check_env_id, check_spaces
 from policies import BinaryStochasticPolicy
 
@@ -62,6 +63,7 @@ __all__ = [
     "algorithm_kwargs",
     "build_model",
     "create_run_dir",
+    "effective_hyperparameters",
     "find_run",
     "firing_probabilities",
     "load_run_config",
@@ -308,6 +310,20 @@ def firing_probabilities(model: BaseAlgorithm, observations: Any) -> list[torch.
         return list(policy.bsn(features).firing_probs)
 
 
+def effective_hyperparameters(config: Mapping[str, Any], model: BaseAlgorithm) -> dict[str, Any]:
+    """The run's configuration plus every scalar constructor argument the model actually uses.
+
+    Arguments left at the algorithm's defaults are not in the configuration; they are read from the
+    model so TensorBoard's HPARAMS tab shows the complete set (e.g. ``learning_rate``, ``clip_range``).
+    """
+    hparams = {key: value for key, value in config.items() if key != "tensorboard_log"}
+    for name in inspect.signature(type(model).__init__).parameters:
+        value = getattr(model, name, None)
+        if name not in hparams and name not in DRIVER_ARGUMENTS and isinstance(value, (bool, int, float, str)):
+            hparams[name] = value
+    return hparams
+
+
 def _is_bsn(model: BaseAlgorithm) -> bool:
     return isinstance(model.policy, BinaryStochasticPolicy)
 
@@ -331,7 +347,7 @@ def _callbacks(
         )
         callbacks.append(evaluation)
     if not resumed:
-        callbacks.append(HParamCallback({key: value for key, value in config.items() if key != "tensorboard_log"}))
+        callbacks.append(HParamCallback(effective_hyperparameters(config, model)))
     if _is_bsn(model):
         callbacks.append(FiringHistogramCallback(firing_probabilities))
     return callbacks, evaluation
@@ -350,6 +366,34 @@ def _prepare_env(config: Mapping[str, Any], layout: RunLayout, resume_from: Path
     else:
         vec_normalize = VecNormalize(env)
     return vec_normalize, vec_normalize
+
+
+def _load_or_build_model(config: Mapping[str, Any], env: VecEnv, resume_from: Path | None) -> BaseAlgorithm:
+    """The model to train: loaded from ``resume_from`` (with the configuration's hyperparameters) or new."""
+    if resume_from is None:
+        return build_model(config, env)
+    kwargs = {key: value for key, value in algorithm_kwargs(config).items() if key != "policy_kwargs"}
+    return load_model(algorithm_class(config["algo"]), resume_from, env=env, env_id=config["env"],
+                      device=config["device"], **kwargs)
+
+
+def _learn(model: BaseAlgorithm, config: Mapping[str, Any], callbacks: list[BaseCallback], request: StopRequest,
+           progress_bar: bool) -> None:
+    """Train until ``config["n_timesteps"]`` or a stop request; turn a numerical blow-up into DivergenceError."""
+    interval = {} if config["log_interval"] is None else {"log_interval": config["log_interval"]}
+    try:
+        with catch_stop_signals(request):
+            model.learn(config["n_timesteps"] - model.num_timesteps, callback=callbacks,
+                        reset_num_timesteps=False, progress_bar=progress_bar, **interval)
+    except (UserInputError, KeyboardInterrupt):
+        raise
+    except Exception as error:
+        check_finite_parameters(model)  # non-finite weights raise DivergenceError here
+        if isinstance(error, FloatingPointError) or "nan" in str(error).lower():
+            raise DivergenceError(f"training diverged at step {model.num_timesteps} "
+                                  f"({' '.join(str(error).split())[:200]}); nothing was saved over the last "
+                                  "good checkpoint; lower the learning rate") from error
+        raise
 
 
 def run_training(
@@ -391,41 +435,31 @@ def run_training(
     layout.remove_temporary_files()
     for folder in (layout.checkpoint_dir, layout.monitor_dir):
         folder.mkdir(exist_ok=True)
-    save_run_config(layout, config)
     start_step = saved_timesteps(resume_from) if resume_from is not None else 0
     if start_step >= config["n_timesteps"]:
         raise UserInputError(f"the model {resume_from} already has {start_step} steps >= n_timesteps "
                              f"{config['n_timesteps']}; pass a larger -n to train further")
+    save_run_config(layout, config)
     env, vec_normalize = _prepare_env(config, layout, resume_from, start_step)
-    if config["seed"] is not None:
-        set_random_seed(config["seed"] + start_step)
-    if resume_from is not None:
-        kwargs = {key: value for key, value in algorithm_kwargs(config).items() if key != "policy_kwargs"}
-        model = load_model(algorithm_class(config["algo"]), resume_from, env=env, env_id=config["env"],
-                           device=config["device"], **kwargs)
-    else:
-        model = build_model(config, env)
-    events = tensorboard_dir(config, layout)
-    model.set_logger(configure(str(events), ["tensorboard", "stdout"] if verbose else ["tensorboard"]))
-    finite_check = unwrap_vec_wrapper(env, VecCheckFinite)
-    if finite_check is not None:
-        finite_check.num_steps = model.num_timesteps
-    request = StopRequest()
-    callbacks, evaluation = _callbacks(config, layout, model, request, vec_normalize, resume_from is not None)
-    if on_start is not None:
-        on_start(model)
     try:
-        with catch_stop_signals(request):
-            model.learn(config["n_timesteps"] - model.num_timesteps, callback=callbacks,
-                        reset_num_timesteps=False, progress_bar=progress_bar)
-    except (UserInputError, KeyboardInterrupt):
-        raise
-    except Exception as error:
-        check_finite_parameters(model)  # a diverged run raises DivergenceError here
-        if "nan" in str(error).lower():
-            raise DivergenceError(f"training diverged at step {model.num_timesteps}: "
-                                  f"{' '.join(str(error).split())[:200]}; lower the learning rate") from error
-        raise
+        if config["seed"] is not None:
+            set_random_seed(config["seed"] + start_step)
+        model = _load_or_build_model(config, env, resume_from)
+        events = tensorboard_dir(config, layout)
+        model.set_logger(configure(str(events), ["tensorboard", "stdout"] if verbose else ["tensorboard"]))
+        finite_check = unwrap_vec_wrapper(env, VecCheckFinite)
+        if finite_check is not None:
+            finite_check.num_steps = model.num_timesteps
+        request = StopRequest()
+        callbacks, evaluation = _callbacks(config, layout, model, request, vec_normalize, resume_from is not None)
+        if on_start is not None:
+            on_start(model)
+        try:
+            _learn(model, config, callbacks, request, progress_bar)
+        finally:
+            model.logger.close()
+            if evaluation is not None:
+                evaluation.eval_env.close()
     finally:
         env.close()
     path = layout.checkpoint(model.num_timesteps) if request.requested else layout.final_model

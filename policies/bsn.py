@@ -21,6 +21,16 @@ __all__ = ["BSNOutput", "BinaryStochasticNetwork", "NoiseFn"]
 NoiseFn = Callable[[int, torch.Size], torch.Tensor]
 
 
+def _is_positive_int(value: object) -> bool:
+    """True for an integral value > 0 (``3`` or ``3.0``), False for bools, strings, 0, negatives, ``2.5``."""
+    if isinstance(value, bool) or (not isinstance(value, (int, float)) and not hasattr(value, "__index__")):
+        return False
+    try:
+        return int(value) == value and int(value) > 0  # type: ignore[call-overload]
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
 class BSNOutput(NamedTuple):
     """Everything one forward pass of a :class:`BinaryStochasticNetwork` produced.
 
@@ -81,11 +91,13 @@ class BinaryStochasticNetwork(nn.Module):
         estimator_kwargs: dict | None = None,
     ) -> None:
         super().__init__()
-        if int(in_features) <= 0:
-            raise ValueError(f"in_features must be a positive integer, got {in_features}")
-        sizes = list(hidden_sizes)
-        if not sizes or any(int(s) <= 0 or int(s) != s for s in sizes):
-            raise ValueError(f"hidden_sizes must be a non-empty list of positive integers, got {hidden_sizes}")
+        if not _is_positive_int(in_features):
+            raise ValueError(f"in_features must be a positive integer, got {in_features!r}")
+        sizes = list(hidden_sizes) if isinstance(hidden_sizes, Sequence) and not isinstance(hidden_sizes, str) else []
+        if not sizes or not all(_is_positive_int(s) for s in sizes):
+            raise ValueError(
+                f"hidden_sizes must be a non-empty list of positive integers such as [64, 64], got {hidden_sizes!r}"
+            )
         self.in_features = int(in_features)
         self.hidden_sizes = [int(s) for s in sizes]
         kwargs = dict(estimator_kwargs or {})

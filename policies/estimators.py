@@ -150,7 +150,9 @@ class StraightThroughEstimator(Estimator):
         firing_prob = torch.sigmoid(pre_activation)
         hard = (uniform < firing_prob).to(pre_activation.dtype)
         smooth = pre_activation if self.variant == "identity" else firing_prob
-        return hard + smooth - smooth.detach()
+        # (smooth - smooth.detach()) is exactly 0 in the forward pass, so the sample stays exactly binary
+        # (``hard + smooth - smooth.detach()`` would round, e.g. 1 + 0.3 - 0.3 != 1 in float32).
+        return hard + (smooth - smooth.detach())
 
 
 class StochasticTimesSmoothEstimator(Estimator):
@@ -170,8 +172,9 @@ class StochasticTimesSmoothEstimator(Estimator):
     def unit_log_prob(self, samples: torch.Tensor, pre_activation: torch.Tensor) -> torch.Tensor:
         fired = (samples > 0).to(pre_activation.dtype)
         log_sqrt_p = 0.5 * F.logsigmoid(pre_activation)
-        # log(1 - sqrt(p)) = log1p(-exp(log sqrt p)), clamped away from log(0) for huge a.
-        log_not = torch.log1p(-torch.exp(log_sqrt_p).clamp(max=1.0 - 1e-7))
+        # 1 - sqrt(p) = (1 - p) / (1 + sqrt(p)), so log(1 - sqrt(p)) = logsigmoid(-a) - log1p(sqrt(p)):
+        # exact and finite for every finite a (no cancellation as p -> 1).
+        log_not = F.logsigmoid(-pre_activation) - torch.log1p(torch.exp(log_sqrt_p))
         return fired * log_sqrt_p + (1.0 - fired) * log_not
 
     def sample(self, pre_activation: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:

@@ -19,12 +19,14 @@ class FaultyEnv(gym.Env):
         bad_step: the step of the episode (counted from 1) whose output is bad (> 0).
         horizon: episode length (> 0).
         action_space: the action space; a Tuple space makes the env unsupported by the policies.
+        render_mode: accepted for Gymnasium's API; the env renders nothing.
     """
 
-    metadata = {"render_modes": []}  # noqa: RUF012
+    metadata = {"render_modes": ["rgb_array"]}  # noqa: RUF012
 
     def __init__(self, fault: str = "none", bad_step: int = 3, horizon: int = 20,
-                 action_space: spaces.Space | None = None) -> None:
+                 action_space: spaces.Space | None = None, render_mode: str | None = None) -> None:
+        self.render_mode = render_mode
         self.fault, self.bad_step, self.horizon = fault, bad_step, horizon
         self.observation_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
         self.action_space = action_space if action_space is not None else spaces.Discrete(2)

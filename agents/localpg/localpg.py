@@ -27,6 +27,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
 from agents.localpg.buffer import HiddenRolloutBuffer, HiddenRolloutSamples
+from envs.torch_vec_env import TorchVecEnv
 from policies.estimators import LearnedPredictorEstimator, local_gradient
 from policies.policy import SUPPORTED_ACTION_SPACES, BinaryStochasticPolicy, check_spaces
 
@@ -534,8 +535,12 @@ class LocalPG(OnPolicyAlgorithm):
 
 
 def _is_tensor_env(env: VecEnv) -> bool:
-    """True for an (unwrapped) env offering the tensor API of :class:`envs.TorchVecEnv`."""
-    return all(hasattr(env, name) for name in ("step_tensor", "final_obs", "episodes"))
+    """True for a :class:`envs.TorchVecEnv` used as it is.
+
+    ``isinstance`` rather than ``hasattr``: SB3's wrappers (``VecNormalize``, ``VecMonitor``...) forward
+    attribute look-ups to the env inside, and a wrapped env must go through the wrapper's numpy API.
+    """
+    return isinstance(env, TorchVecEnv)
 
 
 def _bernoulli_entropy(firing_prob: torch.Tensor) -> torch.Tensor:
