@@ -7,6 +7,8 @@ Runs go to ``<log-folder>/<algo>/<env>_<N>/`` (see ``agents/run.py``). Examples:
     python train.py --algo ppo --env Acrobot-v1 -n 200000 --estimator st --seed 1
     python train.py -params learning_rate:1e-3 policy_kwargs.net_arch:[32,32]
     python train.py -i logs/localpg/CartPole-v1_1 -n 200000     # continue a run (or an interrupted one)
+    python train.py --sweep sweeps/estimators_cartpole.yml        # many runs: configurations x seeds
+    python train.py --optimize sweeps/optuna_cartpole.yml         # Optuna hyperparameter search
 """
 
 from __future__ import annotations
@@ -93,6 +95,10 @@ def build_parser() -> OneLineArgumentParser:
                       help="override hyperparameters, e.g. learning_rate:1e-3 policy_kwargs.net_arch:[32,32]")
     conf.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
                       help="normalise observations and rewards with VecNormalize")
+    many = parser.add_argument_group("many runs (each has its own options: train.py --sweep FILE --help)")
+    many.add_argument("--sweep", type=Path, metavar="FILE",
+                      help="run a sweep file (grid of options x seeds) locally, or on Ray with --ray-address")
+    many.add_argument("--optimize", type=Path, metavar="FILE", help="Optuna hyperparameter search from a study file")
     return parser
 
 
@@ -153,6 +159,15 @@ def _report_start(config: dict[str, Any], result_dir: Path, events: Path, resume
 
 def main(argv: Sequence[str]) -> int:
     """Parse ``argv``, train, and print where the model and logs went. Returns the exit status."""
+    # Sweeps and searches have parsers of their own (agents.sweep, agents.tune); they take the same argv.
+    if "--sweep" in argv:
+        from agents.sweep import main as sweep_main
+
+        return sweep_main(argv)
+    if "--optimize" in argv:
+        from agents.tune import main as tune_main
+
+        return tune_main(argv)
     from agents.run import create_run_dir, make_env, run_training, tensorboard_dir
 
     args = build_parser().parse_args(argv)

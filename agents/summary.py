@@ -166,12 +166,11 @@ def env_threshold(env_id: str) -> float | None:
     """The environment's registered ``reward_threshold`` (CartPole-v1: 475), or ``None`` if it has none."""
     import gymnasium as gym
 
-    try:
-        from agents.env_checks import register_project_envs
+    import envs  # noqa: F401  (registers the project's bsn/ ids with Gymnasium)
 
-        register_project_envs()
+    try:
         threshold = gym.spec(env_id).reward_threshold
-    except (gym.error.Error, ImportError, ModuleNotFoundError, AttributeError):
+    except (gym.error.Error, ModuleNotFoundError, AttributeError):
         return None
     return None if threshold is None else float(threshold)
 
