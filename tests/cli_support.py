@@ -69,10 +69,11 @@ def scalar_steps(events: list) -> dict[str, list[tuple[int, float]]]:
 
 
 def cli_docs(marker: str) -> str:
-    """The README text holding the command-line section (``README.md`` once merged, else ``README_cli_section.md``).
+    """The README's text, checked to contain ``marker`` (e.g. the header of a documented table).
 
     Args:
-        marker: text that only the command-line section contains (e.g. a table's header).
+        marker: text that the command-line section contains (e.g. a table's header).
     """
-    readme = (ROOT / "README.md").read_text() if (ROOT / "README.md").is_file() else ""
-    return readme if marker in readme else (ROOT / "README_cli_section.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert marker in readme, f"README.md has no {marker!r} table"
+    return readme
