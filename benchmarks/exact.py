@@ -19,6 +19,7 @@ the estimator's per-row gradient and weight each row by its probability. No Mont
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -48,7 +49,9 @@ __all__ = [
     "make_tiny_network",
     "monte_carlo_gradients",
     "parameter_names",
+    "per_row_gradients",
     "predictor_unit_gradients",
+    "rectifier_expected_loss",
     "straight_through_signals",
     "z_scores",
 ]
@@ -76,12 +79,17 @@ class Readout(nn.Module):
         hidden: number of tanh features (> 0).
         offset: constant added to the loss.
         seed: seed of its fixed random parameters (``V, c, u`` all standard normal, ``u`` scaled by 2).
+        normalise: divide ``V`` by ``sqrt(in_units)`` so the loss's spread does not grow with the width
+            (used when comparing networks of different widths).
     """
 
-    def __init__(self, in_units: int, hidden: int = 4, offset: float = 3.0, seed: int = 0) -> None:
+    def __init__(
+        self, in_units: int, hidden: int = 4, offset: float = 3.0, seed: int = 0, normalise: bool = False
+    ) -> None:
         super().__init__()
         generator = torch.Generator().manual_seed(seed)
-        self.register_buffer("projection", torch.randn(in_units, hidden, generator=generator, dtype=torch.float64))
+        projection = torch.randn(in_units, hidden, generator=generator, dtype=torch.float64)
+        self.register_buffer("projection", projection / in_units**0.5 if normalise else projection)
         self.register_buffer("shift", torch.randn(hidden, generator=generator, dtype=torch.float64))
         self.register_buffer("weights", 2.0 * torch.randn(hidden, generator=generator, dtype=torch.float64))
         self.offset = float(offset)
@@ -227,6 +235,39 @@ def exact_estimator_mean(
     )
 
 
+def per_row_gradients(
+    net: BinaryStochasticNetwork,
+    inputs: torch.Tensor,
+    loss_fn: Callable,
+    baseline: Baseline | None = None,
+    unit_gradient_fn: UnitGradientFn = local_unit_gradients,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The estimator's parameter gradient on every (input, configuration) row, with its exact weight.
+
+    A row's pre-activations only affect that row, so one backward pass of the summed objective gives
+    every row's ``d objective / d a_l``; the row's parameter gradient is then ``dW_l = outer(d/da_l, x_l)``,
+    ``db_l = d/da_l`` with ``x_l`` the row's input to layer ``l``. Exact moments of the estimator follow:
+    ``mean = weights @ gradients`` and the per-sample covariance around it.
+
+    Returns:
+        ``(weights, gradients)``: weights (rows,) sum to 1; gradients (rows, parameters), flat in the
+        order of :func:`layer_parameters`.
+    """
+    rows = enumerate_network(net, inputs)
+    output = net(rows.inputs, noise=[1.0 - event for event in rows.events])
+    zeros = [torch.zeros(1, 1, dtype=inputs.dtype)] * len(net.layers)
+    baselines = baseline(rows.inputs, output) if baseline is not None else zeros
+    ones = torch.ones(rows.inputs.shape[0], dtype=inputs.dtype)
+    objective = estimator_objective(net, output, loss_fn(output.output), baselines, ones, unit_gradient_fn)
+    unit_grads = torch.autograd.grad(objective, output.pre_activations, allow_unused=True)
+    layer_inputs = [rows.inputs, *[s.detach() for s in output.samples[:-1]]]
+    columns = []
+    for grad, pre, x in zip(unit_grads, output.pre_activations, layer_inputs, strict=True):
+        grad = torch.zeros_like(pre) if grad is None else grad
+        columns += [(grad.unsqueeze(-1) * x.unsqueeze(-2)).flatten(1), grad]
+    return rows.probability.detach() / inputs.shape[0], torch.cat(columns, dim=-1).detach()
+
+
 def exact_unit_estimates(
     net: BinaryStochasticNetwork,
     inputs: torch.Tensor,
@@ -357,12 +398,14 @@ def fit_predictors(
     steps: int = 300,
     batch_size: int = 2048,
     learning_rate: float = 0.02,
+    baseline: Baseline | None = None,
 ) -> list[float]:
     """Train every layer's :class:`LearnedPredictorEstimator` by squared error on the local estimate.
 
-    Rows cycle through ``inputs``; Adam's learning rate decays linearly to 1% of ``learning_rate``;
-    the network's own weights are not changed. Returns the summed
-    predictor loss of every step (for checking that training lowers it).
+    The regression target is ``g = (h - p)(L - c)``, with ``c`` from the frozen ``baseline`` (``None``:
+    ``c = 0``); a good baseline removes most of the target's noise. Rows cycle through ``inputs``;
+    Adam's learning rate decays linearly to 1% of ``learning_rate``; the network's own weights are not
+    changed. Returns the summed predictor loss of every step (for checking that training lowers it).
     """
     predictors: list[LearnedPredictorEstimator] = list(net.estimators)  # type: ignore[arg-type]
     uses_st = predictors[0].use_straight_through
@@ -374,11 +417,12 @@ def fit_predictors(
         with torch.no_grad():
             output = net(rows)
             loss = loss_fn(output.output)
+            baselines = baseline(rows, output) if baseline is not None else [0.0] * len(net.layers)
         extra = straight_through_signals(net, output, loss_fn) if uses_st else [None] * len(net.layers)
         total = sum(
-            predictor.predictor_loss(predictor.predict(h, p, a, st), local_gradient(h, p, loss))
-            for predictor, h, p, a, st in zip(
-                predictors, output.samples, output.firing_probs, output.pre_activations, extra, strict=True
+            predictor.predictor_loss(predictor.predict(h, p, a, st), local_gradient(h, p, loss, c))
+            for predictor, h, p, a, st, c in zip(
+                predictors, output.samples, output.firing_probs, output.pre_activations, extra, baselines, strict=True
             )
         )
         optimizer.zero_grad()
@@ -464,3 +508,22 @@ def make_tiny_network(
             linear.weight.copy_(weight_scale * torch.randn(linear.weight.shape, generator=generator))
             linear.bias.copy_(0.5 * torch.randn(linear.bias.shape, generator=generator))
     return net
+
+
+def rectifier_expected_loss(pre_activation: torch.Tensor, loss: Callable, noise_std: float = 1.0) -> torch.Tensor:
+    """``E[L(relu(a + sigma z))]`` by quadrature: ``Phi(-a/sigma) L(0) + int_0^inf L(y) phi((y-a)/sigma)/sigma dy``.
+
+    ``a`` enters only through the Gaussian density, so autograd of this integral is the exact gradient of
+    one noisy-rectifier unit's expected loss (trapezoid rule, 400k points up to ``a + 14 sigma``).
+
+    Args:
+        pre_activation: the unit's ``a``, a 0-d float64 tensor (may require grad).
+        loss: ``L`` of a (batch, 1) tensor of outputs -> (batch,).
+        noise_std: ``sigma > 0``.
+    """
+    y = torch.linspace(0.0, float(pre_activation.detach()) + 14 * noise_std, 400_001, dtype=torch.float64)
+    density = torch.exp(-0.5 * ((y - pre_activation) / noise_std) ** 2) / (noise_std * math.sqrt(2 * math.pi))
+    zero_mass = 0.5 * torch.erfc(pre_activation / (noise_std * math.sqrt(2.0)))
+    return zero_mass * loss(torch.zeros(1, 1, dtype=torch.float64))[0] + torch.trapezoid(
+        loss(y.unsqueeze(-1)) * density, y
+    )

@@ -38,7 +38,8 @@ class BSNOutput(NamedTuple):
         samples: per layer, the layer's output ``h_l``, shape (batch, units_l). Binary {0, 1} for
             the local and straight-through estimators (``sqrt(p) * b`` for STS, ``relu(a + z)`` for
             the noisy rectifier).
-        firing_probs: per layer, the probability that each unit fires, ``p_l = sigmoid(a_l)``.
+        firing_probs: per layer, the probability that each unit fires, ``p_l = sigmoid(a_l)``
+            (``sqrt(sigmoid(a_l))`` for STS, ``Phi(a_l / sigma)`` for the noisy rectifier).
         pre_activations: per layer, ``a_l = W_l x_l + b_l`` (carries autograd to ``W_l, b_l``).
         unit_log_probs: per layer, ``log P(firing event of unit i)`` via log-sigmoid, (batch, units_l).
         log_prob: per row, the joint log-probability of all samples: the sum of ``unit_log_probs``

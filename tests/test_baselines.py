@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
 from benchmarks.exact import Readout, exact_unit_moments, fit_baseline, make_tiny_network
 from policies.baselines import (
     BASELINES,
+    Baseline,
     LearnedBaseline,
     NoBaseline,
     OptimalBaseline,
@@ -18,7 +21,7 @@ from policies.bsn import BinaryStochasticNetwork
 from policies.estimators import local_gradient
 
 
-def skewed_setup() -> tuple[BinaryStochasticNetwork, torch.Tensor, callable]:
+def skewed_setup() -> tuple[BinaryStochasticNetwork, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
     """One input, one layer of three units with p far from 1/2, and a loss that depends on them.
 
     There ``c_i* = E[(h_i - p_i)^2 L] / E[(h_i - p_i)^2]`` is far from ``E[L]``, so the optimal
@@ -35,7 +38,9 @@ def skewed_setup() -> tuple[BinaryStochasticNetwork, torch.Tensor, callable]:
     return net, torch.ones(1, 1, dtype=torch.float64), loss
 
 
-def fitted(name: str, net: BinaryStochasticNetwork, inputs: torch.Tensor, loss, steps: int = 100, **kwargs: object):
+def fitted(
+    name: str, net: BinaryStochasticNetwork, inputs: torch.Tensor, loss: Callable, steps: int = 100, **kwargs: object
+) -> Baseline:
     """The named baseline for ``net``, warmed up on ``steps`` fresh batches (see ``fit_baseline``) and frozen."""
     baseline = make_baseline(name, net.in_features, net.hidden_sizes).double()
     return fit_baseline(baseline, net, inputs, loss, steps=steps, **{"batch_size": 500, **kwargs})
@@ -135,9 +140,10 @@ def test_trained_baselines_converge_to_the_exact_optimal_baseline_on_a_fixed_inp
 def test_learned_baseline_learns_an_input_dependent_optimum() -> None:
     """Two inputs with different c_i*(x): one regressor output per unit tracks both (running ratios cannot)."""
     net, _, loss = skewed_setup()
-    with torch.no_grad():
-        net.layers[0].weight.copy_(torch.tensor([[-3.0], [3.0], [1.0]]))
-    inputs = torch.tensor([[0.0], [1.0]], dtype=torch.float64)
+    with torch.no_grad():  # pre-activations (0.7, -3.7, 0) at x = -1 and (-0.8, 0.8, 1.5) at x = +1
+        net.layers[0].weight.copy_(torch.tensor([[-1.5], [1.5], [0.5]]))
+        net.layers[0].bias.add_(torch.tensor([-1.5, 1.5, 0.5]))
+    inputs = torch.tensor([[-1.0], [1.0]], dtype=torch.float64)
     targets = torch.stack([exact_unit_moments(net, x.unsqueeze(0), loss)[2] for x in inputs])
     assert (targets[0] - targets[1]).abs().max() > 1.0
     baseline = fitted("learned", net, inputs, loss, steps=400, batch_size=2000, learning_rate=0.1)
@@ -161,6 +167,6 @@ def test_make_baseline_builds_every_registered_name() -> None:
         (lambda: OptimalBaseline([2], decay=-0.1), r"decay must be in \[0, 1\)"),
     ],
 )
-def test_bad_baseline_arguments_raise_a_clear_error(build, message: str) -> None:
+def test_bad_baseline_arguments_raise_a_clear_error(build: Callable[[], object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -71,7 +72,9 @@ def test_local_estimator_is_unbiased_for_one_unit_by_the_papers_identity() -> No
 @pytest.mark.parametrize(
     ("variant", "derivative"), [("identity", lambda p: torch.ones_like(p)), ("sigmoid", lambda p: p * (1 - p))]
 )
-def test_straight_through_forward_is_binary_and_backward_is_its_surrogate(variant: str, derivative) -> None:
+def test_straight_through_forward_is_binary_and_backward_is_its_surrogate(
+    variant: str, derivative: Callable[[torch.Tensor], torch.Tensor]
+) -> None:
     unit = StraightThroughEstimator(variant)
     pre_activation = torch.linspace(-4, 4, 9, requires_grad=True)
     uniform = torch.rand(9)
@@ -182,7 +185,7 @@ def test_untrained_predictor_predicts_zero_and_uses_the_documented_features() ->
         ),
     ],
 )
-def test_bad_estimator_arguments_raise_a_clear_error(build, message: str) -> None:
+def test_bad_estimator_arguments_raise_a_clear_error(build: Callable[[], object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build()
 

@@ -20,18 +20,23 @@ import torch
 
 from benchmarks.exact import (
     Readout,
+    configurations,
+    enumerate_network,
     exact_estimator_mean,
     exact_gradient,
     exact_unit_estimates,
+    exact_unit_moments,
     fit_baseline,
     fit_predictors,
     local_unit_gradients,
     make_tiny_network,
     monte_carlo_gradients,
+    per_row_gradients,
     predictor_unit_gradients,
+    rectifier_expected_loss,
     z_scores,
 )
-from policies.baselines import BASELINES, make_baseline
+from policies.baselines import BASELINES, Baseline, make_baseline
 from policies.bsn import BinaryStochasticNetwork, BSNOutput
 from policies.estimators import local_gradient
 
@@ -55,13 +60,15 @@ def tiny_setup(
     return net, inputs, Readout(hidden_sizes[-1], offset=3.0, seed=3)
 
 
-def fitted_baseline(name: str, net: BinaryStochasticNetwork, inputs: torch.Tensor, readout: Readout):
+def fitted_baseline(name: str, net: BinaryStochasticNetwork, inputs: torch.Tensor, readout: Readout) -> Baseline:
     """The named baseline, warmed up on 40 independent batches and frozen."""
     baseline = make_baseline(name, IN_FEATURES, net.hidden_sizes).double()
     return fit_baseline(baseline, net, inputs, readout, steps=40, batch_size=1000)
 
 
-def own_sample_baseline(output: BSNOutput, signal: torch.Tensor, baselines: Sequence[torch.Tensor]):
+def own_sample_baseline(
+    output: BSNOutput, signal: torch.Tensor, baselines: Sequence[torch.Tensor]
+) -> list[torch.Tensor]:
     """WRONG: a baseline that depends on the unit's own sample, ``c = 0.5 h``: bias ``-0.5 p(1-p) x``."""
     return [
         local_gradient(h, p, signal, c + 0.5 * h)
@@ -69,7 +76,7 @@ def own_sample_baseline(output: BSNOutput, signal: torch.Tensor, baselines: Sequ
     ]
 
 
-def centred_at_half(output: BSNOutput, signal: torch.Tensor, baselines: Sequence[torch.Tensor]):
+def centred_at_half(output: BSNOutput, signal: torch.Tensor, baselines: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """WRONG: ``(h - 1/2) L`` instead of ``(h - p) L``."""
     return [
         local_gradient(h, torch.full_like(p, 0.5), signal, c)
@@ -77,7 +84,7 @@ def centred_at_half(output: BSNOutput, signal: torch.Tensor, baselines: Sequence
     ]
 
 
-def scaled(output: BSNOutput, signal: torch.Tensor, baselines: Sequence[torch.Tensor]):
+def scaled(output: BSNOutput, signal: torch.Tensor, baselines: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """WRONG: the right direction, 15% too short."""
     return [0.85 * g for g in local_unit_gradients(output, signal, baselines)]
 
@@ -85,7 +92,9 @@ def scaled(output: BSNOutput, signal: torch.Tensor, baselines: Sequence[torch.Te
 def bottom_layer_only(wrong: Callable) -> Callable:
     """Corrupt only the bottom layer (the hardest to check: its gradient is the smallest and noisiest)."""
 
-    def unit_gradients(output: BSNOutput, signal: torch.Tensor, baselines: Sequence[torch.Tensor]):
+    def unit_gradients(
+        output: BSNOutput, signal: torch.Tensor, baselines: Sequence[torch.Tensor]
+    ) -> list[torch.Tensor]:
         return [wrong(output, signal, baselines)[0], *local_unit_gradients(output, signal, baselines)[1:]]
 
     return unit_gradients
@@ -231,19 +240,6 @@ def test_straight_through_sigmoid_is_exact_for_a_linear_loss_of_one_layer() -> N
     torch.testing.assert_close(exact_estimator_mean(net, inputs, loss), exact_gradient(net, inputs, loss))
 
 
-def rectifier_expected_loss(pre_activation: torch.Tensor, loss: Callable, noise_std: float) -> torch.Tensor:
-    """``E[L(relu(a + sigma z))]`` by quadrature: ``Phi(-a/sigma) L(0) + int_0^inf L(y) phi((y-a)/sigma)/sigma dy``.
-
-    ``a`` enters only through the Gaussian density, so autograd of this integral is the exact gradient.
-    """
-    y = torch.linspace(0.0, float(pre_activation.detach()) + 14 * noise_std, 400_001, dtype=torch.float64)
-    density = torch.exp(-0.5 * ((y - pre_activation) / noise_std) ** 2) / (noise_std * math.sqrt(2 * math.pi))
-    zero_mass = 0.5 * torch.erfc(pre_activation / (noise_std * math.sqrt(2.0)))
-    return zero_mass * loss(torch.zeros(1, 1, dtype=torch.float64))[0] + torch.trapezoid(
-        loss(y.unsqueeze(-1)) * density, y
-    )
-
-
 @pytest.mark.parametrize("noise_std", [0.5, 1.0])
 def test_noisy_rectifier_is_unbiased_for_a_smooth_loss(noise_std: float) -> None:
     """The noisy rectifier's back-propagated ``1[a + sigma z > 0]`` is the pathwise (reparameterisation)
@@ -302,3 +298,29 @@ def test_learned_predictor_trains_lowers_variance_and_tracks_the_gradient(use_st
     expected = exact_estimator_mean(net, inputs, readout, unit_gradient_fn=predicted)
     assert torch.nn.functional.cosine_similarity(expected, exact, dim=0) > 0.8
     assert (expected - exact).norm() > 1e-3 * exact.norm()
+
+
+@pytest.mark.parametrize("name", ["local", "st", "sts"])
+def test_per_row_gradients_average_to_the_enumerated_expectation(name: str) -> None:
+    """The benchmark's exact per-sample gradients agree with the estimator's exact expectation."""
+    net, inputs, readout = tiny_setup(estimator=name)
+    weights, gradients = per_row_gradients(net, inputs, readout)
+    assert weights.sum().item() == pytest.approx(1.0)
+    torch.testing.assert_close(weights @ gradients, exact_estimator_mean(net, inputs, readout))
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: configurations(21), r"units must be in 1\.\.20"),
+        (
+            lambda: enumerate_network(make_tiny_network(3, [2], "noisy_rectifier"), torch.zeros(1, 3)),
+            "continuous outputs",
+        ),
+        (lambda: monte_carlo_gradients(*tiny_setup(), n_batches=2, batch_size=10), "multiple of the 4 inputs"),
+        (lambda: exact_unit_moments(*tiny_setup()), "one input row"),
+    ],
+)
+def test_exact_helpers_refuse_what_they_cannot_compute(call: Callable[[], object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        call()
