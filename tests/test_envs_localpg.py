@@ -261,3 +261,14 @@ def test_solve_time_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) ->
     with pytest.raises(SystemExit):
         solve_time.parse_args(["--batch-fraction", "1.5"])
     assert "--batch-fraction must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_profile_script_times_both_phases(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("profile_localpg", ROOT / "benchmarks" / "profile_localpg.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "profile.md"
+    module.main(["--num-envs", "8", "--hidden-sizes", "8", "--repeats", "1", "--rows", "5", "--out", str(out)])
+    text = out.read_text()
+    assert "| collect_rollouts |" in text and "| train |" in text and "| both |" in text
+    assert text.count("## torch.profiler, one") == 2
