@@ -57,7 +57,7 @@ def collect(model: LocalPG, callback: BaseCallback, n_steps: int) -> HiddenRollo
 @pytest.mark.parametrize("device", DEVICES)
 def test_trains_with_buffer_and_update_on_the_env_device(device: str) -> None:
     model = torch_model(device)
-    env_device = model.env.device
+    env_device = torch.empty(0, device=model.env.device).device  # with its index: "cuda" -> "cuda:0"
     before = [p.detach().clone() for p in model.policy.parameters()]
     model.learn(16 * 8 * 4)
     buffer = model.rollout_buffer
