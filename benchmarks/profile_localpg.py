@@ -65,7 +65,7 @@ def time_phases(model: LocalPG, repeats: int) -> dict[str, float]:
 def profile_phases(model: LocalPG, rows: int) -> dict[str, str]:
     """``torch.profiler`` tables (top ``rows`` ops by self time) of one rollout and one update."""
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if model.device.type == "cuda" else [])
-    sort_by = "self_cuda_time_total" if model.device.type == "cuda" else "self_cpu_time_total"
+    sort_by = "self_device_time_total" if model.device.type == "cuda" else "self_cpu_time_total"
     tables = {}
     for name, call in _phases(model).items():
         with profile(activities=activities) as profiler:
