@@ -50,12 +50,14 @@ from policies.estimators import ESTIMATORS, LearnedPredictorEstimator
 from policies.noise import CounterNoise
 
 __all__ = [
+    "NEURON_BASELINES",
     "SUPPORTED_ACTION_SPACES",
     "SUPPORTED_OBSERVATION_SPACES",
     "BinaryStochasticPolicy",
     "BsnExtractor",
     "HiddenEvaluation",
     "PolicyStep",
+    "check_spaces",
 ]
 
 SUPPORTED_ACTION_SPACES: tuple[type[spaces.Space], ...] = (
@@ -275,7 +277,7 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
                 raise ValueError(f"net_arch dict takes keys 'pi' and 'vf', got {sorted(unknown)}")
             pi, vf = list(arch.get("pi", [64, 64])), list(arch.get("vf", [64, 64]))
         else:
-            pi, vf = list(arch or [64, 64]), [64, 64]
+            pi, vf = list(arch) if arch is not None else [64, 64], [64, 64]
         if not pi:
             raise ValueError("net_arch must give at least one BSN layer for the actor (e.g. net_arch=[64])")
         for size in [*pi, *vf]:

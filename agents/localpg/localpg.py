@@ -29,7 +29,7 @@ from torch.nn import functional as F
 
 from agents.localpg.buffer import HiddenRolloutBuffer, HiddenRolloutSamples
 from policies.estimators import LearnedPredictorEstimator, local_gradient
-from policies.policy import SUPPORTED_ACTION_SPACES, BinaryStochasticPolicy
+from policies.policy import SUPPORTED_ACTION_SPACES, BinaryStochasticPolicy, check_spaces
 
 __all__ = ["LocalPG"]
 
@@ -80,6 +80,8 @@ class LocalPG(OnPolicyAlgorithm):
         "MultiInputPolicy": BinaryStochasticPolicy,
         "CnnPolicy": BinaryStochasticPolicy,
     }
+    #: Action spaces LocalPG accepts (SB3 convention); observation spaces: those of the policy.
+    supported_action_spaces = SUPPORTED_ACTION_SPACES
     policy: BinaryStochasticPolicy
     rollout_buffer: HiddenRolloutBuffer  # type: ignore[assignment]
 
@@ -111,6 +113,8 @@ class LocalPG(OnPolicyAlgorithm):
         device: torch.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
+        if env is not None and not isinstance(env, str):  # before SB3 wraps the env, which fails on some spaces with its own error
+            check_spaces(env.observation_space, env.action_space)
         _check_positive(n_steps=n_steps, n_epochs=n_epochs, max_grad_norm=max_grad_norm, hidden_coef=hidden_coef)
         _check_non_negative(ent_coef=ent_coef, hidden_ent_coef=hidden_ent_coef, vf_coef=vf_coef)
         if not 0.0 <= gamma <= 1.0 or not 0.0 <= gae_lambda <= 1.0:
@@ -145,8 +149,11 @@ class LocalPG(OnPolicyAlgorithm):
             device=device,
             seed=seed,
             _init_setup_model=False,
-            supported_action_spaces=SUPPORTED_ACTION_SPACES,
+            # Validated below by check_spaces, which raises a ValueError naming both spaces.
+            supported_action_spaces=None,
         )
+        if env is not None:  # load() builds the model without an env and sets the spaces afterwards
+            check_spaces(self.observation_space, self.action_space)
         self.batch_size = batch_size
         self.n_epochs = n_epochs
         self.clip_range = clip_range

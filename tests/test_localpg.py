@@ -1,0 +1,228 @@
+"""LocalPG: identity-env learnability, locality of the update, GAE, save/load, determinism, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.envs import IdentityEnv, IdentityEnvBox, IdentityEnvMultiBinary, IdentityEnvMultiDiscrete
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import VecNormalize
+
+from agents import LocalPG
+from agents.localpg import HiddenRolloutBuffer
+from policies.estimators import local_gradient
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
+
+
+def small_model(env="CartPole-v1", **kwargs) -> LocalPG:
+    defaults = {"n_steps": 16, "batch_size": 32, "n_epochs": 2, "seed": 0, "policy_kwargs": {"net_arch": [8, 8]}}
+    return LocalPG("BsnPolicy", env, **{**defaults, **kwargs})
+
+
+# ---------------------------------------------------------------- learnability (SB3-style identity envs)
+@pytest.mark.parametrize(
+    "env_fn, steps, deterministic, threshold",
+    [
+        (lambda: IdentityEnv(4), 6000, True, 90),
+        (lambda: IdentityEnvMultiDiscrete(2), 6000, True, 90),
+        (lambda: IdentityEnvMultiBinary(2), 8000, True, 90),
+        # Continuous outputs from binary features: the deterministic (p > 0.5) code is coarser than the
+        # stochastic one the Gaussian head was trained on, so this row evaluates stochastic neurons.
+        (lambda: IdentityEnvBox(eps=0.5), 20000, False, 75),
+    ],
+    ids=["Discrete", "MultiDiscrete", "MultiBinary", "Box"],
+)
+def test_identity_envs_are_learned(env_fn, steps, deterministic, threshold) -> None:
+    env = make_vec_env(env_fn, n_envs=4, seed=0)
+    model = LocalPG(
+        "BsnPolicy",
+        env,
+        n_steps=64,
+        batch_size=128,
+        n_epochs=4,
+        learning_rate=3e-3,
+        seed=0,
+        policy_kwargs={"net_arch": [32], "bsn_init_gain": 8.0},
+    )
+    model.learn(steps)
+    mean_reward, _ = evaluate_policy(model, model.get_env(), n_eval_episodes=5, deterministic=deterministic)
+    assert mean_reward >= threshold
+
+
+# ---------------------------------------------------------------- locality of the update
+def test_update_is_local() -> None:
+    """A layer's weight gradient is (h - p)(A) x^T / B: it depends on the layers above only through A."""
+    model = small_model(n_epochs=1, batch_size=None, normalize_advantage=False, policy_kwargs={"net_arch": [5, 4]})
+    model.learn(16)  # fills the buffer and makes one update
+    model._score_rollout()  # old unit log-probs = current parameters: every ratio is exactly 1
+    batch = next(model.rollout_buffer.get(None))
+    bsn = model.policy.bsn
+
+    def layer0_gradient() -> torch.Tensor:
+        model.policy.optimizer.zero_grad()
+        loss, _ = model._minibatch_loss(batch, clip_range=0.2, stats=type("S", (), {"add": lambda *a, **k: None,
+                                                                                  "add_layer": lambda *a, **k: None})())
+        loss.backward()
+        return bsn.layers[0].weight.grad.clone()
+
+    first = layer0_gradient()
+    with torch.no_grad():  # change everything above layer 0: layer 1, the action head and the critic
+        for module in (bsn.layers[1], model.policy.action_net, model.policy.value_net):
+            for parameter in module.parameters():
+                parameter.add_(torch.randn_like(parameter))
+    second = layer0_gradient()
+    torch.testing.assert_close(first, second)
+
+    # And it equals the paper's local rule dW = -(h - p) * A * x^T averaged over the batch.
+    features = model.policy.extract_features(batch.observations)
+    output = bsn(features, given_samples=bsn.unpack_samples(batch.hidden))
+    g = local_gradient(output.samples[0], output.firing_probs[0], batch.advantages)
+    expected = -(g.T @ features) / len(features)
+    torch.testing.assert_close(first, expected.detach(), rtol=1e-4, atol=1e-6)
+
+
+# ---------------------------------------------------------------- rollout buffer
+def test_gae_matches_sb3_rollout_buffer() -> None:
+    rng = np.random.default_rng(0)
+    steps, n_envs = 12, 3
+    ours = HiddenRolloutBuffer(steps, n_envs, total_units=2, device="cpu", gamma=0.97, gae_lambda=0.9)
+    sb3 = RolloutBuffer(steps, spaces.Box(-1, 1, (2,)), spaces.Discrete(2), "cpu", 0.9, 0.97, n_envs)
+    for _ in range(steps):
+        obs = rng.normal(size=(n_envs, 2)).astype(np.float32)
+        rewards = rng.normal(size=n_envs).astype(np.float32)
+        starts = rng.random(n_envs) < 0.2
+        values = torch.as_tensor(rng.normal(size=(n_envs, 1)), dtype=torch.float32)
+        log_probs = torch.zeros(n_envs)
+        actions = np.zeros((n_envs, 1))
+        sb3.add(obs, actions, rewards, starts, values, log_probs)
+        ours.add(torch.as_tensor(obs), torch.zeros(n_envs), torch.as_tensor(rewards),
+                 torch.as_tensor(starts, dtype=torch.float32), values, log_probs, torch.zeros(n_envs, 2, dtype=torch.uint8))
+    last_values = torch.as_tensor(rng.normal(size=(n_envs, 1)), dtype=torch.float32)
+    dones = np.array([True, False, False])
+    sb3.compute_returns_and_advantage(last_values, dones)
+    ours.compute_returns_and_advantage(last_values, torch.as_tensor(dones, dtype=torch.float32))
+    np.testing.assert_allclose(ours.advantages.numpy(), sb3.advantages, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ours.returns.numpy(), sb3.returns, rtol=1e-5, atol=1e-5)
+
+
+def test_buffer_stores_hidden_compactly() -> None:
+    model = small_model()
+    model.learn(16)
+    assert model.rollout_buffer.hidden.dtype == torch.uint8
+    assert set(model.rollout_buffer.hidden.unique().tolist()) <= {0, 1}
+
+
+# ---------------------------------------------------------------- reproducibility and persistence
+def test_seeded_runs_are_identical() -> None:
+    # As in SB3, the seed fixes the global generators at construction: build and train one run at a time.
+    first = small_model(seed=7).learn(96)
+    second = small_model(seed=7).learn(96)
+    for a, b in zip(first.policy.parameters(), second.policy.parameters(), strict=True):
+        assert torch.equal(a, b)
+    third = small_model(seed=8).learn(96)
+    assert any(not torch.equal(a, b) for a, b in zip(first.policy.parameters(), third.policy.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_save_load_round_trip_and_continue(tmp_path, device) -> None:
+    model = small_model(device=device, policy_kwargs={"net_arch": [8, 8], "baseline": "optimal"})
+    model.learn(64)
+    path = tmp_path / "model.zip"
+    model.save(path)
+    loaded = LocalPG.load(path, env=make_vec_env("CartPole-v1", n_envs=1, seed=0), device=device)
+    for (name, a), (_, b) in zip(model.policy.state_dict().items(), loaded.policy.state_dict().items(), strict=True):
+        assert torch.equal(a.cpu(), b.cpu()), name
+    obs = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
+    np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
+    # Training continues from the saved state, timesteps included.
+    steps = loaded.num_timesteps
+    loaded.learn(32, reset_num_timesteps=False)
+    assert loaded.num_timesteps > steps
+    # Loads on the CPU whatever device saved it.
+    on_cpu = LocalPG.load(path, device="cpu")
+    assert next(on_cpu.policy.parameters()).device.type == "cpu"
+
+
+# ---------------------------------------------------------------- SB3 integration
+def test_vecnormalize_callbacks_and_evaluate_policy(tmp_path) -> None:
+    env = VecNormalize(make_vec_env("CartPole-v1", n_envs=2, seed=0))
+    eval_env = VecNormalize(make_vec_env("CartPole-v1", n_envs=1, seed=1), training=False)
+    model = small_model(env)
+    callbacks = [
+        EvalCallback(eval_env, eval_freq=16, n_eval_episodes=2, best_model_save_path=str(tmp_path)),
+        CheckpointCallback(save_freq=32, save_path=str(tmp_path), name_prefix="ckpt"),
+    ]
+    model.learn(128, callback=callbacks)
+    assert (tmp_path / "best_model.zip").exists()
+    assert any(tmp_path.glob("ckpt_*_steps.zip"))
+    mean_reward, _ = evaluate_policy(model, model.get_env(), n_eval_episodes=2)
+    assert np.isfinite(mean_reward)
+
+
+def test_logs_sb3_and_bsn_keys() -> None:
+    model = small_model(policy_kwargs={"net_arch": [8, 8], "baseline": "learned"})
+    model.learn(64)
+    logged = model.logger.name_to_value
+    expected = ["train/value_loss", "train/approx_kl", "train/clip_fraction", "train/explained_variance",
+                "bsn/hidden_loss", "bsn/unit_clip_fraction", "bsn/baseline_explained_variance"]
+    for layer in (0, 1):
+        expected += [f"bsn/layer{layer}/{key}" for key in
+                     ("firing_rate", "frac_always_on", "frac_never_on", "mean_abs_h_minus_p", "grad_snr", "update_norm")]
+    for key in expected:
+        assert key in logged and np.isfinite(logged[key]), key
+
+
+@pytest.mark.parametrize("baseline", ["value", "mean", "optimal", "learned"])
+@pytest.mark.parametrize("estimator", ["local", "learned_predictor"])
+def test_every_local_estimator_and_baseline_trains(estimator, baseline) -> None:
+    model = small_model(policy_kwargs={"net_arch": [8, 8], "estimator": estimator, "baseline": baseline})
+    before = [layer.weight.detach().clone() for layer in model.policy.bsn.layers]
+    model.learn(64)
+    for layer, old, estimator_module in zip(model.policy.bsn.layers, before, model.policy.bsn.estimators, strict=True):
+        assert torch.isfinite(layer.weight).all()
+        assert not torch.equal(layer.weight, old)
+        if estimator == "learned_predictor":  # starts at g_hat = 0 and has been trained on (h - p)(A - c)
+            assert estimator_module.regressor[-1].weight.abs().sum() > 0
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize("estimator", ["st", "st_sigmoid", "sts", "noisy_rectifier"])
+def test_propagating_estimators_are_refused_with_advice(estimator) -> None:
+    with pytest.raises(ValueError, match="use PPO or A2C"):
+        small_model(policy_kwargs={"estimator": estimator})
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"n_steps": 0}, "n_steps must be > 0"),
+        ({"n_epochs": 0}, "n_epochs must be > 0"),
+        ({"learning_rate": -1.0}, "learning_rate must be > 0"),
+        ({"clip_range": 0.0}, "clip_range must be > 0"),
+        ({"batch_size": 1}, "batch_size must be > 1"),
+        ({"gamma": 1.5}, "gamma and gae_lambda must be in"),
+        ({"ent_coef": -0.1}, "ent_coef must be >= 0"),
+    ],
+)
+def test_bad_hyperparameters_raise(kwargs, fragment) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        small_model(**kwargs)
+
+
+def test_non_finite_loss_stops_before_writing_weights() -> None:
+    model = small_model()
+    model.learn(16)
+    before = [p.detach().clone() for p in model.policy.parameters()]
+    model.rollout_buffer.advantages.fill_(float("nan"))
+    model.rollout_buffer.pos = model.rollout_buffer.buffer_size
+    with pytest.raises(FloatingPointError, match="diverged"):
+        model.train()
+    for a, b in zip(before, model.policy.parameters(), strict=True):
+        assert torch.equal(a, b)
