@@ -58,14 +58,18 @@ class Variant:
 VARIANTS = [
     Variant("default", "tuned LocalPG: local estimator, value-critic baseline (the shipped default)"),
     Variant("baseline=mean", "+ per-neuron running-mean baseline", policy_overrides={"baseline": "mean"}),
-    Variant("baseline=optimal", "+ per-neuron variance-optimal c_i* (running)", policy_overrides={"baseline": "optimal"}),
+    Variant(
+        "baseline=optimal", "+ per-neuron variance-optimal c_i* (running)", policy_overrides={"baseline": "optimal"}
+    ),
     Variant("baseline=learned", "+ input-dependent per-neuron c_i(s)", policy_overrides={"baseline": "learned"}),
     Variant(
         "estimator=learned_predictor",
         "learned predictor of the local estimate (PAPER.md section 3, biased)",
         policy_overrides={"estimator": "learned_predictor"},
     ),
-    Variant("hidden_lr_scale=1", "same learning rate for the BSN layers as the head", overrides={"hidden_lr_scale": 1.0}),
+    Variant(
+        "hidden_lr_scale=1", "same learning rate for the BSN layers as the head", overrides={"hidden_lr_scale": 1.0}
+    ),
     Variant(
         "hidden_clip_range=clip_range",
         "per-neuron trust region as narrow as the head's",
@@ -73,15 +77,33 @@ VARIANTS = [
     ),
     Variant("n_epochs=1", "one pass per rollout: the plain local estimator, no reuse", overrides={"n_epochs": 1}),
     Variant("normalize_advantage=False", "raw GAE advantages", overrides={"normalize_advantage": False}),
-    Variant("bsn_init_gain=1", "orthogonal init gain 1 (units start near p = 0.5)", policy_overrides={"bsn_init_gain": 1.0}),
-    Variant("ppo+local", "stock SB3 PPO, joint log-prob (local estimator via PPO's ratio)", algo="ppo",
-            policy_overrides={"estimator": "local"}),
-    Variant("ppo+st", "stock SB3 PPO, straight-through (identity) back-propagation", algo="ppo",
-            policy_overrides={"estimator": "st"}),
-    Variant("ppo+st_sigmoid", "stock SB3 PPO, sigmoid-adjusted straight-through", algo="ppo",
-            policy_overrides={"estimator": "st_sigmoid"}),
-    Variant("ppo+sts", "stock SB3 PPO, stochastic times smooth back-propagation", algo="ppo",
-            policy_overrides={"estimator": "sts"}),
+    Variant(
+        "bsn_init_gain=1", "orthogonal init gain 1 (units start near p = 0.5)", policy_overrides={"bsn_init_gain": 1.0}
+    ),
+    Variant(
+        "ppo+local",
+        "stock SB3 PPO, joint log-prob (local estimator via PPO's ratio)",
+        algo="ppo",
+        policy_overrides={"estimator": "local"},
+    ),
+    Variant(
+        "ppo+st",
+        "stock SB3 PPO, straight-through (identity) back-propagation",
+        algo="ppo",
+        policy_overrides={"estimator": "st"},
+    ),
+    Variant(
+        "ppo+st_sigmoid",
+        "stock SB3 PPO, sigmoid-adjusted straight-through",
+        algo="ppo",
+        policy_overrides={"estimator": "st_sigmoid"},
+    ),
+    Variant(
+        "ppo+sts",
+        "stock SB3 PPO, stochastic times smooth back-propagation",
+        algo="ppo",
+        policy_overrides={"estimator": "sts"},
+    ),
 ]
 
 
@@ -108,16 +130,19 @@ def run_one(job: tuple[str, str, int, int]) -> tuple[str, str, int, RunResult]:
     torch.set_num_threads(1)
     variant = next(v for v in VARIANTS if v.name == name)
     task = TASKS[env_id]
-    normalize = bool(algo_config("localpg", env_id).get("normalize", False)) if variant.algo == "localpg" else bool(
-        ZOO["ppo"][env_id].get("normalize", False)
+    normalize = (
+        bool(algo_config("localpg", env_id).get("normalize", False))
+        if variant.algo == "localpg"
+        else bool(ZOO["ppo"][env_id].get("normalize", False))
     )
 
     def eval_env() -> VecEnv:
         return make_env(env_id, 1, 10_000 + seed, normalize, 0.99)
 
     # Fixed budget (min_steps = budget): learning curves and final returns are compared at equal steps.
-    result = train_until(lambda: build(variant, env_id, seed), eval_env, task.threshold, budget, budget,
-                         task.eval_episodes)
+    result = train_until(
+        lambda: build(variant, env_id, seed), eval_env, task.threshold, budget, budget, task.eval_episodes
+    )
     print(f"{env_id} {name} seed {seed}: solved_at={result.steps_to_threshold} eval={result.eval_mean:.1f}", flush=True)
     return name, env_id, seed, result
 
@@ -134,7 +159,8 @@ def grid_curve(curve: list[tuple[int, float]], grid: np.ndarray) -> np.ndarray:
 
 def table(results: list[tuple[str, str, int, RunResult]], env_id: str, budget: int) -> str:
     lines = [
-        "| variant | what changed | solved | median steps to threshold | median final eval | median final training mean |",
+        "| variant | what changed | solved | median steps to threshold | median final eval "
+        "| median final training mean |",
         "|---|---|---|---|---|---|",
     ]
     for variant in VARIANTS:
@@ -165,8 +191,12 @@ def plot(results: list[tuple[str, str, int, RunResult]], env_id: str, budget: in
         if not curves:
             continue
         ax = axes[0] if variant.algo == "localpg" else axes[1]
-        ax.plot(grid, np.nanmedian(np.stack(curves), axis=0), label=variant.name,
-                lw=2.5 if variant.name == "default" else 1.2)
+        ax.plot(
+            grid,
+            np.nanmedian(np.stack(curves), axis=0),
+            label=variant.name,
+            lw=2.5 if variant.name == "default" else 1.2,
+        )
     default_curves = [grid_curve(r.curve, grid) for n, e, _s, r in results if n == "default" and e == env_id]
     if default_curves:
         axes[1].plot(grid, np.nanmedian(np.stack(default_curves), axis=0), label="LocalPG default", lw=2.5, color="k")
@@ -195,8 +225,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--budget takes one value, or one per --envs entry")
     budgets = dict(zip(args.envs, args.budget * len(args.envs) if len(args.budget) == 1 else args.budget, strict=True))
     command = "nice python -m benchmarks.ablation " + " ".join(sys.argv[1:] if argv is None else argv)
-    jobs = [(name, env_id, seed, budgets[env_id]) for env_id in args.envs for seed in range(args.seeds)
-            for name in args.variants]
+    jobs = [
+        (name, env_id, seed, budgets[env_id])
+        for env_id in args.envs
+        for seed in range(args.seeds)
+        for name in args.variants
+    ]
     start = time.perf_counter()
     if args.workers == 1:
         results = [run_one(job) for job in jobs]
@@ -219,8 +253,11 @@ def main(argv: list[str] | None = None) -> None:
     for env_id in args.envs:
         png = out.parent / f"{out.name}_{env_id}.png"
         plot(results, env_id, budgets[env_id], png)
-        sections += [f"## {env_id} ({budgets[env_id]} steps, {args.seeds} seeds)", table(results, env_id, budgets[env_id]),
-                     f"![learning curves]({png.name})"]
+        sections += [
+            f"## {env_id} ({budgets[env_id]} steps, {args.seeds} seeds)",
+            table(results, env_id, budgets[env_id]),
+            f"![learning curves]({png.name})",
+        ]
     per_seed = ["## Per seed", "| env | variant | seed | steps to threshold | final eval |", "|---|---|---|---|---|"]
     for name, env_id, seed, r in results:
         solved = "not reached" if r.steps_to_threshold is None else str(r.steps_to_threshold)

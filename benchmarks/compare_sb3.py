@@ -60,7 +60,9 @@ ZOO: dict[str, dict[str, dict[str, Any]]] = {
             learning_rate=linear(1e-3),
             clip_range=linear(0.2),
         ),
-        "Acrobot-v1": dict(n_envs=16, normalize=True, n_steps=256, gae_lambda=0.94, gamma=0.99, n_epochs=4, ent_coef=0.0),
+        "Acrobot-v1": dict(
+            n_envs=16, normalize=True, n_steps=256, gae_lambda=0.94, gamma=0.99, n_epochs=4, ent_coef=0.0
+        ),
     },
     "a2c": {
         "CartPole-v1": dict(n_envs=8, ent_coef=0.0),
@@ -195,7 +197,7 @@ def summarise(
         base = rows.get("ppo")
         for algo, row in rows.items():
 
-            def ratio(key: str, row: dict[str, float] = row) -> str:
+            def ratio(key: str, row: dict[str, float] = row, base: dict[str, float] | None = base) -> str:
                 if base is None or not base[key]:
                     return "n/a"
                 return f"{row[key] / base[key]:.2f}"
@@ -209,7 +211,10 @@ def summarise(
 
 
 def per_seed_table(results: list[tuple[str, str, int, RunResult]]) -> str:
-    lines = ["| env | algo | seed | steps to threshold | steps trained | final eval | steps/s |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| env | algo | seed | steps to threshold | steps trained | final eval | steps/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for algo, env_id, seed, r in sorted(results, key=lambda x: (x[1], x[0], x[2])):
         solved = "not reached" if r.steps_to_threshold is None else str(r.steps_to_threshold)
         lines.append(

@@ -113,7 +113,8 @@ class LocalPG(OnPolicyAlgorithm):
         device: torch.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
-        if env is not None and not isinstance(env, str):  # before SB3 wraps the env, which fails on some spaces with its own error
+        # Before SB3 wraps the env, which fails on some spaces with its own error.
+        if env is not None and not isinstance(env, str):
             check_spaces(env.observation_space, env.action_space)
         _check_positive(n_steps=n_steps, n_epochs=n_epochs, max_grad_norm=max_grad_norm, hidden_coef=hidden_coef)
         _check_non_negative(ent_coef=ent_coef, hidden_ent_coef=hidden_ent_coef, vf_coef=vf_coef)
