@@ -45,15 +45,16 @@ __all__ = [
 def bernoulli_log_prob(samples: torch.Tensor, pre_activation: torch.Tensor) -> torch.Tensor:
     """Element-wise ``log Bernoulli(samples; sigmoid(pre_activation))``.
 
-    Computed as ``h * logsigmoid(a) + (1 - h) * logsigmoid(-a)``, never as the log of a
-    probability, so it is finite for every finite pre-activation (``a = ±1e4`` included).
-    Its derivative with respect to ``a`` is exactly ``h - sigmoid(a)`` (PAPER.md section 1).
+    Equal to ``h * logsigmoid(a) + (1 - h) * logsigmoid(-a)`` and computed, for binary ``h``, as the
+    single ``logsigmoid((2h - 1) a)``: never as the log of a probability, so it is finite for every
+    finite pre-activation (``a = ±1e4`` included). Its derivative with respect to ``a`` is exactly
+    ``h - sigmoid(a)`` (PAPER.md section 1).
 
     Args:
         samples: binary samples ``h`` in {0, 1} (any float dtype), same shape as ``pre_activation``.
         pre_activation: the unit's pre-activation ``a``, any real value.
     """
-    return samples * F.logsigmoid(pre_activation) + (1.0 - samples) * F.logsigmoid(-pre_activation)
+    return F.logsigmoid((2.0 * samples - 1.0) * pre_activation)
 
 
 def local_gradient(

@@ -15,6 +15,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from agents import LocalPG
 from agents.localpg import HiddenRolloutBuffer
+from agents.localpg.localpg import _Stats
 from policies.estimators import local_gradient
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -67,8 +68,7 @@ def test_update_is_local() -> None:
 
     def layer0_gradient() -> torch.Tensor:
         model.policy.optimizer.zero_grad()
-        loss, _ = model._minibatch_loss(batch, clip_range=0.2, stats=type("S", (), {"add": lambda *a, **k: None,
-                                                                                  "add_layer": lambda *a, **k: None})())
+        loss, _ = model._minibatch_loss(batch, clip_range=0.2, stats=_Stats())
         loss.backward()
         return bsn.layers[0].weight.grad.clone()
 
@@ -102,8 +102,15 @@ def test_gae_matches_sb3_rollout_buffer() -> None:
         log_probs = torch.zeros(n_envs)
         actions = np.zeros((n_envs, 1))
         sb3.add(obs, actions, rewards, starts, values, log_probs)
-        ours.add(torch.as_tensor(obs), torch.zeros(n_envs), torch.as_tensor(rewards),
-                 torch.as_tensor(starts, dtype=torch.float32), values, log_probs, torch.zeros(n_envs, 2, dtype=torch.uint8))
+        ours.add(
+            torch.as_tensor(obs),
+            torch.zeros(n_envs),
+            torch.as_tensor(rewards),
+            torch.as_tensor(starts, dtype=torch.float32),
+            values,
+            log_probs,
+            torch.zeros(n_envs, 2, dtype=torch.uint8),
+        )
     last_values = torch.as_tensor(rng.normal(size=(n_envs, 1)), dtype=torch.float32)
     dones = np.array([True, False, False])
     sb3.compute_returns_and_advantage(last_values, dones)
@@ -170,11 +177,27 @@ def test_logs_sb3_and_bsn_keys() -> None:
     model = small_model(policy_kwargs={"net_arch": [8, 8], "baseline": "learned"})
     model.learn(64)
     logged = model.logger.name_to_value
-    expected = ["train/value_loss", "train/approx_kl", "train/clip_fraction", "train/explained_variance",
-                "bsn/hidden_loss", "bsn/unit_clip_fraction", "bsn/baseline_explained_variance"]
+    expected = [
+        "train/value_loss",
+        "train/approx_kl",
+        "train/clip_fraction",
+        "train/explained_variance",
+        "bsn/hidden_loss",
+        "bsn/unit_clip_fraction",
+        "bsn/baseline_explained_variance",
+    ]
     for layer in (0, 1):
-        expected += [f"bsn/layer{layer}/{key}" for key in
-                     ("firing_rate", "frac_always_on", "frac_never_on", "mean_abs_h_minus_p", "grad_snr", "update_norm")]
+        expected += [
+            f"bsn/layer{layer}/{key}"
+            for key in (
+                "firing_rate",
+                "frac_always_on",
+                "frac_never_on",
+                "mean_abs_h_minus_p",
+                "grad_snr",
+                "update_norm",
+            )
+        ]
     for key in expected:
         assert key in logged and np.isfinite(logged[key]), key
 

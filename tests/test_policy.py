@@ -162,7 +162,5 @@ def test_save_load_round_trip_keeps_policy_kwargs(tmp_path) -> None:
     assert loaded.policy.bsn.hidden_sizes == [8, 4]
     assert loaded.policy.baseline_name == "learned"
     assert loaded.policy.bsn_init_gain == 2.0
-    for (name, a), (_, b) in zip(
-        model.policy.state_dict().items(), loaded.policy.state_dict().items(), strict=True
-    ):
+    for (name, a), (_, b) in zip(model.policy.state_dict().items(), loaded.policy.state_dict().items(), strict=True):
         assert torch.equal(a, b), name

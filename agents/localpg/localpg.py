@@ -113,7 +113,7 @@ class LocalPG(OnPolicyAlgorithm):
         device: torch.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
-        # Before SB3 wraps the env, which fails on some spaces with its own error.
+        # Check before SB3 wraps the env, which fails on some spaces with an error of its own.
         if env is not None and not isinstance(env, str):
             check_spaces(env.observation_space, env.action_space)
         _check_positive(n_steps=n_steps, n_epochs=n_epochs, max_grad_norm=max_grad_norm, hidden_coef=hidden_coef)
@@ -245,8 +245,15 @@ class LocalPG(OnPolicyAlgorithm):
         rollout_buffer: HiddenRolloutBuffer,
         n_rollout_steps: int,
     ) -> bool:
-        """Fill the buffer with ``n_rollout_steps`` steps of every env, storing the hidden samples."""
+        """Fill the buffer with ``n_rollout_steps`` steps of every env, storing the hidden samples.
+
+        An env with the tensor API of :class:`envs.TorchVecEnv` (``step_tensor``, ``final_obs``,
+        ``episodes``), not wrapped, is stepped with tensors: rollout, buffer and update stay on the
+        device, with no per-step copy to the host.
+        """
         assert self._last_obs is not None, "No previous observation was provided"
+        if _is_tensor_env(env):
+            return self._collect_tensor_rollouts(env, callback, rollout_buffer, n_rollout_steps)
         self.policy.set_training_mode(False)
         rollout_buffer.reset()
         callback.on_rollout_start()
@@ -288,6 +295,72 @@ class LocalPG(OnPolicyAlgorithm):
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
+
+    def _collect_tensor_rollouts(
+        self,
+        env: Any,
+        callback: BaseCallback,
+        rollout_buffer: HiddenRolloutBuffer,
+        n_rollout_steps: int,
+    ) -> bool:
+        """:meth:`collect_rollouts` for torch-batched envs: every step is a few tensor ops on the device."""
+        self.policy.set_training_mode(False)
+        rollout_buffer.reset()
+        callback.on_rollout_start()
+        obs = self._last_obs if isinstance(self._last_obs, torch.Tensor) else obs_as_tensor(self._last_obs, self.device)
+        obs = obs.to(self.device)
+        episode_starts = torch.as_tensor(self._last_episode_starts, dtype=torch.float32, device=self.device)
+        box = isinstance(self.action_space, spaces.Box)
+        if box:
+            low = torch.as_tensor(self.action_space.low, device=self.device)
+            high = torch.as_tensor(self.action_space.high, device=self.device)
+        for _ in range(n_rollout_steps):
+            with torch.no_grad():
+                step = self.policy.act(obs)
+                actions = step.actions.clamp(low, high) if box else step.actions
+                result = env.step_tensor(actions)
+                rewards = result.rewards.to(self.device, torch.float32)
+                # Bootstrap episodes cut by the time limit with V(final observation) (SB3 issue #633).
+                # One host sync per step for the check; the critic runs only on steps where it matters.
+                cut = (result.truncated & ~result.terminated).to(self.device, torch.float32)
+                if bool(cut.any()):
+                    final_values = self.policy.predict_values(env.final_obs.to(self.device, obs.dtype)).reshape(-1)
+                    rewards = rewards + self.gamma * final_values * cut
+            self.num_timesteps += env.num_envs
+            callback.update_locals(locals())
+            if not callback.on_step():
+                return False
+            rollout_buffer.add(obs, step.actions, rewards, episode_starts, step.values, step.log_prob, step.hidden)
+            obs = result.obs.to(self.device, obs.dtype)
+            episode_starts = (result.terminated | result.truncated).to(self.device, torch.float32)
+        self._last_obs = obs  # type: ignore[assignment]
+        self._last_episode_starts = episode_starts  # type: ignore[assignment]
+        self._drain_episodes(env)
+        with torch.no_grad():
+            last_values = self.policy.predict_values(obs)
+        rollout_buffer.compute_returns_and_advantage(last_values, episode_starts)
+        callback.update_locals(locals())
+        callback.on_rollout_end()
+        return True
+
+    def _drain_episodes(self, env: Any) -> None:
+        """Copy the episodes finished since the last call from the env's tracker into ``ep_info_buffer``.
+
+        One host copy per rollout. If more episodes ended than the tracker's window holds, only the
+        window's (most recent) ones are seen, which is all ``rollout/ep_rew_mean`` averages anyway.
+        """
+        tracker = env.episodes
+        finished = int(tracker.finished)
+        new = min(finished - getattr(self, "_episodes_seen", 0), tracker.window)
+        self._episodes_seen = finished
+        if new <= 0:
+            return
+        slots = [(finished - k) % tracker.window for k in range(new, 0, -1)]
+        returns = tracker.window_returns[slots].tolist()
+        lengths = tracker.window_lengths[slots].tolist()
+        assert self.ep_info_buffer is not None
+        for episode_return, length in zip(returns, lengths, strict=True):
+            self.ep_info_buffer.append({"r": episode_return, "l": length})
 
     def _bootstrap_truncated(self, rewards: np.ndarray, dones: np.ndarray, infos: list[dict]) -> None:
         """Add ``gamma * V(terminal obs)`` to rewards of episodes cut by a time limit (SB3 issue #633)."""
@@ -512,6 +585,11 @@ class LocalPG(OnPolicyAlgorithm):
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
         )
+
+
+def _is_tensor_env(env: VecEnv) -> bool:
+    """True for an (unwrapped) env offering the tensor API of :class:`envs.TorchVecEnv`."""
+    return all(hasattr(env, name) for name in ("step_tensor", "final_obs", "episodes"))
 
 
 def _bernoulli_entropy(pre_activation: torch.Tensor) -> torch.Tensor:
