@@ -33,7 +33,8 @@ from agents.localpg import LocalPG
 from benchmarks.common import RunResult, load_tuned, train_until
 
 ALGOS = ("localpg", "ppo", "a2c")
-TUNED_PATH = "hyperparams/localpg_tuned.yml"
+#: LocalPG's shipped per-environment defaults.
+TUNED_PATH = str(Path(__file__).resolve().parents[1] / "hyperparams" / "localpg_tuned.yml")
 
 
 def linear(start: float) -> Callable[[float], float]:
@@ -90,9 +91,11 @@ class Task:
     eval_episodes: int
 
 
+#: Budgets sized for a 2-core machine: LocalPG gets the issue's 500k cap on Acrobot-v1; PPO and A2C
+#: caps are where their RL Zoo settings have long reached the threshold (or, for A2C, a fixed budget).
 TASKS = {
-    "CartPole-v1": Task("CartPole-v1", 475.0, {"localpg": 100_000, "ppo": 100_000, "a2c": 100_000}, 50_000, 10),
-    "Acrobot-v1": Task("Acrobot-v1", -100.0, {"localpg": 500_000, "ppo": 500_000, "a2c": 300_000}, 150_000, 10),
+    "CartPole-v1": Task("CartPole-v1", 475.0, {"localpg": 100_000, "ppo": 100_000, "a2c": 100_000}, 30_000, 10),
+    "Acrobot-v1": Task("Acrobot-v1", -100.0, {"localpg": 500_000, "ppo": 300_000, "a2c": 200_000}, 100_000, 10),
 }
 
 
@@ -281,12 +284,14 @@ def main(argv: list[str] | None = None) -> None:
             f"Command: `{command}` ({minutes:.0f} min on a 2-core machine shared with other jobs, "
             f"torch.set_num_threads(1), {args.workers} worker process(es)).",
             "Steps to threshold: first env step at which the mean return of the last 20 finished *training* "
-            "episodes reached the threshold (CartPole-v1 475, Acrobot-v1 -100); a run that never reached it "
+            "episodes reached the threshold ("
+            + ", ".join(f"{e} {TASKS[e].threshold:g}" for e in args.envs)
+            + "); a run that never reached it "
             "counts as its budget. Budget rule: stop once solved and at least `min_steps` taken, or at the "
             "budget. Final eval: mean of deterministic episodes after training. Steps/s (equal n_envs, n_steps): "
             f"a separate timed segment of {args.throughput_steps} steps per algorithm at PPO's n_envs and n_steps; "
             "steps/s in the runs: each algorithm's own settings, while another worker shared the CPU. "
-            "Medians over seeds; ratios are to PPO's median.",
+            "Medians over seeds; ratios are to PPO's median (for negative returns, a ratio below 1 is better).",
             "Budgets: "
             + "; ".join(
                 f"{e}: max {TASKS[e].max_steps}, min_steps {TASKS[e].min_steps}, {TASKS[e].eval_episodes} eval episodes"

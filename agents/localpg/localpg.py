@@ -13,6 +13,7 @@ the action head has PPO's clipped ratio on ``pi(a | h)``.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any, ClassVar, TypeVar
 
@@ -212,7 +213,11 @@ class LocalPG(OnPolicyAlgorithm):
             {"params": params, "lr": base_lr * scale, "lr_scale": scale}
             for params, scale in zip(self._clip_groups, scales, strict=True)
         ]
-        return policy.optimizer_class(groups, lr=base_lr, **policy.optimizer_kwargs)  # type: ignore[call-arg]
+        kwargs = dict(policy.optimizer_kwargs)
+        if "foreach" in inspect.signature(policy.optimizer_class).parameters:
+            # Multi-tensor steps: on CPU the per-tensor loop of a small network costs more than the maths.
+            kwargs.setdefault("foreach", True)
+        return policy.optimizer_class(groups, lr=base_lr, **kwargs)  # type: ignore[call-arg]
 
     def _update_learning_rate(self, optimizers: list[torch.optim.Optimizer] | torch.optim.Optimizer) -> None:
         """SB3's schedule update, times each parameter group's ``lr_scale`` (layer-wise learning rates)."""
@@ -402,6 +407,9 @@ class LocalPG(OnPolicyAlgorithm):
         stats = _Stats()
         continue_training = True
         for _epoch in range(self.n_epochs):
+            # Per-layer estimator statistics come from the first epoch, where every ratio is 1 and the
+            # update is the plain local estimate (and they cost one pass, not n_epochs).
+            stats.record_layers = _epoch == 0
             for batch in self.rollout_buffer.get(self.batch_size):
                 loss, approx_kl = self._minibatch_loss(batch, clip_range, stats)
                 if self.target_kl is not None and approx_kl > 1.5 * self.target_kl:
@@ -619,6 +627,7 @@ class _Stats:
     def __init__(self) -> None:
         self.values: dict[str, list[float]] = {}
         self.layers: dict[tuple[int, str], list[float]] = {}
+        self.record_layers = True
 
     def add(self, **values: float) -> None:
         for key, value in values.items():
@@ -627,6 +636,8 @@ class _Stats:
     @torch.no_grad()
     def add_layer(self, index: int, samples: torch.Tensor, probs: torch.Tensor, estimate: torch.Tensor) -> None:
         """Record ``mean |h - p|`` and the signal-to-noise ratio ``|mean g| / std g`` (mean over units)."""
+        if not self.record_layers:
+            return
         snr = estimate.mean(0).abs() / (estimate.std(0) + 1e-8) if len(estimate) > 1 else estimate.abs().mean(0) * 0
         self.layers.setdefault((index, "abs_h_minus_p"), []).append(float((samples - probs).abs().mean()))
         self.layers.setdefault((index, "grad_snr"), []).append(float(snr.mean()))
