@@ -95,7 +95,7 @@ class Task:
 #: caps are where their RL Zoo settings have long reached the threshold (or, for A2C, a fixed budget).
 TASKS = {
     "CartPole-v1": Task("CartPole-v1", 475.0, {"localpg": 100_000, "ppo": 100_000, "a2c": 100_000}, 30_000, 10),
-    "Acrobot-v1": Task("Acrobot-v1", -100.0, {"localpg": 500_000, "ppo": 300_000, "a2c": 200_000}, 100_000, 10),
+    "Acrobot-v1": Task("Acrobot-v1", -100.0, {"localpg": 500_000, "ppo": 250_000, "a2c": 200_000}, 100_000, 10),
 }
 
 
@@ -254,15 +254,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--envs", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=list(ALGOS))
-    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (> 0)")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[5], help="seeds 0..N-1 (> 0), one value or one per env"
+    )
     parser.add_argument("--workers", type=int, default=1, help="training processes in parallel (> 0)")
     parser.add_argument("--throughput-steps", type=int, default=20_000, help="env steps of the timed segment")
     parser.add_argument("--out", default="benchmarks/results/compare_sb3", help="output path without extension")
     args = parser.parse_args(argv)
-    if args.seeds <= 0 or args.workers <= 0:
+    if any(n <= 0 for n in args.seeds) or args.workers <= 0:
         parser.error("--seeds and --workers must be > 0")
+    if len(args.seeds) not in (1, len(args.envs)):
+        parser.error("--seeds takes one value, or one per --envs entry")
+    seeds = dict(zip(args.envs, args.seeds * len(args.envs) if len(args.seeds) == 1 else args.seeds, strict=True))
     command = "nice python -m benchmarks.compare_sb3 " + " ".join(sys.argv[1:] if argv is None else argv)
-    jobs = [(algo, env_id, seed) for env_id in args.envs for seed in range(args.seeds) for algo in args.algos]
+    jobs = [(algo, env_id, seed) for env_id in args.envs for seed in range(seeds[env_id]) for algo in args.algos]
     start = time.perf_counter()
     if args.workers == 1:
         results = [run_one(job) for job in jobs]
