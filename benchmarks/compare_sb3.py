@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{e}: max {TASKS[e].max_steps}, min_steps {TASKS[e].min_steps}, {TASKS[e].eval_episodes} eval episodes"
                 for e in args.envs
             )
-            + f". LocalPG settings: `{TUNED_PATH}`.",
+            + f". LocalPG settings: `{Path(TUNED_PATH).relative_to(Path(__file__).resolve().parents[1])}`.",
             summarise(results, throughput, args.envs),
             f"![learning curves]({out.with_suffix('.png').name})",
             "## Per seed",
