@@ -21,6 +21,16 @@ __all__ = ["BSNOutput", "BinaryStochasticNetwork", "NoiseFn"]
 NoiseFn = Callable[[int, torch.Size], torch.Tensor]
 
 
+def _is_positive_int(value: object) -> bool:
+    """True for an integral value > 0 (``3`` or ``3.0``), False for bools, strings, 0, negatives, ``2.5``."""
+    if isinstance(value, bool) or (not isinstance(value, (int, float)) and not hasattr(value, "__index__")):
+        return False
+    try:
+        return int(value) == value and int(value) > 0  # type: ignore[call-overload]
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
 class BSNOutput(NamedTuple):
     """Everything one forward pass of a :class:`BinaryStochasticNetwork` produced.
 
@@ -28,7 +38,8 @@ class BSNOutput(NamedTuple):
         samples: per layer, the layer's output ``h_l``, shape (batch, units_l). Binary {0, 1} for
             the local and straight-through estimators (``sqrt(p) * b`` for STS, ``relu(a + z)`` for
             the noisy rectifier).
-        firing_probs: per layer, the probability that each unit fires, ``p_l = sigmoid(a_l)``.
+        firing_probs: per layer, the probability that each unit fires, ``p_l = sigmoid(a_l)``
+            (``sqrt(sigmoid(a_l))`` for STS, ``Phi(a_l / sigma)`` for the noisy rectifier).
         pre_activations: per layer, ``a_l = W_l x_l + b_l`` (carries autograd to ``W_l, b_l``).
         unit_log_probs: per layer, ``log P(firing event of unit i)`` via log-sigmoid, (batch, units_l).
         log_prob: per row, the joint log-probability of all samples: the sum of ``unit_log_probs``
@@ -81,11 +92,13 @@ class BinaryStochasticNetwork(nn.Module):
         estimator_kwargs: dict | None = None,
     ) -> None:
         super().__init__()
-        if int(in_features) <= 0:
-            raise ValueError(f"in_features must be a positive integer, got {in_features}")
-        sizes = list(hidden_sizes)
-        if not sizes or any(int(s) <= 0 or int(s) != s for s in sizes):
-            raise ValueError(f"hidden_sizes must be a non-empty list of positive integers, got {hidden_sizes}")
+        if not _is_positive_int(in_features):
+            raise ValueError(f"in_features must be a positive integer, got {in_features!r}")
+        sizes = list(hidden_sizes) if isinstance(hidden_sizes, Sequence) and not isinstance(hidden_sizes, str) else []
+        if not sizes or not all(_is_positive_int(s) for s in sizes):
+            raise ValueError(
+                f"hidden_sizes must be a non-empty list of positive integers such as [64, 64], got {hidden_sizes!r}"
+            )
         self.in_features = int(in_features)
         self.hidden_sizes = [int(s) for s in sizes]
         kwargs = dict(estimator_kwargs or {})

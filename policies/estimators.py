@@ -13,7 +13,10 @@ Two families:
   (paper section 3, a regressor of the unbiased estimate).
 * **Propagating** (``propagates = True``): the sample is built so that autograd back-propagates a
   (biased) surrogate derivative through it. :class:`StraightThroughEstimator` (identity and
-  sigmoid-adjusted), :class:`StochasticTimesSmoothEstimator`, :class:`NoisyRectifierEstimator`.
+  sigmoid-adjusted), :class:`StochasticTimesSmoothEstimator`, :class:`NoisyRectifierEstimator`
+  (the latter's derivative is the exact pathwise one when the loss is smooth in ``h``; see its class).
+
+Measured bias and variance of each against exact gradients: ``benchmarks/results/estimators.md``.
 
 All estimators draw their randomness from one tensor of uniform noise ``u ~ U(0, 1)`` of the
 pre-activation's shape, so that the caller controls the noise (seeded generators, or the
@@ -150,7 +153,9 @@ class StraightThroughEstimator(Estimator):
         firing_prob = torch.sigmoid(pre_activation)
         hard = (uniform < firing_prob).to(pre_activation.dtype)
         smooth = pre_activation if self.variant == "identity" else firing_prob
-        return hard + smooth - smooth.detach()
+        # (smooth - smooth.detach()) is exactly 0 in the forward pass, so the sample stays exactly binary
+        # (``hard + smooth - smooth.detach()`` would round, e.g. 1 + 0.3 - 0.3 != 1 in float32).
+        return hard + (smooth - smooth.detach())
 
 
 class StochasticTimesSmoothEstimator(Estimator):
@@ -170,8 +175,9 @@ class StochasticTimesSmoothEstimator(Estimator):
     def unit_log_prob(self, samples: torch.Tensor, pre_activation: torch.Tensor) -> torch.Tensor:
         fired = (samples > 0).to(pre_activation.dtype)
         log_sqrt_p = 0.5 * F.logsigmoid(pre_activation)
-        # log(1 - sqrt(p)) = log1p(-exp(log sqrt p)), clamped away from log(0) for huge a.
-        log_not = torch.log1p(-torch.exp(log_sqrt_p).clamp(max=1.0 - 1e-7))
+        # 1 - sqrt(p) = (1 - p) / (1 + sqrt(p)), so log(1 - sqrt(p)) = logsigmoid(-a) - log1p(sqrt(p)):
+        # exact and finite for every finite a (no cancellation as p -> 1).
+        log_not = F.logsigmoid(-pre_activation) - torch.log1p(torch.exp(log_sqrt_p))
         return fired * log_sqrt_p + (1.0 - fired) * log_not
 
     def sample(self, pre_activation: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
@@ -189,6 +195,10 @@ class NoisyRectifierEstimator(Estimator):
     ``h = max(0, a + sigma * z)`` with ``z ~ N(0, 1)`` (drawn from ``u`` by the inverse normal CDF);
     back-propagates ``1[a + sigma z > 0]``. Outputs exact zeros (sparsity) but is not binary.
     The firing event ``h > 0`` has probability ``Phi(a / sigma)``.
+
+    Bias: this is the pathwise (reparameterisation) derivative of ``E[L(h)]``, so it is *unbiased*
+    when ``L`` is smooth (Lipschitz) in ``h``; it is biased when ``L`` depends on ``h`` through a jump,
+    e.g. on the firing event ``1[h > 0]``, whose effect back-propagation cannot see.
 
     Args:
         noise_std: ``sigma > 0``, the standard deviation of the injected Gaussian noise

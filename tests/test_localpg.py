@@ -249,3 +249,23 @@ def test_non_finite_loss_stops_before_writing_weights() -> None:
         model.train()
     for a, b in zip(before, model.policy.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------- torch-batched envs
+def test_runs_on_device_with_torch_env_and_uses_wrappers_when_wrapped() -> None:
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from envs import make_torch_vec_env
+
+    env = make_torch_vec_env("CartPole-v1", num_envs=16, device="cpu", seed=0)
+    model = small_model(env, n_steps=32, batch_size=128)
+    model.learn(16 * 32 * 3)
+    assert isinstance(model._last_obs, torch.Tensor)  # the tensor path kept observations on the device
+    assert len(model.ep_info_buffer) > 0  # finished episodes reached rollout/ep_rew_mean
+    assert all(np.isfinite(info["r"]) and info["l"] >= 1 for info in model.ep_info_buffer)
+
+    wrapped = VecNormalize(make_torch_vec_env("CartPole-v1", num_envs=4, device="cpu", seed=0))
+    normalized = small_model(wrapped)
+    normalized.learn(64)
+    assert isinstance(normalized._last_obs, np.ndarray)  # numpy path through the wrapper
+    assert wrapped.obs_rms.count > 1  # VecNormalize saw the observations

@@ -14,7 +14,8 @@ the action head has PPO's clipped ratio on ``pi(a | h)``.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -26,9 +27,11 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import FloatSchedule, explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
+from torch.distributions import Distribution
 from torch.nn import functional as F
 
 from agents.localpg.buffer import HiddenRolloutBuffer, HiddenRolloutSamples
+from envs.torch_vec_env import TorchVecEnv
 from policies.estimators import LearnedPredictorEstimator, local_gradient
 from policies.policy import SUPPORTED_ACTION_SPACES, BinaryStochasticPolicy, check_spaces
 
@@ -308,7 +311,13 @@ class LocalPG(OnPolicyAlgorithm):
         rollout_buffer: HiddenRolloutBuffer,
         n_rollout_steps: int,
     ) -> bool:
-        """:meth:`collect_rollouts` for torch-batched envs: every step is a few tensor ops on the device."""
+        """:meth:`collect_rollouts` for torch-batched envs: every step is a few tensor ops on the device.
+
+        No step reads a tensor on the host: ``torch.distributions``' argument checks (one host read
+        each) are off during the rollout, and episodes cut by the time limit are bootstrapped once
+        per rollout (:meth:`_bootstrap_cut_episodes`). The only host copies of a rollout are those of
+        :meth:`_drain_episodes` (finished-episode statistics for the logger).
+        """
         self.policy.set_training_mode(False)
         rollout_buffer.reset()
         callback.on_rollout_start()
@@ -319,25 +328,28 @@ class LocalPG(OnPolicyAlgorithm):
         if box:
             low = torch.as_tensor(self.action_space.low, device=self.device)
             high = torch.as_tensor(self.action_space.high, device=self.device)
-        for _ in range(n_rollout_steps):
-            with torch.no_grad():
-                step = self.policy.act(obs)
-                actions = step.actions.clamp(low, high) if box else step.actions
-                result = env.step_tensor(actions)
-                rewards = result.rewards.to(self.device, torch.float32)
-                # Bootstrap episodes cut by the time limit with V(final observation) (SB3 issue #633).
-                # One host sync per step for the check; the critic runs only on steps where it matters.
-                cut = (result.truncated & ~result.terminated).to(self.device, torch.float32)
-                if bool(cut.any()):
-                    final_values = self.policy.predict_values(env.final_obs.to(self.device, obs.dtype)).reshape(-1)
-                    rewards = rewards + self.gamma * final_values * cut
-            self.num_timesteps += env.num_envs
-            callback.update_locals(locals())
-            if not callback.on_step():
-                return False
-            rollout_buffer.add(obs, step.actions, rewards, episode_starts, step.values, step.log_prob, step.hidden)
-            obs = result.obs.to(self.device, obs.dtype)
-            episode_starts = (result.terminated | result.truncated).to(self.device, torch.float32)
+        final_obs_steps: list[torch.Tensor] = []  # where each step ended, before automatic resets
+        cut_steps: list[torch.Tensor] = []  # episodes cut by the time limit (truncated, not terminated)
+        with _distribution_checks(False):
+            for _ in range(n_rollout_steps):
+                with torch.no_grad():
+                    step = self.policy.act(obs)
+                    actions = step.actions.clamp(low, high) if box else step.actions
+                    result = env.step_tensor(actions)
+                    rewards = result.rewards.to(self.device, torch.float32)
+                final_obs_steps.append(env.final_obs)
+                cut_steps.append(result.truncated & ~result.terminated)
+                self.num_timesteps += env.num_envs
+                callback.update_locals(locals())
+                if not callback.on_step():
+                    return False
+                rollout_buffer.add(obs, step.actions, rewards, episode_starts, step.values, step.log_prob, step.hidden)
+                obs = result.obs.to(self.device, obs.dtype)
+                episode_starts = (result.terminated | result.truncated).to(self.device, torch.float32)
+        final_obs = torch.stack(final_obs_steps).to(self.device, obs.dtype)
+        cut = torch.stack(cut_steps).to(self.device)
+        # On CPU reading the mask costs nothing; on an accelerator it would wait for the device.
+        self._bootstrap_cut_episodes(rollout_buffer, final_obs, cut, select_rows=self.device.type == "cpu")
         self._last_obs = obs  # type: ignore[assignment]
         self._last_episode_starts = episode_starts  # type: ignore[assignment]
         self._drain_episodes(env)
@@ -347,6 +359,31 @@ class LocalPG(OnPolicyAlgorithm):
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
+
+    @torch.no_grad()
+    def _bootstrap_cut_episodes(
+        self, rollout_buffer: HiddenRolloutBuffer, final_obs: torch.Tensor, cut: torch.Tensor, select_rows: bool
+    ) -> None:
+        """Add ``gamma * V(final observation)`` to the stored rewards of episodes cut by the time limit.
+
+        The tensor path's form of :meth:`_bootstrap_truncated` (SB3 issue #633), run once per rollout
+        (the critic does not change during a rollout, so the values equal per-step ones).
+
+        Args:
+            rollout_buffer: the full rollout; its ``rewards`` (n_steps, n_envs) are updated in place.
+            final_obs: (n_steps, n_envs, *obs_shape) observations where each step ended, before resets.
+            cut: (n_steps, n_envs) bool, the episode was truncated and not terminated at that step.
+            select_rows: score only the cut rows (reads the mask on the host: for CPU tensors), or
+                score every row and let the mask select (no host read: for accelerators).
+        """
+        rows = final_obs.reshape(-1, *final_obs.shape[2:])
+        rewards = rollout_buffer.rewards.view(-1)
+        if select_rows:
+            index = cut.reshape(-1).nonzero().squeeze(-1)
+            if len(index):
+                rewards.index_add_(0, index, self.gamma * self.policy.predict_values(rows[index]).reshape(-1))
+            return
+        rewards.add_(self.gamma * self.policy.predict_values(rows).reshape(-1) * cut.reshape(-1).to(rewards.dtype))
 
     def _drain_episodes(self, env: Any) -> None:
         """Copy the episodes finished since the last call from the env's tracker into ``ep_info_buffer``.
@@ -596,8 +633,27 @@ class LocalPG(OnPolicyAlgorithm):
 
 
 def _is_tensor_env(env: VecEnv) -> bool:
-    """True for an (unwrapped) env offering the tensor API of :class:`envs.TorchVecEnv`."""
-    return all(hasattr(env, name) for name in ("step_tensor", "final_obs", "episodes"))
+    """True for a :class:`envs.TorchVecEnv` used as it is.
+
+    ``isinstance`` rather than ``hasattr``: SB3's wrappers (``VecNormalize``, ``VecMonitor``...) forward
+    attribute look-ups to the env inside, and a wrapped env must go through the wrapper's numpy API.
+    """
+    return isinstance(env, TorchVecEnv)
+
+
+@contextmanager
+def _distribution_checks(enabled: bool) -> Iterator[None]:
+    """Set ``torch.distributions``' default argument validation within the block, then restore it.
+
+    The checks read a tensor on the host at every distribution built (a device synchronisation on
+    CUDA). The tensor-path rollout turns them off; its actions are drawn from logits of finite inputs.
+    """
+    previous = Distribution._validate_args
+    Distribution.set_default_validate_args(enabled)
+    try:
+        yield
+    finally:
+        Distribution.set_default_validate_args(previous)
 
 
 def _bernoulli_entropy(pre_activation: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,462 @@
+"""Run configurations: defaults, RL-Zoo-style hyperparameter files, ``key:value`` overrides, validation.
+
+A *run configuration* is one flat, YAML-serialisable ``dict``. Its keys are the run settings of
+:data:`RUN_DEFAULTS` (``algo``, ``env``, ``n_timesteps``, ...) plus the constructor arguments of the
+chosen algorithm (``learning_rate``, ``n_steps``, ``policy_kwargs``, ...). It is built from, in
+increasing priority:
+
+1. :data:`RUN_DEFAULTS`;
+2. the entry for the environment id (or else the ``default`` entry) of a hyperparameter file keyed by
+   env id, ``hyperparams/<algo>.yml`` unless another file is given (``-conf``);
+3. explicit command-line flags and ``-params key:value`` overrides.
+
+:func:`validate_config` checks every key and value and returns the normalised configuration that
+``train.py`` saves as ``config.yml`` next to the run's models.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from gymnasium import spaces
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from torch import nn
+
+from agents.cli_errors import UserInputError
+from policies.estimators import ESTIMATORS
+from policies.policy import NEURON_BASELINES
+
+__all__ = [
+    "ACTIVATIONS",
+    "ALGORITHM_NAMES",
+    "BACKEND_NAMES",
+    "BASELINE_NAMES",
+    "ESTIMATOR_NAMES",
+    "HYPERPARAMS_DIR",
+    "POLICY_NAMES",
+    "RUN_DEFAULTS",
+    "algorithm_class",
+    "build_config",
+    "load_hyperparams",
+    "merge",
+    "parse_overrides",
+    "parse_value",
+    "policy_class",
+    "validate_config",
+]
+
+#: folder of the built-in hyperparameter files, one per algorithm, keyed by env id.
+HYPERPARAMS_DIR = Path(__file__).resolve().parent.parent / "hyperparams"
+
+#: algorithms that ``--algo`` accepts.
+ALGORITHM_NAMES = ("localpg", "ppo", "a2c")
+#: environment backends: Gymnasium environments in SB3's ``DummyVecEnv``, or one batched torch env.
+BACKEND_NAMES = ("gymnasium", "torch")
+#: policies that ``--policy`` accepts: the binary-stochastic-neuron policy or SB3's usual MLP.
+POLICY_NAMES = ("bsn", "mlp")
+#: policy aliases accepted in hyperparameter files (RL Zoo spelling) and their ``--policy`` names.
+POLICY_ALIASES = {"bsn": "bsn", "BsnPolicy": "bsn", "mlp": "mlp", "MlpPolicy": "mlp"}
+#: ``policy_kwargs.activation_fn`` names and the ``torch.nn`` modules they stand for (MLP policy, BSN critic).
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU, "sigmoid": nn.Sigmoid,
+}
+
+#: run settings and their defaults; every other configuration key is an algorithm argument.
+RUN_DEFAULTS: dict[str, Any] = {
+    "algo": "localpg",
+    "env": "CartPole-v1",
+    "env_kwargs": {},
+    "backend": "gymnasium",
+    "policy": "bsn",
+    "n_timesteps": 100_000,
+    "n_envs": 8,
+    "seed": None,
+    "device": "auto",
+    "normalize": False,
+    "eval_freq": 10_000,
+    "eval_episodes": 5,
+    "save_freq": 10_000,
+    "tensorboard_log": None,
+    "log_interval": None,
+}
+
+#: algorithm arguments that the run driver sets itself and a configuration may not.
+DRIVER_ARGUMENTS = frozenset({"self", "policy", "env", "tensorboard_log", "verbose", "seed", "device",
+                              "_init_setup_model"})
+
+
+#: estimators that ``--estimator`` accepts (``policies.ESTIMATORS``).
+ESTIMATOR_NAMES = tuple(ESTIMATORS)
+#: baselines that ``--baseline`` accepts (``policies.policy.NEURON_BASELINES``).
+BASELINE_NAMES = NEURON_BASELINES
+
+
+def algorithm_class(name: str) -> type[OnPolicyAlgorithm]:
+    """The SB3 algorithm class for an ``--algo`` name (``localpg``, ``ppo`` or ``a2c``).
+
+    Raises:
+        UserInputError: for an unknown name, listing the known ones.
+    """
+    if name == "localpg":
+        from agents.localpg import LocalPG
+
+        return LocalPG
+    if name == "ppo":
+        from stable_baselines3 import PPO
+
+        return PPO
+    if name == "a2c":
+        from stable_baselines3 import A2C
+
+        return A2C
+    raise UserInputError(f"unknown algorithm {name!r}; choose one of: {', '.join(ALGORITHM_NAMES)}")
+
+
+def policy_class(name: str, observation_space: spaces.Space | None = None) -> type | str:
+    """The policy for a ``--policy`` name: the BSN policy class, or SB3's MLP policy alias.
+
+    Args:
+        name: ``"bsn"`` or ``"mlp"``.
+        observation_space: the environment's; a ``Dict`` space selects ``"MultiInputPolicy"`` for ``mlp``.
+    """
+    if name == "bsn":
+        from policies import BinaryStochasticPolicy
+
+        return BinaryStochasticPolicy
+    return "MultiInputPolicy" if isinstance(observation_space, spaces.Dict) else "MlpPolicy"
+
+
+def parse_value(text: str) -> Any:
+    """Parse one ``-params`` value: an int, a float (``1e-3`` too), or YAML (lists, mappings, bools, null).
+
+    Args:
+        text: the text after the first ``:`` of a ``key:value`` override.
+
+    Raises:
+        UserInputError: if the text is not valid YAML.
+    """
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise UserInputError(f"cannot parse value {text!r}: {_first_line(error)}") from None
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """Turn ``-params`` items ``key:value`` into a nested dict; ``a.b:v`` sets ``{"a": {"b": v}}``.
+
+    Raises:
+        UserInputError: for an item without ``:`` or with an empty key.
+    """
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition(":")
+        if not sep or not key.strip():
+            raise UserInputError(f"bad -params item {item!r}; write key:value, e.g. learning_rate:1e-3")
+        *parents, leaf = key.strip().split(".")
+        target = overrides
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = parse_value(text.strip())
+    return overrides
+
+
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``override`` into a copy of ``base`` (mappings merge, other values replace)."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _first_line(error: Exception) -> str:
+    return " ".join(str(error).split())
+
+
+def load_hyperparams(path: Path, env_id: str) -> dict[str, Any]:
+    """Read the entry for ``env_id`` (or else ``default``) of a YAML file keyed by environment id.
+
+    Args:
+        path: the YAML file (``hyperparams/<algo>.yml`` or a ``-conf`` file).
+        env_id: the environment id whose entry is wanted.
+
+    Returns:
+        A copy of that entry.
+
+    Raises:
+        UserInputError: if the file is missing, is not valid YAML (with the line), is not a mapping
+            of env ids to mappings, or has neither an ``env_id`` nor a ``default`` entry.
+    """
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise UserInputError(f"cannot read hyperparameter file {path}: {error.strerror}") from None
+    try:
+        content = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or _first_line(error)
+        raise UserInputError(f"YAML syntax error in {path}{where}: {problem}; fix the file") from None
+    if not isinstance(content, dict) or not all(isinstance(v, dict) for v in content.values()):
+        raise UserInputError(f"{path} must map environment ids to mappings of hyperparameters, "
+                             "e.g. 'CartPole-v1: {n_steps: 128}'")
+    key = env_id if env_id in content else "default"
+    if key not in content:
+        raise UserInputError(f"{path} has no entry for {env_id!r} and no 'default' entry; "
+                             f"add one (entries: {', '.join(map(str, content))})")
+    return dict(content[key])
+
+
+def build_config(
+    flags: Mapping[str, Any], overrides: Mapping[str, Any], hyperparams_file: Path | None = None
+) -> dict[str, Any]:
+    """Merge defaults, the hyperparameter file, flags and overrides into one validated configuration.
+
+    Args:
+        flags: run settings given as flags (``algo``, ``env``, ``n_timesteps``...); ``None`` values
+            mean "not given". ``estimator`` / ``baseline`` go into ``policy_kwargs``.
+        overrides: ``-params`` overrides (:func:`parse_overrides`); applied last.
+        hyperparams_file: the file keyed by env id; ``None`` uses ``hyperparams/<algo>.yml``.
+
+    Returns:
+        The configuration returned by :func:`validate_config`.
+    """
+    given = {key: value for key, value in flags.items() if value is not None}
+    policy_flags = {key: given.pop(key) for key in ("estimator", "baseline") if key in given}
+    algo = str(given.get("algo", RUN_DEFAULTS["algo"]))
+    env_id = str(given.get("env", RUN_DEFAULTS["env"]))
+    path = hyperparams_file if hyperparams_file is not None else HYPERPARAMS_DIR / f"{algo}.yml"
+    config = merge(RUN_DEFAULTS, load_hyperparams(path, env_id) if algo in ALGORITHM_NAMES else {})
+    config = merge(config, given)
+    if policy_flags:
+        config = merge(config, {"policy_kwargs": policy_flags})
+    return validate_config(merge(config, overrides))
+
+
+# --- validation -------------------------------------------------------------------------------------
+
+Check = Callable[[str, Any], Any]
+
+
+def _number(key: str, value: Any, kind: type) -> int | float:
+    """``value`` as a finite ``kind`` (int or float); numeric strings are accepted, bools are not."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        text = repr(value)
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise UserInputError(f"{key} must be a number, got {text}") from None
+        else:
+            raise UserInputError(f"{key} must be a number, got {text}")
+    if not math.isfinite(value):
+        raise UserInputError(f"{key} must be finite, got {value}")
+    if kind is int:
+        if value != int(value):
+            raise UserInputError(f"{key} must be a whole number, got {value}")
+        return int(value)
+    return float(value)
+
+
+def positive_int(key: str, value: Any) -> int:
+    """``value`` as an integer > 0 (``1e5`` accepted), else a :class:`UserInputError` naming ``key``."""
+    number = _number(key, value, int)
+    if number <= 0:
+        raise UserInputError(f"{key} must be a positive integer, got {value!r}")
+    return int(number)
+
+
+def frequency(key: str, value: Any) -> int:
+    """A period in environment steps; ``0`` or ``-1`` disables it (stored as 0)."""
+    number = int(_number(key, value, int))
+    if number < -1:
+        raise UserInputError(f"{key} must be a positive number of steps (0 or -1 disables), got {value!r}")
+    return max(number, 0)
+
+
+def _float_in(low: float, high: float, low_open: bool, high_open: bool) -> Check:
+    def check(key: str, value: Any) -> float:
+        number = float(_number(key, value, float))
+        too_low = number <= low if low_open else number < low
+        too_high = number >= high if high_open else number > high
+        if too_low or too_high:
+            interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+            raise UserInputError(f"{key} must be in {interval}, got {value!r}")
+        return number
+
+    return check
+
+
+def _choice(choices: Sequence[str]) -> Check:
+    def check(key: str, value: Any) -> str:
+        if value not in choices:
+            raise UserInputError(f"unknown {key} {value!r}; choose one of: {', '.join(choices)}")
+        return str(value)
+
+    return check
+
+
+def _seed(key: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    number = int(_number(key, value, int))
+    if number < 0:
+        raise UserInputError(f"{key} must be a non-negative integer, got {value!r}")
+    return number
+
+
+def _device(key: str, value: Any) -> str:
+    import torch
+
+    text = str(value)
+    if text == "auto" or text == "cpu":
+        return text
+    if text.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserInputError(f"{key} {text!r} asked for CUDA but no CUDA device is available; "
+                                 "use --device cpu or auto")
+        return text
+    raise UserInputError(f"unknown {key} {text!r}; use auto, cpu, cuda or cuda:N")
+
+
+def _mapping(key: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise UserInputError(f"{key} must be a mapping, e.g. {{gravity: 9.8}}, got {value!r}")
+    return dict(value)
+
+
+def _flag(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise UserInputError(f"{key} must be true or false, got {value!r}")
+    return value
+
+
+POSITIVE = _float_in(0.0, math.inf, True, True)
+NON_NEGATIVE = _float_in(0.0, math.inf, False, True)
+
+#: validation of each run setting.
+RUN_CHECKS: dict[str, Check] = {
+    "algo": _choice(ALGORITHM_NAMES),
+    "env": lambda key, value: str(value),
+    "env_kwargs": _mapping,
+    "backend": _choice(BACKEND_NAMES),
+    "policy": lambda key, value: _choice(POLICY_NAMES)(key, POLICY_ALIASES.get(value, value)),
+    "n_timesteps": positive_int,
+    "n_envs": positive_int,
+    "seed": _seed,
+    "device": _device,
+    "normalize": _flag,
+    "eval_freq": frequency,
+    "eval_episodes": positive_int,
+    "save_freq": frequency,
+    "tensorboard_log": lambda key, value: None if value in (None, "") else str(Path(value).resolve()),
+    "log_interval": lambda key, value: None if value is None else positive_int(key, value),
+}
+
+#: validation of the usual algorithm arguments (others are only checked to be known).
+HYPERPARAM_CHECKS: dict[str, Check] = {
+    "learning_rate": POSITIVE,
+    "n_steps": positive_int,
+    "batch_size": positive_int,
+    "n_epochs": positive_int,
+    "gamma": _float_in(0.0, 1.0, True, False),
+    "gae_lambda": _float_in(0.0, 1.0, False, False),
+    "clip_range": POSITIVE,
+    "ent_coef": NON_NEGATIVE,
+    "vf_coef": NON_NEGATIVE,
+    "max_grad_norm": POSITIVE,
+    "normalize_advantage": _flag,
+}
+
+
+def _unknown(kind: str, key: str, known: Sequence[str], where: str) -> UserInputError:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return UserInputError(f"unknown {kind} {key!r}{where}; {hint}known: {', '.join(sorted(known))}")
+
+
+def _argument_names(function: Callable[..., Any]) -> tuple[list[str], bool]:
+    parameters = inspect.signature(function).parameters.values()
+    names = [p.name for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    return names, any(p.kind == p.VAR_KEYWORD for p in parameters)
+
+
+def _validate_policy_kwargs(policy: str, value: Any) -> dict[str, Any]:
+    kwargs = _mapping("policy_kwargs", value)
+    if policy == "mlp":
+        for key in ("estimator", "baseline"):
+            if key in kwargs:
+                raise UserInputError(f"{key} only applies to the BSN policy; drop it or use --policy bsn")
+    else:
+        if "estimator" in kwargs:
+            kwargs["estimator"] = _choice(ESTIMATOR_NAMES)("estimator", kwargs["estimator"])
+        if "baseline" in kwargs:
+            kwargs["baseline"] = _choice(BASELINE_NAMES)("baseline", kwargs["baseline"])
+    if "activation_fn" in kwargs:
+        kwargs["activation_fn"] = _choice(tuple(ACTIVATIONS))("activation_fn", kwargs["activation_fn"])
+    if "net_arch" in kwargs:
+        arch = kwargs["net_arch"]
+        layers = arch.values() if isinstance(arch, Mapping) else [arch]
+        for sizes in layers:
+            if not isinstance(sizes, list) or not sizes:
+                raise UserInputError(f"policy_kwargs.net_arch must be a list of layer sizes, got {arch!r}")
+            for size in sizes:
+                positive_int("policy_kwargs.net_arch size", size)
+    policy_obj = policy_class(policy)
+    if isinstance(policy_obj, type):
+        known, open_ended = _argument_names(policy_obj.__init__)
+    else:
+        from stable_baselines3.common.policies import ActorCriticPolicy
+
+        known, open_ended = _argument_names(ActorCriticPolicy.__init__)
+    known = [name for name in known if name not in ("self", "observation_space", "action_space", "lr_schedule")]
+    for key in kwargs:
+        if key not in known and not open_ended:
+            raise _unknown("policy_kwargs key", key, known, f" for the {policy} policy")
+    return kwargs
+
+
+def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Check every key and value of a run configuration and return it normalised.
+
+    Run settings are checked by :data:`RUN_CHECKS`; other keys must be constructor arguments of the
+    algorithm (checked against its signature), the usual ones by :data:`HYPERPARAM_CHECKS`; the
+    estimator and baseline in ``policy_kwargs`` must be known names.
+
+    Raises:
+        UserInputError: naming the first bad key or value and what is expected.
+    """
+    result: dict[str, Any] = {}
+    for key, default in RUN_DEFAULTS.items():
+        result[key] = RUN_CHECKS[key](key, config.get(key, default))
+    algo = algorithm_class(result["algo"])
+    known, _ = _argument_names(algo.__init__)
+    known = [name for name in known if name not in DRIVER_ARGUMENTS]
+    for key, value in config.items():
+        if key in RUN_DEFAULTS:
+            continue
+        if key not in known:
+            raise _unknown("hyperparameter", key, [*known, *RUN_DEFAULTS], f" for {result['algo']}")
+        if key == "policy_kwargs":
+            result[key] = _validate_policy_kwargs(result["policy"], value)
+        elif key in HYPERPARAM_CHECKS:
+            result[key] = HYPERPARAM_CHECKS[key](key, value)
+        else:
+            result[key] = value
+    return result

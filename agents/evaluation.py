@@ -1,0 +1,191 @@
+"""Evaluating saved models, recording episodes as GIFs, and plotting learning curves of runs."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
+
+__all__ = [
+    "EpisodeStats",
+    "load_monitor_curve",
+    "load_tensorboard_scalars",
+    "plot_learning_curves",
+    "run_episodes",
+    "save_gif",
+]
+
+#: ``(steps, values)`` of one curve.
+Curve = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass
+class EpisodeStats:
+    """Returns and lengths of evaluation episodes.
+
+    Attributes:
+        returns: undiscounted return of each episode (from the Monitor wrapper, so not normalised).
+        lengths: number of steps of each episode.
+        deterministic: whether units and actions took their noise-free values.
+    """
+
+    returns: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    deterministic: bool = True
+
+    def summary(self) -> dict[str, float | int | bool | list]:
+        """Mean and standard deviation of returns and lengths, with the raw lists (JSON-serialisable)."""
+        return {
+            "episodes": len(self.returns),
+            "deterministic": self.deterministic,
+            "mean_return": float(np.mean(self.returns)),
+            "std_return": float(np.std(self.returns)),
+            "mean_length": float(np.mean(self.lengths)),
+            "std_length": float(np.std(self.lengths)),
+            **asdict(self),
+        }
+
+
+def run_episodes(
+    model: BaseAlgorithm, venv: VecEnv, n_episodes: int, deterministic: bool = True, record: int = 0
+) -> tuple[EpisodeStats, list[list[np.ndarray]]]:
+    """Play ``n_episodes`` episodes of ``model`` in the first environment of ``venv``.
+
+    Args:
+        model: the trained agent.
+        venv: a vectorised environment with one copy, wrapped in ``Monitor`` (``train.make_env``
+            does); built with ``render_mode="rgb_array"`` if ``record > 0``.
+        n_episodes: number of episodes (> 0).
+        deterministic: noise-free units and actions (``predict(deterministic=True)``) or sampled ones.
+        record: number of first episodes whose frames are returned (0 for none).
+
+    Returns:
+        The episode statistics, and the RGB frames (H, W, 3) of each recorded episode.
+    """
+    if n_episodes <= 0:
+        raise ValueError(f"n_episodes must be positive, got {n_episodes}")
+    stats = EpisodeStats(deterministic=deterministic)
+    videos: list[list[np.ndarray]] = []
+    frames: list[np.ndarray] = []
+    observations = venv.reset()
+    while len(stats.returns) < n_episodes:
+        recording = len(stats.returns) < record
+        if recording:
+            frames.append(venv.get_images()[0])
+        actions, _ = model.predict(observations, deterministic=deterministic)
+        observations, _, dones, infos = venv.step(actions)
+        if dones[0]:
+            episode = infos[0]["episode"]
+            stats.returns.append(float(episode["r"]))
+            stats.lengths.append(int(episode["l"]))
+            if recording:
+                videos.append(frames)
+                frames = []
+    return stats, videos
+
+
+def save_gif(frames: list[np.ndarray], path: Path, fps: float = 30.0) -> Path:
+    """Write RGB frames as an animated GIF (Pillow; no video codec needed).
+
+    Args:
+        frames: (H, W, 3) uint8 images, at least one.
+        path: the ``.gif`` destination (its folder is created).
+        fps: frames per second (> 0).
+    """
+    from PIL import Image
+
+    if not frames:
+        raise ValueError("no frames to save")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = [Image.fromarray(np.asarray(frame, dtype=np.uint8)) for frame in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=max(int(1000 / fps), 1), loop=0)
+    return path
+
+
+def load_monitor_curve(monitor_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Training episodes of a run from its Monitor CSV files, in time order.
+
+    Args:
+        monitor_dir: folder with ``*.monitor.csv`` files (one per training environment).
+
+    Returns:
+        ``(steps, returns)``: the total environment steps (all copies) when each episode ended, and
+        its return. Empty arrays if no episode has finished.
+    """
+    rows: list[tuple[float, float, int]] = []
+    for path in sorted(Path(monitor_dir).glob("*.monitor.csv")):
+        with open(path, newline="") as handle:
+            lines = [line for line in handle if not line.startswith("#")]
+        rows.extend((float(row["t"]), float(row["r"]), int(row["l"])) for row in csv.DictReader(lines))
+    rows.sort()
+    if not rows:
+        return np.zeros(0), np.zeros(0)
+    lengths = np.array([row[2] for row in rows])
+    return np.cumsum(lengths), np.array([row[1] for row in rows])
+
+
+def load_tensorboard_scalars(event_dir: Path, keys: list[str]) -> dict[str, Curve]:
+    """Scalars of a run's TensorBoard event folder (every event file in it, e.g. of a continued run).
+
+    Args:
+        event_dir: the folder holding ``events.out.tfevents.*`` files.
+        keys: the scalar tags wanted (e.g. ``rollout/ep_rew_mean``, ``bsn/layer0/firing_rate``).
+
+    Returns:
+        Tag to ``(steps, values)`` sorted by step, for the wanted tags that the folder has.
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(event_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    available = set(accumulator.Tags()["scalars"])
+    curves = {}
+    for key in keys:
+        if key in available:
+            events = sorted(accumulator.Scalars(key), key=lambda event: event.step)
+            curves[key] = (np.array([e.step for e in events]), np.array([e.value for e in events]))
+    return curves
+
+
+def plot_learning_curves(panels: dict[str, dict[str, Curve]], path: Path, smooth: bool = True) -> Path:
+    """Plot curves of several runs into one PNG, one panel per quantity.
+
+    Args:
+        panels: panel title (the y quantity, e.g. ``episode return`` or a TensorBoard key) to a mapping
+            of run label to ``(steps, values)``.
+        path: the ``.png`` destination (its folder is created).
+        smooth: draw a moving average over about 5% of the points (raw points faint).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = min(len(panels), 2) or 1
+    rows = max(1, -(-len(panels) // columns))
+    figure, axes_grid = plt.subplots(rows, columns, figsize=(6.5 * columns, 4 * rows), squeeze=False)
+    for axes, (title, curves) in zip(axes_grid.flat, panels.items(), strict=False):
+        for label, (steps, values) in curves.items():
+            window = max(1, len(values) // 20) if smooth else 1
+            averaged = np.convolve(values, np.ones(window) / window, mode="valid")
+            line = axes.plot(steps[window - 1:], averaged, label=label)[0]
+            if window > 1:
+                axes.plot(steps, values, color=line.get_color(), alpha=0.2, linewidth=0.8)
+        axes.set_xlabel("environment steps")
+        axes.set_title(title)
+        axes.grid(alpha=0.3)
+        if curves:
+            axes.legend(fontsize="small")
+    for axes in list(axes_grid.flat)[len(panels):]:
+        axes.set_visible(False)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

@@ -1,0 +1,551 @@
+"""The training driver: run folders, environments and models built from a configuration, training, resume.
+
+Run folder layout (``<log-folder>/<algo>/<env>_<N>/``, see :class:`RunLayout`)::
+
+    config.yml                      the exact configuration used (agents.config)
+    final_model.zip                 the model at the end of training (+ _vecnormalize.pkl if normalised)
+    best_model.zip                  the model with the best evaluation return so far
+    checkpoints/ckpt_<steps>_steps.zip   periodic checkpoints, and the one saved on SIGINT / SIGTERM
+    monitor/<i>.monitor.csv         per-episode return and length of each training environment
+    eval/evaluations.npz            the periodic evaluations (SB3 EvalCallback format)
+    tb/                             TensorBoard events (unless -tb names another folder)
+
+:func:`run_training` is the reusable entry point (``train.py`` and sweep runners call it).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import warnings
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.utils import set_random_seed
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize, unwrap_vec_wrapper
+
+from agents.callbacks import (
+    CheckpointCallback,
+    FiniteParametersCallback,
+    FiringHistogramCallback,
+    HParamCallback,
+    SaveModelCallback,
+    StopOnRequestCallback,
+    StopRequest,
+    catch_stop_signals,
+)
+from agents.checkpoint import (
+    TEMP_SUFFIX,
+    atomic_write,
+    check_finite_parameters,
+    check_model_file,
+    load_model,
+    save_model,
+    vecnormalize_path,
+)
+from agents.cli_errors import DivergenceError, UserInputError
+from agents.config import (
+    ACTIVATIONS,
+    DRIVER_ARGUMENTS,
+    RUN_DEFAULTS,
+    algorithm_class,
+    merge,
+    policy_class,
+    validate_config,
+)
+from agents.env_checks import VecCheckFinite, check_env_id, check_spaces
+from policies import BinaryStochasticPolicy
+
+__all__ = [
+    "RunLayout",
+    "algorithm_kwargs",
+    "build_model",
+    "create_run_dir",
+    "effective_hyperparameters",
+    "find_run",
+    "firing_probabilities",
+    "load_run_config",
+    "make_env",
+    "read_run_config",
+    "restore_evaluations",
+    "run_name",
+    "run_training",
+    "tensorboard_dir",
+]
+
+CHECKPOINT_PATTERN = re.compile(r"^ckpt_(\d+)_steps\.zip$")
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Where everything of one run lives, below its folder ``root`` (see the module docstring)."""
+
+    root: Path
+
+    @property
+    def config_file(self) -> Path:
+        """The run's configuration, ``config.yml``."""
+        return self.root / "config.yml"
+
+    @property
+    def final_model(self) -> Path:
+        """The model saved when training ends."""
+        return self.root / "final_model.zip"
+
+    @property
+    def best_model(self) -> Path:
+        """The model with the best evaluation return."""
+        return self.root / "best_model.zip"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Folder of the periodic and interruption checkpoints."""
+        return self.root / "checkpoints"
+
+    @property
+    def monitor_dir(self) -> Path:
+        """Folder of the training environments' Monitor CSV files."""
+        return self.root / "monitor"
+
+    @property
+    def eval_dir(self) -> Path:
+        """Folder of the periodic evaluations (``evaluations.npz``)."""
+        return self.root / "eval"
+
+    def checkpoint(self, steps: int) -> Path:
+        """The checkpoint file for a model that has taken ``steps`` environment steps."""
+        return self.checkpoint_dir / f"ckpt_{steps}_steps.zip"
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """Complete checkpoints on disk as ``(steps, path)``, oldest first (temporary files ignored)."""
+        if not self.checkpoint_dir.is_dir():
+            return []
+        found = [(int(match.group(1)), path) for path in self.checkpoint_dir.iterdir()
+                 if (match := CHECKPOINT_PATTERN.match(path.name))]
+        return sorted(found)
+
+    def latest_model(self) -> Path | None:
+        """The saved model with the most steps (the final model wins a tie); ``None`` if none is saved."""
+        candidates = self.checkpoints()
+        if self.final_model.is_file():
+            candidates.append((saved_timesteps(self.final_model), self.final_model))
+        return max(candidates, key=lambda item: (item[0], item[1] == self.final_model))[1] if candidates else None
+
+    def remove_temporary_files(self) -> None:
+        """Delete temporary files that a process killed mid-save left behind."""
+        for folder in (self.root, self.checkpoint_dir):
+            if folder.is_dir():
+                for path in folder.glob(f".*{TEMP_SUFFIX}"):
+                    path.unlink(missing_ok=True)
+
+
+def saved_timesteps(model_path: Path) -> int:
+    """The ``num_timesteps`` recorded in a saved model (read from its ``data`` entry, without loading it)."""
+    with zipfile.ZipFile(model_path) as archive:
+        return int(json.loads(archive.read("data"))["num_timesteps"])
+
+
+def run_name(env_id: str) -> str:
+    """The folder-name stem of an env id: ``module:Name-v0`` gives ``Name-v0``; slashes become ``_``."""
+    return env_id.rpartition(":")[2].replace("/", "_")
+
+
+def create_run_dir(log_folder: Path, algo: str, env_id: str) -> RunLayout:
+    """Create the next free run folder ``<log_folder>/<algo>/<env>_<N>`` (N counts from 1).
+
+    Raises:
+        UserInputError: if the folder cannot be created or written (naming it and the fix).
+    """
+    parent = Path(log_folder) / algo
+    stem = run_name(env_id)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        numbers = [int(match.group(1)) for path in parent.iterdir()
+                   if (match := re.fullmatch(re.escape(stem) + r"_(\d+)", path.name))]
+        number = max(numbers, default=0) + 1
+        while True:
+            root = parent / f"{stem}_{number}"
+            try:
+                root.mkdir()
+                break
+            except FileExistsError:
+                number += 1
+        probe = root / ".write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise UserInputError(f"cannot write to log folder {log_folder} ({error.strerror or error}); "
+                             "choose a writable folder with -f") from None
+    return RunLayout(root)
+
+
+def tensorboard_dir(config: Mapping[str, Any], layout: RunLayout) -> Path:
+    """The run's TensorBoard event folder: ``<tensorboard_log>/<algo>/<run>`` or ``<run folder>/tb``."""
+    base = config.get("tensorboard_log")
+    return Path(base) / config["algo"] / layout.root.name if base else layout.root / "tb"
+
+
+def find_run(path: Path) -> tuple[RunLayout | None, Path]:
+    """Resolve a run folder or a model file to ``(run layout or None, model file)``.
+
+    A run folder gives its latest model (:meth:`RunLayout.latest_model`); a model file gives the run
+    whose ``config.yml`` is in its folder or the folder above (``checkpoints/``), if any.
+
+    Raises:
+        UserInputError: for a folder that is not a run or has no model yet, or a bad model file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        layout = RunLayout(path)
+        if not layout.config_file.is_file():
+            raise UserInputError(f"{path} is not a run folder (no config.yml); give a run folder made by "
+                                 "train.py or a model .zip")
+        model = layout.latest_model()
+        if model is None:
+            raise UserInputError(f"run folder {path} has no saved model yet; train it first")
+        return layout, model
+    check_model_file(path)
+    for folder in (path.parent, path.parent.parent):
+        if (folder / "config.yml").is_file():
+            return RunLayout(folder), path
+    return None, path
+
+
+def read_run_config(layout: RunLayout) -> dict[str, Any]:
+    """A run's ``config.yml`` as written, not validated (validate after merging changes, e.g. the device).
+
+    Raises:
+        UserInputError: if it cannot be read or is not a mapping.
+    """
+    try:
+        config = yaml.safe_load(layout.config_file.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise UserInputError(f"cannot read {layout.config_file}: {' '.join(str(error).split())}") from None
+    if not isinstance(config, dict):
+        raise UserInputError(f"{layout.config_file} is not a mapping of configuration keys")
+    return config
+
+
+def load_run_config(layout: RunLayout, changes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A run's configuration with ``changes`` merged in, validated.
+
+    Changes come first so that, e.g., a run trained with ``device: cuda`` loads on a machine without
+    CUDA when ``changes`` names another device.
+
+    Raises:
+        UserInputError: if the file cannot be read or the result is not a valid configuration.
+    """
+    return validate_config(merge(read_run_config(layout), changes or {}))
+
+
+def save_run_config(layout: RunLayout, config: Mapping[str, Any]) -> None:
+    """Write the configuration to the run's ``config.yml`` atomically."""
+    text = yaml.safe_dump(dict(config), sort_keys=False)
+    atomic_write(layout.config_file, lambda handle: handle.write(text.encode()))
+
+
+def make_env(
+    config: Mapping[str, Any],
+    n_envs: int,
+    seed: int | None,
+    monitor_dir: Path | None = None,
+    append_monitor: bool = False,
+    render_mode: str | None = None,
+) -> VecEnv:
+    """Build the vectorised environment of a configuration, checked for known id, spaces and finite output.
+
+    Args:
+        config: a validated run configuration (``env``, ``env_kwargs``).
+        n_envs: number of parallel copies (> 0).
+        seed: seed of the first copy (copy ``i`` gets ``seed + i``), or ``None``.
+        monitor_dir: folder of the Monitor CSV files, or ``None`` to keep them in memory only.
+        append_monitor: append to existing Monitor files (a continued run) instead of replacing them.
+        render_mode: Gymnasium render mode (``"rgb_array"`` to record videos), or ``None``.
+
+    Returns:
+        A ``VecEnv`` wrapped in :class:`~agents.env_checks.VecCheckFinite` (not normalised); with
+        ``config["backend"] == "torch"`` (and no ``render_mode``), one unwrapped batched
+        :class:`envs.TorchVecEnv` on ``config["device"]`` instead, so LocalPG keeps its on-device
+        rollouts (no Monitor files, no finiteness wrapper).
+
+    Raises:
+        UserInputError: for an unknown id, bad ``env_kwargs``, or unsupported spaces.
+    """
+    env_id = config["env"]
+    if config["backend"] == "torch" and render_mode is None:
+        return _make_torch_env(config, n_envs, seed)
+    check_env_id(env_id)
+    env_kwargs = dict(config.get("env_kwargs") or {})
+    if render_mode is not None:
+        env_kwargs["render_mode"] = render_mode
+    try:
+        venv = make_vec_env(env_id, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs,
+                            monitor_dir=str(monitor_dir) if monitor_dir else None,
+                            monitor_kwargs={"override_existing": not append_monitor})
+    except TypeError as error:
+        raise UserInputError(f"cannot make {env_id!r} with env_kwargs {env_kwargs}: {error}; "
+                             "fix env_kwargs") from None
+    check_spaces(venv.observation_space, venv.action_space, env_id)
+    return VecCheckFinite(venv)
+
+
+def _make_torch_env(config: Mapping[str, Any], n_envs: int, seed: int | None) -> VecEnv:
+    """The batched torch environment of a configuration (``backend: torch``)."""
+    from envs import TORCH_ENVS, make_torch_vec_env
+
+    if config["env"] not in TORCH_ENVS:
+        raise UserInputError(f"environment {config['env']!r} has no torch implementation; use one of "
+                             f"{', '.join(TORCH_ENVS)} or the gymnasium backend")
+    try:
+        return make_torch_vec_env(config["env"], n_envs, device=config["device"], seed=seed,
+                                  env_kwargs=config.get("env_kwargs") or None)
+    except TypeError as error:
+        raise UserInputError(f"cannot make {config['env']!r} with env_kwargs {config['env_kwargs']}: {error}; "
+                             "fix env_kwargs") from None
+
+
+def algorithm_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The algorithm constructor arguments of a configuration (run settings removed, names resolved)."""
+    kwargs = {key: value for key, value in config.items() if key not in RUN_DEFAULTS}
+    if "policy_kwargs" in kwargs:
+        policy_kwargs = dict(kwargs["policy_kwargs"])
+        if "activation_fn" in policy_kwargs:
+            policy_kwargs["activation_fn"] = ACTIVATIONS[policy_kwargs["activation_fn"]]
+        kwargs["policy_kwargs"] = policy_kwargs
+    return kwargs
+
+
+def build_model(config: Mapping[str, Any], env: VecEnv) -> BaseAlgorithm:
+    """A new, untrained algorithm for a validated configuration, on ``env``."""
+    algo = algorithm_class(config["algo"])
+    try:
+        policy = policy_class(config["policy"], env.observation_space)
+        return algo(policy, env, seed=config["seed"], device=config["device"], verbose=0, **algorithm_kwargs(config))
+    except (ValueError, AssertionError) as error:
+        raise UserInputError(f"invalid hyperparameters for {config['algo']}: "
+                             f"{' '.join(str(error).split())}") from None
+
+
+def firing_probabilities(model: BaseAlgorithm, observations: Any) -> list[torch.Tensor]:
+    """Per layer, the firing probabilities of the policy's binary stochastic units on ``observations``.
+
+    Units above the first see sampled outputs of the layer below, as when acting; the samples come
+    from a forked random state, so the training's random stream is untouched.
+    """
+    policy = model.policy
+    with torch.random.fork_rng(devices=[]):
+        features = policy.extract_features(observations, policy.pi_features_extractor)
+        return list(policy.bsn(features).firing_probs)
+
+
+def effective_hyperparameters(config: Mapping[str, Any], model: BaseAlgorithm) -> dict[str, Any]:
+    """The run's configuration plus every scalar constructor argument the model actually uses.
+
+    Arguments left at the algorithm's defaults are not in the configuration; they are read from the
+    model so TensorBoard's HPARAMS tab shows the complete set (e.g. ``learning_rate``, ``clip_range``).
+    """
+    hparams = {key: value for key, value in config.items() if key != "tensorboard_log"}
+    for name in inspect.signature(type(model).__init__).parameters:
+        value = getattr(model, name, None)
+        if name not in hparams and name not in DRIVER_ARGUMENTS and isinstance(value, (bool, int, float, str)):
+            hparams[name] = value
+    return hparams
+
+
+def _is_bsn(model: BaseAlgorithm) -> bool:
+    return isinstance(model.policy, BinaryStochasticPolicy)
+
+
+def restore_evaluations(evaluation: EvalCallback, path: Path) -> None:
+    """Give a continued run's ``EvalCallback`` the earlier evaluations and best mean return.
+
+    Without this, ``evaluations.npz`` would restart empty and the first evaluation after ``-i`` would
+    replace ``best_model.zip`` even if it were worse.
+
+    Args:
+        evaluation: the new callback (before training starts).
+        path: the run's ``evaluations.npz``; nothing happens if it does not exist.
+    """
+    if not path.is_file():
+        return
+    with np.load(path) as saved:
+        evaluation.evaluations_timesteps = [int(step) for step in saved["timesteps"]]
+        evaluation.evaluations_results = [list(row) for row in saved["results"]]
+        evaluation.evaluations_length = [list(row) for row in saved["ep_lengths"]]
+    if evaluation.evaluations_results:
+        evaluation.best_mean_reward = max(float(np.mean(row)) for row in evaluation.evaluations_results)
+
+
+def _callbacks(
+    config: Mapping[str, Any], layout: RunLayout, model: BaseAlgorithm, request: StopRequest,
+    vec_normalize: VecNormalize | None, resumed: bool,
+) -> tuple[list[BaseCallback], EvalCallback | None]:
+    """The callbacks of a run: stop on request, divergence check, checkpoints, evaluation, TensorBoard extras.
+
+    Returns the list and the evaluation callback (``None`` when ``eval_freq`` is 0). Hyperparameters
+    are logged only for a new run (a continued one already has them in its TensorBoard run).
+    """
+    callbacks: list[BaseCallback] = [StopOnRequestCallback(request), FiniteParametersCallback()]
+    if config["save_freq"]:
+        callbacks.append(CheckpointCallback(config["save_freq"], layout.checkpoint, vec_normalize))
+    evaluation = None
+    if config["eval_freq"]:
+        eval_seed = None if config["seed"] is None else config["seed"] + 10_000
+        eval_env = make_env({**config, "backend": "gymnasium"}, n_envs=1, seed=eval_seed)
+        if vec_normalize is not None:
+            eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
+        evaluation = EvalCallback(
+            eval_env, callback_on_new_best=SaveModelCallback(layout.best_model, vec_normalize),
+            n_eval_episodes=config["eval_episodes"], eval_freq=max(config["eval_freq"] // config["n_envs"], 1),
+            log_path=str(layout.eval_dir), deterministic=True, verbose=0, warn=False,
+        )
+        if resumed:
+            restore_evaluations(evaluation, layout.eval_dir / "evaluations.npz")
+        callbacks.append(evaluation)
+    if not resumed:
+        callbacks.append(HParamCallback(effective_hyperparameters(config, model)))
+    if _is_bsn(model):
+        callbacks.append(FiringHistogramCallback(firing_probabilities))
+    return callbacks, evaluation
+
+
+def _prepare_env(config: Mapping[str, Any], layout: RunLayout, resume_from: Path | None,
+                 start_step: int) -> tuple[VecEnv, VecNormalize | None]:
+    """The training environment and its ``VecNormalize`` (or ``None``), seeded with ``seed + start_step``.
+
+    A continued run appends to its Monitor files and reloads the statistics saved beside ``resume_from``.
+    """
+    seed = None if config["seed"] is None else config["seed"] + start_step
+    env = make_env(config, config["n_envs"], seed, layout.monitor_dir, append_monitor=resume_from is not None)
+    if not config["normalize"]:
+        return env, None
+    stats = vecnormalize_path(resume_from) if resume_from is not None else None
+    if stats is not None and stats.is_file():
+        vec_normalize = VecNormalize.load(str(stats), env)
+        vec_normalize.training = True
+    else:
+        vec_normalize = VecNormalize(env)
+    return vec_normalize, vec_normalize
+
+
+def _load_or_build_model(config: Mapping[str, Any], env: VecEnv, resume_from: Path | None) -> BaseAlgorithm:
+    """The model to train: loaded from ``resume_from`` (with the configuration's hyperparameters) or new."""
+    if resume_from is None:
+        return build_model(config, env)
+    kwargs = {key: value for key, value in algorithm_kwargs(config).items() if key != "policy_kwargs"}
+    return load_model(algorithm_class(config["algo"]), resume_from, env=env, env_id=config["env"],
+                      device=config["device"], **kwargs)
+
+
+def _learn(model: BaseAlgorithm, config: Mapping[str, Any], callbacks: list[BaseCallback], request: StopRequest,
+           progress_bar: bool) -> None:
+    """Train until ``config["n_timesteps"]`` or a stop request; turn a numerical blow-up into DivergenceError."""
+    interval = {} if config["log_interval"] is None else {"log_interval": config["log_interval"]}
+    try:
+        with catch_stop_signals(request), warnings.catch_warnings():
+            # The evaluation env is a Gymnasium one even when training uses the torch backend.
+            warnings.filterwarnings("ignore", message="Training and eval env are not of the same type")
+            warnings.filterwarnings("ignore", message="rich is experimental")  # SB3's progress bar
+            model.learn(config["n_timesteps"] - model.num_timesteps, callback=callbacks,
+                        reset_num_timesteps=False, progress_bar=progress_bar, **interval)
+    except (UserInputError, KeyboardInterrupt):
+        raise
+    except Exception as error:
+        check_finite_parameters(model)  # non-finite weights raise DivergenceError here
+        if isinstance(error, FloatingPointError) or "nan" in str(error).lower():
+            raise DivergenceError(f"training diverged at step {model.num_timesteps} "
+                                  f"({' '.join(str(error).split())[:200]}); nothing was saved over the last "
+                                  "good checkpoint; lower the learning rate") from error
+        raise
+
+
+def run_training(
+    config: Mapping[str, Any],
+    run_dir: Path,
+    resume_from: Path | None = None,
+    progress_bar: bool = False,
+    verbose: int = 0,
+    on_start: Callable[[BaseAlgorithm], None] | None = None,
+) -> dict[str, Any]:
+    """Train (or continue training) one run and save everything into ``run_dir``.
+
+    SIGINT and SIGTERM stop training at the next environment step, save a checkpoint and return
+    (``result["interrupted"]`` names the signal). Periodic checkpoints, the best and the final model are
+    written atomically and only with finite weights.
+
+    Args:
+        config: a run configuration (validated again here; missing run settings take
+            :data:`~agents.config.RUN_DEFAULTS`). :func:`agents.config.build_config` builds one from the
+            hyperparameter files, as ``train.py`` does.
+        run_dir: the run folder (created if missing); its ``config.yml`` is (re)written.
+        resume_from: a model file to continue from: its step count, optimiser state, TensorBoard event
+            folder and Monitor files continue (``reset_num_timesteps=False``); training runs until the
+            model has ``config["n_timesteps"]`` steps. ``None`` starts a new model.
+        progress_bar: show SB3's progress bar.
+        verbose: 0 quiet, 1 SB3's log tables on stdout too.
+        on_start: called with the model just before training starts (e.g. to report where things go).
+
+    Returns:
+        ``run_dir``, ``model_path`` (final model, or checkpoint if interrupted), ``num_timesteps``,
+        ``interrupted`` (signal name or ``None``), ``tensorboard_dir``, ``best_mean_reward`` (or ``None``).
+
+    Raises:
+        UserInputError: for bad configuration, environment or model file; a finished run.
+        DivergenceError: if training makes a weight non-finite (nothing non-finite is saved).
+        NonFiniteEnvError: if the environment returns NaN or infinity (with the step).
+    """
+    config = validate_config(config)
+    layout = RunLayout(Path(run_dir))
+    layout.root.mkdir(parents=True, exist_ok=True)
+    layout.remove_temporary_files()
+    for folder in (layout.checkpoint_dir, layout.monitor_dir):
+        folder.mkdir(exist_ok=True)
+    start_step = saved_timesteps(resume_from) if resume_from is not None else 0
+    if start_step >= config["n_timesteps"]:
+        raise UserInputError(f"the model {resume_from} already has {start_step} steps >= n_timesteps "
+                             f"{config['n_timesteps']}; pass a larger -n to train further")
+    save_run_config(layout, config)
+    env, vec_normalize = _prepare_env(config, layout, resume_from, start_step)
+    try:
+        if config["seed"] is not None:
+            set_random_seed(config["seed"] + start_step)
+        model = _load_or_build_model(config, env, resume_from)
+        events = tensorboard_dir(config, layout)
+        model.set_logger(configure(str(events), ["tensorboard", "stdout"] if verbose else ["tensorboard"]))
+        finite_check = unwrap_vec_wrapper(env, VecCheckFinite)
+        if finite_check is not None:
+            finite_check.num_steps = model.num_timesteps
+        request = StopRequest()
+        callbacks, evaluation = _callbacks(config, layout, model, request, vec_normalize, resume_from is not None)
+        if on_start is not None:
+            on_start(model)
+        try:
+            _learn(model, config, callbacks, request, progress_bar)
+        finally:
+            model.logger.close()
+            if evaluation is not None:
+                evaluation.eval_env.close()
+    finally:
+        env.close()
+    path = layout.checkpoint(model.num_timesteps) if request.requested else layout.final_model
+    save_model(model, path, vec_normalize)
+    return {
+        "run_dir": layout.root,
+        "model_path": path,
+        "num_timesteps": model.num_timesteps,
+        "interrupted": request.signal_name,
+        "tensorboard_dir": events,
+        "best_mean_reward": None if evaluation is None or evaluation.best_mean_reward == float("-inf")
+        else float(evaluation.best_mean_reward),
+    }

@@ -1,0 +1,153 @@
+"""Factories: Gymnasium environments, SB3 vec envs and batched torch vec envs from an environment id.
+
+Unknown ids fail with a one-line :class:`UnknownEnvironmentError` that names the closest known ids.
+Our own tasks (``bsn/...``) are registered with Gymnasium when :mod:`envs` is imported.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from typing import Any
+
+import gymnasium as gym
+import torch
+from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
+
+from envs.classic_control import TorchAcrobot, TorchCartPole, TorchMountainCar, TorchPendulum
+from envs.torch_delayed import TorchDelayedChain, TorchDelayedParity
+from envs.torch_vec_env import TorchVecEnv
+
+__all__ = [
+    "BACKENDS",
+    "TORCH_ENVS",
+    "UnknownEnvironmentError",
+    "check_env_id",
+    "make_env",
+    "make_torch_vec_env",
+    "make_vec_env",
+]
+
+#: Gymnasium ids with a batched torch implementation, and its class.
+TORCH_ENVS: dict[str, type[TorchVecEnv]] = {
+    "CartPole-v1": TorchCartPole,
+    "Acrobot-v1": TorchAcrobot,
+    "MountainCar-v0": TorchMountainCar,
+    "Pendulum-v1": TorchPendulum,
+    "bsn/DelayedChain-v0": TorchDelayedChain,
+    "bsn/DelayedParity-v0": TorchDelayedParity,
+}
+
+#: Values of ``make_vec_env(backend=...)``.
+BACKENDS = ("gymnasium", "torch")
+
+
+class UnknownEnvironmentError(ValueError):
+    """An environment id that is not registered (or has no implementation for the requested backend)."""
+
+
+def check_env_id(env_id: str, known: Iterable[str] | None = None, what: str = "Gymnasium environment") -> None:
+    """Raise :class:`UnknownEnvironmentError`, naming close matches, if ``env_id`` is not in ``known``.
+
+    Args:
+        env_id: the id to look up, e.g. ``"CartPole-v1"`` or ``"bsn/DelayedChain-v0"``.
+        known: the valid ids; ``None`` means every id registered with Gymnasium.
+        what: what the ids name, for the message.
+    """
+    candidates = list(gym.registry.keys() if known is None else known)
+    if env_id in candidates:
+        return
+    matches = difflib.get_close_matches(env_id, candidates, n=3, cutoff=0.6)
+    hint = (
+        f"did you mean {', '.join(repr(m) for m in matches)}?"
+        if matches
+        else f"known: {', '.join(sorted(candidates)[:20])}"
+    )
+    if known is None:
+        hint += " (our bsn/ tasks are registered by `import envs`)"
+    raise UnknownEnvironmentError(f"unknown {what} {env_id!r}: {hint}")
+
+
+def make_env(env_id: str, **env_kwargs: Any) -> gym.Env:
+    """``gymnasium.make(env_id, **env_kwargs)`` with a clear error for unknown ids.
+
+    Args:
+        env_id: any registered Gymnasium id, including ours (``bsn/DelayedChain-v0``, ...).
+        env_kwargs: keyword arguments of the environment's constructor (e.g. ``length=20``).
+    """
+    check_env_id(env_id)
+    return gym.make(env_id, **env_kwargs)
+
+
+def make_torch_vec_env(
+    env_id: str,
+    num_envs: int,
+    device: str | torch.device = "cpu",
+    seed: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    max_episode_steps: int | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+) -> TorchVecEnv:
+    """A batched torch environment for a Gymnasium id (see :data:`TORCH_ENVS`).
+
+    Args:
+        env_id: a key of :data:`TORCH_ENVS`, e.g. ``"CartPole-v1"``.
+        num_envs: number of copies stepped together (>= 1).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+        seed: seed of the env's generator (``None``: from the OS).
+        dtype: ``torch.float32`` or ``torch.float64``.
+        max_episode_steps: time limit (>= 1); ``None`` takes that of ``env_id``'s registration
+            (for our tasks, which end by themselves, their episode length).
+        env_kwargs: task arguments of the environment's constructor (e.g. ``{"length": 20}`` for
+            ``bsn/DelayedChain-v0``; the classic-control tasks take none).
+    """
+    check_env_id(env_id, TORCH_ENVS, "environment id for the torch backend")
+    if max_episode_steps is None:
+        max_episode_steps = gym.spec(env_id).max_episode_steps
+    env_class = TORCH_ENVS[env_id]
+    return env_class(
+        num_envs, device=device, seed=seed, dtype=dtype, max_episode_steps=max_episode_steps, **(env_kwargs or {})
+    )
+
+
+def make_vec_env(
+    env_id: str,
+    n_envs: int = 1,
+    seed: int | None = None,
+    backend: str = "gymnasium",
+    device: str | torch.device = "cpu",
+    env_kwargs: dict[str, Any] | None = None,
+    vec_env_cls: type[VecEnv] | None = None,
+    monitor_dir: str | None = None,
+) -> VecEnv:
+    """An SB3 ``VecEnv`` of ``n_envs`` copies of ``env_id``.
+
+    Args:
+        env_id: a registered Gymnasium id (``backend="gymnasium"``) or a key of :data:`TORCH_ENVS`
+            (``backend="torch"``).
+        n_envs: number of parallel copies (>= 1).
+        seed: seed of the copies (SB3 convention: copy ``i`` gets ``seed + i``; the torch backend
+            seeds its single generator with ``seed``).
+        backend: ``"gymnasium"``: Gymnasium envs wrapped in SB3's ``Monitor`` inside ``vec_env_cls``
+            (default ``DummyVecEnv``); ``"torch"``: one :class:`~envs.torch_vec_env.TorchVecEnv`.
+        device: device of the torch backend (ignored by the gymnasium backend).
+        env_kwargs: constructor keyword arguments of the environment.
+        vec_env_cls: SB3 vec env class of the gymnasium backend (``DummyVecEnv`` or ``SubprocVecEnv``).
+        monitor_dir: where ``Monitor`` writes its CSV files (gymnasium backend only; ``None``: nowhere).
+    """
+    if backend not in BACKENDS:
+        check_env_id(backend, BACKENDS, "backend")
+    if backend == "torch":
+        if vec_env_cls is not None or monitor_dir is not None:
+            raise ValueError("vec_env_cls and monitor_dir apply to backend='gymnasium' only")
+        return make_torch_vec_env(env_id, n_envs, device=device, seed=seed, env_kwargs=env_kwargs)
+    check_env_id(env_id)
+    return sb3_make_vec_env(
+        env_id,
+        n_envs=n_envs,
+        seed=seed,
+        env_kwargs=env_kwargs,
+        vec_env_cls=vec_env_cls or DummyVecEnv,
+        monitor_dir=monitor_dir,
+    )

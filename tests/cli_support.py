@@ -1,0 +1,79 @@
+"""Helpers shared by the command-line tests: running the tools in-process or as subprocesses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: a few hundred steps of a tiny LocalPG agent: enough to produce every file of a run folder.
+TINY_PARAMS = ["-params", "n_steps:64", "batch_size:64", "n_epochs:1", "policy_kwargs.net_arch:[8]"]
+TINY = ["-n", "256", "--n-envs", "2", "--seed", "0", "--eval-freq", "128", "--eval-episodes", "2",
+        "--save-freq", "128", "--no-progress-bar"]
+
+
+def run_tool(script: str, args: Sequence[str], cwd: Path, timeout: float = 120,
+             extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python <ROOT>/<script> args`` in ``cwd`` with single-threaded torch; capture its output.
+
+    Args:
+        script: ``train.py`` or ``evaluate.py``.
+        args: the command-line arguments.
+        cwd: the working directory (relative paths in ``args`` start there).
+        timeout: seconds before the run is killed (a test failure).
+        extra_env: environment variables to add (e.g. ``CUDA_VISIBLE_DEVICES``).
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **(extra_env or {})}
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, text=True,
+                          capture_output=True, timeout=timeout, check=False)
+
+
+def start_tool(script: str, args: Sequence[str], cwd: Path) -> subprocess.Popen[str]:
+    """Start ``python <ROOT>/<script> args`` in ``cwd`` in the background (stdout and stderr piped)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def call_main(script: str, args: Sequence[str]) -> int:
+    """Run a tool's ``main`` in this process through ``run_cli`` and return its exit status."""
+    from agents.cli_errors import run_cli
+
+    module = __import__(script.removesuffix(".py"))
+    try:
+        return run_cli(module.main, script, list(args))
+    except SystemExit as exit_:  # argparse's own errors and --help
+        return int(exit_.code or 0)
+
+
+def read_events(path: Path) -> list:
+    """All TensorBoard ``Event`` records of one event file (or of every event file below a folder, in name order)."""
+    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+
+    files = sorted(Path(path).glob("events.out.tfevents.*")) if Path(path).is_dir() else [Path(path)]
+    return [event for file in files for event in LegacyEventFileLoader(str(file)).Load()]
+
+
+def scalar_steps(events: list) -> dict[str, list[tuple[int, float]]]:
+    """Scalar summaries of TensorBoard events: tag to ``(step, value)`` in file order."""
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for event in events:
+        for value in event.summary.value:
+            if value.WhichOneof("value") == "simple_value":
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
+def cli_docs(marker: str) -> str:
+    """The README's text, checked to contain ``marker`` (e.g. the header of a documented table).
+
+    Args:
+        marker: text that the command-line section contains (e.g. a table's header).
+    """
+    readme = (ROOT / "README.md").read_text()
+    assert marker in readme, f"README.md has no {marker!r} table"
+    return readme

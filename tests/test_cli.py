@@ -1,0 +1,149 @@
+"""The command-line tools end to end: help, every option group, a continued run, evaluation, configs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from cli_support import TINY, TINY_PARAMS, call_main, run_tool
+from torch import nn
+
+from agents.config import build_config, parse_overrides, parse_value, validate_config
+from agents.run import RunLayout, algorithm_kwargs, saved_timesteps
+
+TRAIN_FLAGS = ["--algo", "--env", "--policy", "--estimator", "--baseline", "--trained-agent", "--n-timesteps",
+               "--seed", "--n-envs", "--device", "--threads", "--log-folder", "--tensorboard-log", "--eval-freq",
+               "--eval-episodes", "--save-freq", "--log-interval", "--progress-bar", "--verbose", "-conf",
+               "-params", "--normalize"]
+EVALUATE_FLAGS = ["--n-episodes", "--stochastic", "--algo", "--env", "--seed", "--device", "--json",
+                  "--video-folder", "--video-episodes", "--plot", "--plot-keys", "--verbose"]
+
+
+def test_help_of_both_tools_lists_every_option(tmp_path: Path) -> None:
+    train_help = run_tool("train.py", ["--help"], tmp_path)
+    evaluate_help = run_tool("evaluate.py", ["--help"], tmp_path)
+    assert train_help.returncode == 0 and evaluate_help.returncode == 0
+    for group in ("what to train", "budget and hardware", "logging and saving", "configuration"):
+        assert group in train_help.stdout
+    assert [flag for flag in TRAIN_FLAGS if flag not in train_help.stdout] == []
+    assert [flag for flag in EVALUATE_FLAGS if flag not in evaluate_help.stdout] == []
+
+
+def test_train_continue_and_evaluate_as_subprocesses(tmp_path: Path) -> None:
+    first = run_tool("train.py", [*TINY, "-f", "logs", "-tb", "tb", "--estimator", "local", "--baseline", "mean",
+                                  *TINY_PARAMS], tmp_path)
+    assert first.returncode == 0, first.stderr
+    run = RunLayout(tmp_path / "logs" / "localpg" / "CartPole-v1_1")
+    assert str(run.root.relative_to(tmp_path)) in first.stdout and "tensorboard --logdir" in first.stdout
+    config = yaml.safe_load(run.config_file.read_text())
+    assert config["policy_kwargs"] == {"net_arch": [8], "estimator": "local", "baseline": "mean"}
+    assert config["n_timesteps"] == 256 and config["n_steps"] == 64
+    assert run.final_model.is_file() and run.best_model.is_file()
+    assert [steps for steps, _ in run.checkpoints()] == [128, 256]
+    assert sorted(path.name for path in run.monitor_dir.iterdir()) == ["0.monitor.csv", "1.monitor.csv"]
+    events = tmp_path / "tb" / "localpg" / "CartPole-v1_1"
+    assert len(list(events.glob("events.out.tfevents.*"))) == 1
+
+    second = run_tool("train.py", ["-i", str(run.root), "-n", "512", "--no-progress-bar"], tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "Continuing at step 256" in second.stdout
+    assert saved_timesteps(run.final_model) == 512
+    assert not (run.root.parent / "CartPole-v1_2").exists()
+    assert len(list(events.glob("events.out.tfevents.*"))) == 2  # the same TensorBoard run, continued
+    with np.load(run.eval_dir / "evaluations.npz") as evaluations:
+        assert list(evaluations["timesteps"]) == [128, 256, 384, 512]  # earlier evaluations kept
+
+    evaluation = run_tool("evaluate.py", [str(run.root), "-n", "2", "--stochastic", "--json", "out/result.json",
+                                          "--video-folder", "out/videos", "--plot", "out/curves.png"], tmp_path)
+    assert evaluation.returncode == 0, evaluation.stderr
+    assert "+/-" in evaluation.stdout
+    result = json.loads((tmp_path / "out" / "result.json").read_text())["results"][0]
+    assert result["episodes"] == 2 and not result["deterministic"] and len(result["returns"]) == 2
+    assert result["mean_return"] == pytest.approx(sum(result["returns"]) / 2)
+    assert [Path(video).suffix for video in result["videos"]] == [".gif"]
+    assert (tmp_path / result["videos"][0]).stat().st_size > 0
+    assert (tmp_path / "out" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+TINY_CONF = "default:\n  n_steps: 64\n  batch_size: 64\n  n_epochs: 1\n  policy_kwargs: {net_arch: [8]}\n"
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--algo", "ppo", "--estimator", "st", "--progress-bar", "--threads", "1", *TINY_PARAMS],
+         {"algo": "ppo", "policy": "bsn", "estimator": "st"}),
+        (["--algo", "a2c", "--policy", "mlp", "--normalize", "--log-interval", "1", "--verbose",
+          "-params", "n_steps:64"],
+         {"algo": "a2c", "policy": "mlp", "normalize": True, "n_steps": 64}),
+        (["--estimator", "learned_predictor", "--baseline", "learned", *TINY_PARAMS],
+         {"algo": "localpg", "estimator": "learned_predictor", "baseline": "learned"}),
+        (["--backend", "torch", "-conf", "tiny.yml"], {"algo": "localpg", "backend": "torch", "n_steps": 64}),
+    ],
+    ids=["ppo-bsn-st-progress-bar", "a2c-mlp-normalize-verbose", "localpg-predictor", "localpg-torch-conf"],
+)
+def test_algorithms_policies_and_estimators_train_and_evaluate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: list[str], expected: dict
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.yml").write_text(TINY_CONF)
+    assert call_main("train.py", [*TINY, "--device", "cpu", *flags]) == 0
+    run = RunLayout(next((tmp_path / "logs" / expected["algo"]).iterdir()))
+    config = yaml.safe_load(run.config_file.read_text())
+    for key, value in expected.items():
+        assert (config["policy_kwargs"] if key in ("estimator", "baseline") else config)[key] == value
+    assert config["normalize"] == expected.get("normalize", False)
+    if config["normalize"]:
+        assert (run.root / "final_model_vecnormalize.pkl").is_file()
+    assert call_main("evaluate.py", [str(run.final_model), "-n", "1", "--json", "r.json"]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["results"][0]["algo"] == expected["algo"]
+    keys = ["rollout/ep_rew_mean", "train/value_loss"]
+    assert call_main("evaluate.py", [str(run.root), "-n", "0", "--plot", "tb.png", "--plot-keys", *keys]) == 0
+    assert (tmp_path / "tb.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_continuing_a_bare_model_file_starts_a_new_run_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert call_main("train.py", [*TINY, "-f", "first", *TINY_PARAMS]) == 0
+    bare = tmp_path / "bare.zip"
+    bare.write_bytes((tmp_path / "first" / "localpg" / "CartPole-v1_1" / "final_model.zip").read_bytes())
+    assert call_main("train.py", ["-i", str(bare), "-n", "384", "-f", "second", "--no-progress-bar",
+                                  *TINY_PARAMS]) == 0
+    run = RunLayout(tmp_path / "second" / "localpg" / "CartPole-v1_1")
+    assert saved_timesteps(run.final_model) >= 384 and run.config_file.is_file()
+
+
+def test_configuration_priority_file_then_flags_then_params(tmp_path: Path) -> None:
+    conf = tmp_path / "my.yml"
+    conf.write_text("default:\n  n_steps: 16\nCartPole-v1:\n  n_steps: 32\n  n_timesteps: 1000\n  gamma: 0.9\n"
+                    "  policy_kwargs: {net_arch: [16], estimator: local}\n")
+    config = build_config({"n_timesteps": 2000, "estimator": "learned_predictor"},
+                          parse_overrides(["gamma:0.95", "policy_kwargs.net_arch:[4, 4]"]), conf)
+    assert config["n_steps"] == 32 and config["n_timesteps"] == 2000 and config["gamma"] == 0.95
+    assert config["policy_kwargs"] == {"net_arch": [4, 4], "estimator": "learned_predictor"}
+    other_env = build_config({"env": "Acrobot-v1"}, {}, conf)
+    assert other_env["n_steps"] == 16 and other_env["env"] == "Acrobot-v1"
+
+
+@pytest.mark.parametrize(("text", "value"), [("1e-3", 1e-3), ("64", 64), ("[32, 32]", [32, 32]),
+                                             ("true", True), ("null", None), ("{a: 1}", {"a": 1}), ("tanh", "tanh")])
+def test_params_values_parse_as_numbers_then_yaml(text: str, value: object) -> None:
+    assert parse_value(text) == value
+
+
+def test_bundled_hyperparameter_files_are_valid() -> None:
+    for algo in ("localpg", "ppo", "a2c"):
+        for env in ("CartPole-v1", "Acrobot-v1"):
+            config = build_config({"algo": algo, "env": env}, {})
+            assert config["algo"] == algo and config["n_timesteps"] > 0
+
+
+def test_activation_names_become_torch_modules() -> None:
+    config = validate_config({"algo": "ppo", "policy": "mlp", "policy_kwargs": {"activation_fn": "relu"}})
+    assert config["policy_kwargs"]["activation_fn"] == "relu"  # config.yml stays plain YAML
+    assert algorithm_kwargs(config)["policy_kwargs"]["activation_fn"] is nn.ReLU
