@@ -13,7 +13,8 @@ the action head has PPO's clipped ratio on ``pi(a | h)``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import inspect
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar, TypeVar
 
@@ -63,6 +64,13 @@ class LocalPG(OnPolicyAlgorithm):
         vf_coef: weight of the value (baseline) loss (>= 0).
         max_grad_norm: gradient-norm clipping threshold (> 0).
         target_kl: stop an update's epochs early when the action head's approximate KL exceeds it.
+        hidden_lr_scale: learning-rate multiplier of the BSN layers relative to ``learning_rate`` (> 0):
+            one float for every layer, or one per layer, bottom to top (default 1.0). The local
+            estimate of a unit is far noisier than the action head's gradient, and Adam normalises
+            its scale away, so the step size of each layer is the lever that sets how fast units
+            become deterministic. Each layer's update stays local; only its step size changes.
+        hidden_clip_range: half-width of the per-neuron clipped ratios (> 0), or ``None`` (default)
+            to use ``clip_range``; the per-neuron trust region of the hidden units.
         stats_window_size, tensorboard_log, policy_kwargs, verbose, seed, device, _init_setup_model:
             as in SB3.
 
@@ -99,6 +107,8 @@ class LocalPG(OnPolicyAlgorithm):
         vf_coef: float = 0.5,
         max_grad_norm: float = 0.5,
         target_kl: float | None = None,
+        hidden_lr_scale: float | Sequence[float] = 1.0,
+        hidden_clip_range: float | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -118,6 +128,11 @@ class LocalPG(OnPolicyAlgorithm):
             raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
         if isinstance(clip_range, (int, float)) and not clip_range > 0:
             raise ValueError(f"clip_range must be > 0, got {clip_range}")
+        scales = [hidden_lr_scale] if isinstance(hidden_lr_scale, (int, float)) else list(hidden_lr_scale)
+        if not scales or any(not float(scale) > 0 for scale in scales):
+            raise ValueError(f"hidden_lr_scale must be > 0 (a float or one per BSN layer), got {hidden_lr_scale}")
+        if hidden_clip_range is not None and not hidden_clip_range > 0:
+            raise ValueError(f"hidden_clip_range must be > 0 or None, got {hidden_clip_range}")
         if batch_size is not None and batch_size <= 1:
             raise ValueError(f"batch_size must be > 1 (advantage normalisation needs 2 rows), got {batch_size}")
         super().__init__(
@@ -151,6 +166,8 @@ class LocalPG(OnPolicyAlgorithm):
         self.hidden_ent_coef = hidden_ent_coef
         self.hidden_coef = hidden_coef
         self.target_kl = target_kl
+        self.hidden_lr_scale = hidden_lr_scale
+        self.hidden_clip_range = hidden_clip_range
         if _init_setup_model:
             self._setup_model()
 
@@ -174,6 +191,44 @@ class LocalPG(OnPolicyAlgorithm):
         )
         self.clip_range = FloatSchedule(self.clip_range)
         self._clip_groups = self._gradient_groups()
+        self.policy.optimizer = self._layerwise_optimizer()
+
+    def _layer_lr_scales(self) -> list[float]:
+        """The learning-rate multiplier of each BSN layer, bottom to top."""
+        n_layers = len(self.policy.bsn.layers)
+        scales = self.hidden_lr_scale
+        if isinstance(scales, (int, float)):
+            return [float(scales)] * n_layers
+        if len(scales) != n_layers:
+            raise ValueError(
+                f"hidden_lr_scale gives {len(scales)} values for {n_layers} BSN layers; pass one float or one per layer"
+            )
+        return [float(scale) for scale in scales]
+
+    def _layerwise_optimizer(self) -> torch.optim.Optimizer:
+        """The policy's optimizer rebuilt with one parameter group per gradient group, each with its
+        ``lr_scale`` (the BSN layers' ``hidden_lr_scale``, 1 for the rest)."""
+        policy = self.policy
+        n_layers = len(policy.bsn.layers)
+        scales = [*self._layer_lr_scales(), *[1.0] * (len(self._clip_groups) - n_layers)]
+        base_lr = self.lr_schedule(1)
+        groups = [
+            {"params": params, "lr": base_lr * scale, "lr_scale": scale}
+            for params, scale in zip(self._clip_groups, scales, strict=True)
+        ]
+        kwargs = dict(policy.optimizer_kwargs)
+        if "foreach" in inspect.signature(policy.optimizer_class).parameters:
+            # Multi-tensor steps: on CPU the per-tensor loop of a small network costs more than the maths.
+            kwargs.setdefault("foreach", True)
+        return policy.optimizer_class(groups, lr=base_lr, **kwargs)  # type: ignore[call-arg]
+
+    def _update_learning_rate(self, optimizers: list[torch.optim.Optimizer] | torch.optim.Optimizer) -> None:
+        """SB3's schedule update, times each parameter group's ``lr_scale`` (layer-wise learning rates)."""
+        learning_rate = self.lr_schedule(self._current_progress_remaining)
+        self.logger.record("train/learning_rate", learning_rate)
+        for optimizer in optimizers if isinstance(optimizers, list) else [optimizers]:
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate * group.get("lr_scale", 1.0)
 
     def _gradient_groups(self) -> list[list[torch.nn.Parameter]]:
         """Parameter groups whose gradient norms are clipped separately: one per BSN layer, the action
@@ -389,6 +444,9 @@ class LocalPG(OnPolicyAlgorithm):
         stats = _Stats()
         continue_training = True
         for _epoch in range(self.n_epochs):
+            # Per-layer estimator statistics come from the first epoch, where every ratio is 1 and the
+            # update is the plain local estimate (and they cost one pass, not n_epochs).
+            stats.record_layers = _epoch == 0
             for batch in self.rollout_buffer.get(self.batch_size):
                 loss, approx_kl = self._minibatch_loss(batch, clip_range, stats)
                 if self.target_kl is not None and approx_kl > 1.5 * self.target_kl:
@@ -435,7 +493,8 @@ class LocalPG(OnPolicyAlgorithm):
             with torch.no_grad():
                 residual = torch.cat([s.expand_as(h) for s, h in zip(signals, bsn_out.samples, strict=True)], -1)
                 stats.add(baseline_explained_variance=float(1 - residual.var() / (advantages.var() + 1e-8)))
-        hidden_loss, predictor_loss = self._hidden_loss(batch, bsn_out, signals, clip_range, stats)
+        hidden_clip = clip_range if self.hidden_clip_range is None else self.hidden_clip_range
+        hidden_loss, predictor_loss = self._hidden_loss(batch, bsn_out, signals, hidden_clip, stats)
         aux_loss = predictor_loss
         if baseline is not None:
             learned = baseline.loss(evaluation.features.detach(), bsn_out, advantages)
@@ -447,7 +506,7 @@ class LocalPG(OnPolicyAlgorithm):
         value_loss = F.mse_loss(batch.returns, values)
         entropy = evaluation.entropy if evaluation.entropy is not None else -evaluation.action_log_prob
         entropy_loss = -entropy.mean()
-        hidden_entropy = sum(_bernoulli_entropy(p).sum(-1) for p in bsn_out.firing_probs).mean()  # type: ignore[union-attr]
+        hidden_entropy = sum(_bernoulli_entropy(a).sum(-1) for a in bsn_out.pre_activations).mean()  # type: ignore[union-attr]
         loss = (
             action_loss
             + self.hidden_coef * hidden_loss
@@ -502,7 +561,9 @@ class LocalPG(OnPolicyAlgorithm):
                 losses.append(-(bsn_out.pre_activations[index] * predicted.detach()).sum(-1).mean())
                 stats.add_layer(index, samples, probs, target)
                 continue
-            unit_ratio = torch.exp(bsn_out.unit_log_probs[index] - old_unit_lp[index])
+            # Clamped log-ratio: a unit whose probability moved by more than e^20 would overflow exp()
+            # and turn the unselected branch of min() into 0 * inf = NaN in the backward pass.
+            unit_ratio = torch.exp((bsn_out.unit_log_probs[index] - old_unit_lp[index]).clamp(-20.0, 20.0))
             clipped = unit_ratio.clamp(1 - clip_range, 1 + clip_range)
             losses.append(-torch.min(unit_ratio * signal, clipped * signal).sum(-1).mean())
             with torch.no_grad():
@@ -595,9 +656,13 @@ def _distribution_checks(enabled: bool) -> Iterator[None]:
         Distribution.set_default_validate_args(previous)
 
 
-def _bernoulli_entropy(firing_prob: torch.Tensor) -> torch.Tensor:
-    """Entropy of Bernoulli(p) per unit, in nats, stable at p in {0, 1}."""
-    return F.binary_cross_entropy(firing_prob, firing_prob, reduction="none")
+def _bernoulli_entropy(pre_activation: torch.Tensor) -> torch.Tensor:
+    """Entropy of Bernoulli(sigmoid(a)) per unit, in nats: ``softplus(a) - a * sigmoid(a)``.
+
+    Written in the logit so value and gradient stay finite when ``sigmoid(a)`` rounds to 0 or 1 (the
+    probability form's gradient is then ``0 * inf = NaN``, even with a zero coefficient).
+    """
+    return F.softplus(pre_activation) - pre_activation * torch.sigmoid(pre_activation)
 
 
 def _check_positive(**values: float) -> None:
@@ -618,6 +683,7 @@ class _Stats:
     def __init__(self) -> None:
         self.values: dict[str, list[float]] = {}
         self.layers: dict[tuple[int, str], list[float]] = {}
+        self.record_layers = True
 
     def add(self, **values: float) -> None:
         for key, value in values.items():
@@ -626,6 +692,8 @@ class _Stats:
     @torch.no_grad()
     def add_layer(self, index: int, samples: torch.Tensor, probs: torch.Tensor, estimate: torch.Tensor) -> None:
         """Record ``mean |h - p|`` and the signal-to-noise ratio ``|mean g| / std g`` (mean over units)."""
+        if not self.record_layers:
+            return
         snr = estimate.mean(0).abs() / (estimate.std(0) + 1e-8) if len(estimate) > 1 else estimate.abs().mean(0) * 0
         self.layers.setdefault((index, "abs_h_minus_p"), []).append(float((samples - probs).abs().mean()))
         self.layers.setdefault((index, "grad_snr"), []).append(float(snr.mean()))

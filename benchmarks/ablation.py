@@ -1,0 +1,271 @@
+"""Ablation: each estimator, baseline and update lever of LocalPG switched on and off, plus the paper's
+propagating comparisons (straight-through, STS) trained by back-propagation with stock SB3 PPO.
+
+Every variant starts from LocalPG's tuned configuration (``hyperparams/localpg_tuned.yml``) and changes
+one thing. The propagating comparisons train the same BSN actor (same ``net_arch`` and
+``bsn_init_gain``) with SB3's PPO and RL Zoo's PPO hyperparameters for the environment; the policy
+re-creates the rollout's hidden samples through counter-based noise (see ``policies/policy.py``).
+
+Reports, per variant, the median over seeds of the env steps until the 20-episode training mean first
+reaches the threshold, the final deterministic evaluation, and the final training mean, with
+learning curves (median over seeds on a common step grid).
+
+Usage (the committed table's command is written at its top)::
+
+    nice python -m benchmarks.ablation --envs CartPole-v1 --seeds 3 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
+
+from agents.localpg import LocalPG
+from benchmarks.common import RunResult, train_until
+from benchmarks.compare_sb3 import TASKS, ZOO, algo_config, make_env
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One ablation arm.
+
+    Attributes:
+        name: label in the table and plot.
+        description: what changed relative to the tuned LocalPG default.
+        algo: ``"localpg"`` or ``"ppo"`` (stock SB3 PPO with the BSN policy).
+        overrides: LocalPG constructor keys replaced (``localpg``) or the BSN policy's kwargs (``ppo``).
+        policy_overrides: ``policy_kwargs`` keys replaced.
+    """
+
+    name: str
+    description: str
+    algo: str = "localpg"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    policy_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+VARIANTS = [
+    Variant("default", "tuned LocalPG: local estimator, value-critic baseline (the shipped default)"),
+    Variant("baseline=mean", "+ per-neuron running-mean baseline", policy_overrides={"baseline": "mean"}),
+    Variant(
+        "baseline=optimal", "+ per-neuron variance-optimal c_i* (running)", policy_overrides={"baseline": "optimal"}
+    ),
+    Variant("baseline=learned", "+ input-dependent per-neuron c_i(s)", policy_overrides={"baseline": "learned"}),
+    Variant(
+        "estimator=learned_predictor",
+        "learned predictor of the local estimate (PAPER.md section 3, biased)",
+        policy_overrides={"estimator": "learned_predictor"},
+    ),
+    Variant(
+        "hidden_lr_scale=1", "same learning rate for the BSN layers as the head", overrides={"hidden_lr_scale": 1.0}
+    ),
+    Variant(
+        "hidden_clip_range=clip_range",
+        "per-neuron trust region as narrow as the head's",
+        overrides={"hidden_clip_range": None},
+    ),
+    Variant("n_epochs=1", "one pass per rollout: the plain local estimator, no reuse", overrides={"n_epochs": 1}),
+    Variant("normalize_advantage=False", "raw GAE advantages", overrides={"normalize_advantage": False}),
+    Variant(
+        "bsn_init_gain=1", "orthogonal init gain 1 (units start near p = 0.5)", policy_overrides={"bsn_init_gain": 1.0}
+    ),
+    Variant(
+        "ppo+local",
+        "stock SB3 PPO, joint log-prob (local estimator via PPO's ratio)",
+        algo="ppo",
+        policy_overrides={"estimator": "local"},
+    ),
+    Variant(
+        "ppo+st",
+        "stock SB3 PPO, straight-through (identity) back-propagation",
+        algo="ppo",
+        policy_overrides={"estimator": "st"},
+    ),
+    Variant(
+        "ppo+st_sigmoid",
+        "stock SB3 PPO, sigmoid-adjusted straight-through",
+        algo="ppo",
+        policy_overrides={"estimator": "st_sigmoid"},
+    ),
+    Variant(
+        "ppo+sts",
+        "stock SB3 PPO, stochastic times smooth back-propagation",
+        algo="ppo",
+        policy_overrides={"estimator": "sts"},
+    ),
+]
+
+
+def build(variant: Variant, env_id: str, seed: int) -> BaseAlgorithm:
+    """The seeded model of one arm."""
+    tuned = algo_config("localpg", env_id)
+    policy_kwargs = {**tuned.get("policy_kwargs", {}), **variant.policy_overrides}
+    if variant.algo == "localpg":
+        config = {**tuned, **variant.overrides, "policy_kwargs": policy_kwargs}
+        n_envs = int(config.pop("n_envs"))
+        normalize = bool(config.pop("normalize", False))
+        env = make_env(env_id, n_envs, seed, normalize, float(config.get("gamma", 0.99)))
+        return LocalPG("BsnPolicy", env, seed=seed, **config)
+    zoo = dict(ZOO["ppo"][env_id])
+    n_envs = int(zoo.pop("n_envs"))
+    normalize = bool(zoo.pop("normalize", False))
+    env = make_env(env_id, n_envs, seed, normalize, float(zoo.get("gamma", 0.99)))
+    ppo_policy = {key: policy_kwargs[key] for key in ("net_arch", "bsn_init_gain", "estimator") if key in policy_kwargs}
+    return PPO(LocalPG.policy_aliases["BsnPolicy"], env, seed=seed, policy_kwargs=ppo_policy, **zoo)
+
+
+def run_one(job: tuple[str, str, int, int]) -> tuple[str, str, int, RunResult]:
+    name, env_id, seed, budget = job
+    torch.set_num_threads(1)
+    variant = next(v for v in VARIANTS if v.name == name)
+    task = TASKS[env_id]
+    normalize = (
+        bool(algo_config("localpg", env_id).get("normalize", False))
+        if variant.algo == "localpg"
+        else bool(ZOO["ppo"][env_id].get("normalize", False))
+    )
+
+    def eval_env() -> VecEnv:
+        return make_env(env_id, 1, 10_000 + seed, normalize, 0.99)
+
+    # Fixed budget (min_steps = budget): learning curves and final returns are compared at equal steps.
+    result = train_until(
+        lambda: build(variant, env_id, seed), eval_env, task.threshold, budget, budget, task.eval_episodes
+    )
+    print(f"{env_id} {name} seed {seed}: solved_at={result.steps_to_threshold} eval={result.eval_mean:.1f}", flush=True)
+    return name, env_id, seed, result
+
+
+def grid_curve(curve: list[tuple[int, float]], grid: np.ndarray) -> np.ndarray:
+    """The training mean at each grid step (last value at or before it; NaN before the first episode)."""
+    if not curve:
+        return np.full(len(grid), np.nan)
+    steps = np.array([s for s, _m in curve])
+    means = np.array([m for _s, m in curve])
+    index = np.searchsorted(steps, grid, side="right") - 1
+    return np.where(index >= 0, means[np.clip(index, 0, None)], np.nan)
+
+
+def table(results: list[tuple[str, str, int, RunResult]], env_id: str, budget: int) -> str:
+    lines = [
+        "| variant | what changed | solved | median steps to threshold | median final eval "
+        "| median final training mean |",
+        "|---|---|---|---|---|---|",
+    ]
+    for variant in VARIANTS:
+        mine = [r for n, e, _s, r in results if n == variant.name and e == env_id]
+        if not mine:
+            continue
+        steps = [r.steps_to_threshold if r.steps_to_threshold is not None else budget for r in mine]
+        unsolved = sum(r.steps_to_threshold is None for r in mine)
+        median_steps = f"{np.median(steps):.0f}" + (" (> budget)" if unsolved * 2 > len(mine) else "")
+        final_train = [r.curve[-1][1] for r in mine if r.curve]
+        lines.append(
+            f"| {variant.name} | {variant.description} | {len(mine) - unsolved}/{len(mine)} | {median_steps} | "
+            f"{np.median([r.eval_mean for r in mine]):.1f} | {np.median(final_train):.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(results: list[tuple[str, str, int, RunResult]], env_id: str, budget: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = np.linspace(0, budget, 101)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), sharey=True)
+    for variant in VARIANTS:
+        curves = [grid_curve(r.curve, grid) for n, e, _s, r in results if n == variant.name and e == env_id]
+        if not curves:
+            continue
+        ax = axes[0] if variant.algo == "localpg" else axes[1]
+        ax.plot(
+            grid,
+            np.nanmedian(np.stack(curves), axis=0),
+            label=variant.name,
+            lw=2.5 if variant.name == "default" else 1.2,
+        )
+    default_curves = [grid_curve(r.curve, grid) for n, e, _s, r in results if n == "default" and e == env_id]
+    if default_curves:
+        axes[1].plot(grid, np.nanmedian(np.stack(default_curves), axis=0), label="LocalPG default", lw=2.5, color="k")
+    for ax, title in zip(axes, ["LocalPG levers", "back-propagated comparisons (stock PPO)"], strict=True):
+        ax.axhline(TASKS[env_id].threshold, color="k", ls="--", lw=0.8)
+        ax.set_title(f"{env_id}: {title}")
+        ax.set_xlabel("env steps")
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("20-episode training mean (median over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--envs", nargs="+", default=["CartPole-v1"], choices=list(TASKS))
+    parser.add_argument("--variants", nargs="+", default=[v.name for v in VARIANTS], choices=[v.name for v in VARIANTS])
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (> 0)")
+    parser.add_argument("--budget", type=int, nargs="+", default=[100_000], help="env steps per run, one per env")
+    parser.add_argument("--workers", type=int, default=1, help="training processes in parallel (> 0)")
+    parser.add_argument("--out", default="benchmarks/results/ablation", help="output path prefix")
+    args = parser.parse_args(argv)
+    if args.seeds <= 0 or args.workers <= 0:
+        parser.error("--seeds and --workers must be > 0")
+    if len(args.budget) not in (1, len(args.envs)):
+        parser.error("--budget takes one value, or one per --envs entry")
+    budgets = dict(zip(args.envs, args.budget * len(args.envs) if len(args.budget) == 1 else args.budget, strict=True))
+    command = "nice python -m benchmarks.ablation " + " ".join(sys.argv[1:] if argv is None else argv)
+    jobs = [
+        (name, env_id, seed, budgets[env_id])
+        for env_id in args.envs
+        for seed in range(args.seeds)
+        for name in args.variants
+    ]
+    start = time.perf_counter()
+    if args.workers == 1:
+        results = [run_one(job) for job in jobs]
+    else:
+        with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
+            results = pool.map(run_one, jobs, chunksize=1)
+    minutes = (time.perf_counter() - start) / 60
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sections = [
+        "# Ablation of LocalPG's estimator, baselines and levers; back-propagated comparisons",
+        f"Command: `{command}` ({minutes:.0f} min on a 2-core machine shared with other jobs, "
+        f"torch.set_num_threads(1), {args.workers} worker process(es)).",
+        "Each LocalPG variant changes one setting of the tuned default (`hyperparams/localpg_tuned.yml`). "
+        "The `ppo+*` rows train the same BSN actor (same net_arch and bsn_init_gain) with stock SB3 PPO and "
+        "RL Zoo's PPO hyperparameters. Fixed budget per run; steps to threshold: first env step at which the "
+        "20-episode training mean reached the threshold (unsolved runs count as the budget). Final eval: "
+        "deterministic episodes after the budget. Medians over seeds.",
+    ]
+    for env_id in args.envs:
+        png = out.parent / f"{out.name}_{env_id}.png"
+        plot(results, env_id, budgets[env_id], png)
+        sections += [
+            f"## {env_id} ({budgets[env_id]} steps, {args.seeds} seeds)",
+            table(results, env_id, budgets[env_id]),
+            f"![learning curves]({png.name})",
+        ]
+    per_seed = ["## Per seed", "| env | variant | seed | steps to threshold | final eval |", "|---|---|---|---|---|"]
+    for name, env_id, seed, r in results:
+        solved = "not reached" if r.steps_to_threshold is None else str(r.steps_to_threshold)
+        per_seed.append(f"| {env_id} | {name} | {seed} | {solved} | {r.eval_mean:.1f} |")
+    text = "\n\n".join([*sections, "\n".join(per_seed)])
+    out.with_suffix(".md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Shared pieces of the benchmarks: the steps-to-threshold callback and one timed training run.
+
+A run's *training curve* is the mean return of the last ``window`` finished training episodes
+(SB3's ``rollout/ep_rew_mean`` with a window of 20), recorded each time an episode ends; its
+*steps to threshold* is the first environment step at which that curve reaches the threshold.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import yaml
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+from torch import nn
+
+__all__ = ["RunResult", "ThresholdCallback", "evaluate", "load_tuned", "train_until"]
+
+
+class ThresholdCallback(BaseCallback):
+    """Tracks the ``window``-episode training mean and stops training by a budget rule.
+
+    Training stops as soon as the threshold has been reached *and* at least ``min_steps`` steps have
+    been taken, or at ``max_steps`` (the ``learn`` budget), whichever comes first.
+
+    Args:
+        threshold: the training-mean return that counts as solved.
+        window: number of most recent finished episodes averaged (> 0; the benchmarks use 20).
+        min_steps: steps to train at least, even once solved (>= 0).
+    """
+
+    def __init__(self, threshold: float, window: int = 20, min_steps: int = 0) -> None:
+        super().__init__()
+        if window <= 0:
+            raise ValueError(f"window must be > 0, got {window}")
+        self.threshold = float(threshold)
+        self.window = int(window)
+        self.min_steps = int(min_steps)
+        self.recent: deque[float] = deque(maxlen=self.window)
+        self.curve: list[tuple[int, float]] = []
+        self.solved_at: int | None = None
+
+    def _on_step(self) -> bool:
+        for info in self.locals.get("infos", []):
+            episode = info.get("episode")
+            if episode is None:
+                continue
+            self.recent.append(float(episode["r"]))
+            mean = float(np.mean(self.recent))
+            self.curve.append((self.num_timesteps, mean))
+            if self.solved_at is None and len(self.recent) == self.window and mean >= self.threshold:
+                self.solved_at = self.num_timesteps
+        return not (self.solved_at is not None and self.num_timesteps >= self.min_steps)
+
+
+@dataclass
+class RunResult:
+    """Outcome of one training run.
+
+    Attributes:
+        steps_to_threshold: first step at which the training mean reached the threshold (None: never).
+        steps: environment steps taken.
+        seconds: wall-clock seconds of ``learn``.
+        eval_mean: mean return of the final deterministic evaluation.
+        curve: (step, training mean) pairs, one per finished episode.
+    """
+
+    steps_to_threshold: int | None
+    steps: int
+    seconds: float
+    eval_mean: float
+    curve: list[tuple[int, float]] = field(default_factory=list)
+
+
+def evaluate(model: BaseAlgorithm, eval_env: VecEnv, n_episodes: int) -> float:
+    """Mean return of ``n_episodes`` deterministic episodes (observation statistics frozen if normalised)."""
+    train_env = model.get_env()
+    if isinstance(train_env, VecNormalize) and isinstance(eval_env, VecNormalize):
+        eval_env.obs_rms = train_env.obs_rms
+        eval_env.training = False
+        eval_env.norm_reward = False
+    mean, _std = evaluate_policy(model, eval_env, n_eval_episodes=n_episodes, deterministic=True)
+    return float(mean)
+
+
+def train_until(
+    make_model: Callable[[], BaseAlgorithm],
+    make_eval_env: Callable[[], VecEnv],
+    threshold: float,
+    max_steps: int,
+    min_steps: int,
+    eval_episodes: int,
+    window: int = 20,
+) -> RunResult:
+    """Build a model, train it under the :class:`ThresholdCallback` budget rule, then evaluate it.
+
+    Args:
+        make_model: builds the (seeded) model with its training env.
+        make_eval_env: builds the evaluation env.
+        threshold: solved threshold of the ``window``-episode training mean.
+        max_steps: training budget in environment steps (> 0).
+        min_steps: train at least this many steps once solved (<= max_steps).
+        eval_episodes: deterministic evaluation episodes after training (> 0).
+        window: episodes in the training mean.
+    """
+    model = make_model()
+    callback = ThresholdCallback(threshold, window, min_steps)
+    start = time.perf_counter()
+    model.learn(total_timesteps=max_steps, callback=callback)
+    seconds = time.perf_counter() - start
+    eval_mean = evaluate(model, make_eval_env(), eval_episodes)
+    return RunResult(callback.solved_at, int(model.num_timesteps), seconds, eval_mean, callback.curve)
+
+
+def load_tuned(path: str, env_id: str) -> dict[str, Any]:
+    """One environment's entry of an RL-Zoo-style hyperparameter YAML (e.g. ``hyperparams/localpg_tuned.yml``).
+
+    ``policy_kwargs`` may be a string ``"dict(...)"`` as in RL Zoo; it is evaluated with only ``dict``
+    and ``nn`` (``torch.nn``) in scope.
+
+    Raises:
+        KeyError: if the file has no entry for ``env_id`` (the message lists the entries).
+    """
+    with open(path) as handle:
+        table = yaml.safe_load(handle)
+    if env_id not in table:
+        raise KeyError(f"{path} has no entry for {env_id!r}; it has: {', '.join(table)}")
+    entry = dict(table[env_id])
+    if isinstance(entry.get("policy_kwargs"), str):
+        entry["policy_kwargs"] = eval(entry["policy_kwargs"], {"__builtins__": {}, "dict": dict, "nn": nn})
+    return entry

@@ -1,0 +1,317 @@
+"""LocalPG against SB3's back-propagated PPO and A2C (MlpPolicy, RL Zoo hyperparameters), side by side.
+
+For each environment and seed, every algorithm trains under the same budget rule (see
+:class:`benchmarks.common.ThresholdCallback`) and reports the env steps until the 20-episode training
+mean first reaches the threshold, the final deterministic evaluation, and its wall-clock throughput.
+A separate short timed segment then measures training throughput at *equal* ``n_envs`` and
+``n_steps`` (PPO's) for every algorithm. The table gives medians over seeds and each as a ratio to PPO.
+
+Usage (the committed table's command is written at its top)::
+
+    nice python -m benchmarks.compare_sb3 --seeds 5 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3 import A2C, PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+
+from agents.localpg import LocalPG
+from benchmarks.common import RunResult, load_tuned, train_until
+
+ALGOS = ("localpg", "ppo", "a2c")
+#: LocalPG's shipped per-environment defaults.
+TUNED_PATH = str(Path(__file__).resolve().parents[1] / "hyperparams" / "localpg_tuned.yml")
+
+
+def linear(start: float) -> Callable[[float], float]:
+    """RL Zoo's ``lin_<start>``: the value decays linearly from ``start`` to 0 over training."""
+
+    def schedule(progress_remaining: float) -> float:
+        return progress_remaining * start
+
+    return schedule
+
+
+#: RL Zoo (rl-baselines3-zoo, hyperparams/ppo.yml and a2c.yml) settings; ``normalize`` is RL Zoo's
+#: ``normalize: true`` (VecNormalize of observations and rewards).
+ZOO: dict[str, dict[str, dict[str, Any]]] = {
+    "ppo": {
+        "CartPole-v1": dict(
+            n_envs=8,
+            n_steps=32,
+            batch_size=256,
+            gae_lambda=0.8,
+            gamma=0.98,
+            n_epochs=20,
+            ent_coef=0.0,
+            learning_rate=linear(1e-3),
+            clip_range=linear(0.2),
+        ),
+        "Acrobot-v1": dict(
+            n_envs=16, normalize=True, n_steps=256, gae_lambda=0.94, gamma=0.99, n_epochs=4, ent_coef=0.0
+        ),
+    },
+    "a2c": {
+        "CartPole-v1": dict(n_envs=8, ent_coef=0.0),
+        "Acrobot-v1": dict(n_envs=16, normalize=True, ent_coef=0.0),
+    },
+}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One environment's benchmark settings.
+
+    Attributes:
+        env_id: Gymnasium id.
+        threshold: solved threshold of the 20-episode training mean.
+        max_steps: per-algorithm training budget (env steps).
+        min_steps: train at least this many steps even once solved.
+        eval_episodes: deterministic evaluation episodes at the end.
+    """
+
+    env_id: str
+    threshold: float
+    max_steps: dict[str, int]
+    min_steps: int
+    eval_episodes: int
+
+
+#: Budgets sized for a 2-core machine: LocalPG gets the issue's 500k cap on Acrobot-v1; PPO and A2C
+#: caps are where their RL Zoo settings have long reached the threshold (or, for A2C, a fixed budget).
+TASKS = {
+    "CartPole-v1": Task("CartPole-v1", 475.0, {"localpg": 100_000, "ppo": 100_000, "a2c": 100_000}, 30_000, 10),
+    "Acrobot-v1": Task("Acrobot-v1", -100.0, {"localpg": 500_000, "ppo": 250_000, "a2c": 200_000}, 100_000, 10),
+}
+
+
+def algo_config(algo: str, env_id: str) -> dict[str, Any]:
+    """The algorithm's hyperparameters for ``env_id`` (LocalPG: ``hyperparams/localpg_tuned.yml``)."""
+    if algo == "localpg":
+        config = load_tuned(TUNED_PATH, env_id)
+        config.pop("n_timesteps", None)
+        config.pop("policy", None)
+        return config
+    return dict(ZOO[algo][env_id])
+
+
+def make_env(env_id: str, n_envs: int, seed: int, normalize: bool, gamma: float) -> VecEnv:
+    env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+    return VecNormalize(env, gamma=gamma) if normalize else env
+
+
+def build(algo: str, env_id: str, seed: int, overrides: dict[str, Any] | None = None) -> BaseAlgorithm:
+    """A seeded model of ``algo`` with its tuned / RL Zoo configuration (``overrides`` replace keys)."""
+    config = {**algo_config(algo, env_id), **(overrides or {})}
+    n_envs = int(config.pop("n_envs"))
+    normalize = bool(config.pop("normalize", False))
+    env = make_env(env_id, n_envs, seed, normalize, float(config.get("gamma", 0.99)))
+    if algo == "localpg":
+        return LocalPG("BsnPolicy", env, seed=seed, **config)
+    cls = PPO if algo == "ppo" else A2C
+    return cls("MlpPolicy", env, seed=seed, **config)
+
+
+def run_one(job: tuple[str, str, int]) -> tuple[str, str, int, RunResult]:
+    """Train and evaluate one (algorithm, environment, seed) under the task's budget."""
+    algo, env_id, seed = job
+    torch.set_num_threads(1)
+    task = TASKS[env_id]
+    normalize = bool(algo_config(algo, env_id).get("normalize", False))
+
+    def eval_env() -> VecEnv:
+        return make_env(env_id, 1, 10_000 + seed, normalize, 0.99)
+
+    result = train_until(
+        lambda: build(algo, env_id, seed),
+        eval_env,
+        task.threshold,
+        task.max_steps[algo],
+        task.min_steps,
+        task.eval_episodes,
+    )
+    print(
+        f"{env_id} {algo} seed {seed}: solved_at={result.steps_to_threshold} steps={result.steps} "
+        f"eval={result.eval_mean:.1f} sps={result.steps / result.seconds:.0f}",
+        flush=True,
+    )
+    return algo, env_id, seed, result
+
+
+def timed_throughput(algo: str, env_id: str, steps: int) -> float:
+    """Training steps/second of ``algo`` at PPO's ``n_envs`` and ``n_steps`` (each algorithm keeps its
+    other settings), over ``steps`` env steps after one warm-up rollout."""
+    torch.set_num_threads(1)
+    ppo = ZOO["ppo"][env_id]
+    overrides = {"n_envs": ppo["n_envs"], "n_steps": ppo["n_steps"]}
+    model = build(algo, env_id, seed=0, overrides=overrides)
+    warmup = ppo["n_envs"] * ppo["n_steps"]
+    model.learn(total_timesteps=warmup)
+    start = time.perf_counter()
+    model.learn(total_timesteps=steps, reset_num_timesteps=False)
+    return (model.num_timesteps - warmup) / (time.perf_counter() - start)
+
+
+def _median(values: list[float]) -> float:
+    return float(np.median(values)) if values else float("nan")
+
+
+def summarise(
+    results: list[tuple[str, str, int, RunResult]], throughput: dict[tuple[str, str], float], env_ids: list[str]
+) -> str:
+    """The markdown table: medians over seeds and ratios to PPO."""
+    lines = [
+        "| env | algo | seeds solved | median steps to threshold | ratio to PPO | median final eval | "
+        "ratio to PPO | steps/s (equal n_envs, n_steps) | ratio to PPO | steps/s in the runs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for env_id in env_ids:
+        cap = TASKS[env_id].max_steps
+        rows: dict[str, dict[str, float]] = {}
+        for algo in ALGOS:
+            mine = [r for a, e, _s, r in results if a == algo and e == env_id]
+            if not mine:
+                continue
+            # Unsolved runs count as "more than the budget": the budget is used for the median.
+            steps = [r.steps_to_threshold if r.steps_to_threshold is not None else cap[algo] for r in mine]
+            rows[algo] = {
+                "solved": sum(r.steps_to_threshold is not None for r in mine),
+                "n": len(mine),
+                "steps": _median(steps),
+                "unsolved_median": sum(r.steps_to_threshold is None for r in mine) * 2 > len(mine),
+                "eval": _median([r.eval_mean for r in mine]),
+                "sps_runs": _median([r.steps / r.seconds for r in mine]),
+                "sps": throughput.get((algo, env_id), float("nan")),
+            }
+        base = rows.get("ppo")
+        for algo, row in rows.items():
+
+            def ratio(key: str, row: dict[str, float] = row, base: dict[str, float] | None = base) -> str:
+                if base is None or not base[key]:
+                    return "n/a"
+                return f"{row[key] / base[key]:.2f}"
+
+            steps = f"{row['steps']:.0f}" + (" (> budget)" if row["unsolved_median"] else "")
+            lines.append(
+                f"| {env_id} | {algo} | {row['solved']:.0f}/{row['n']:.0f} | {steps} | {ratio('steps')} | "
+                f"{row['eval']:.1f} | {ratio('eval')} | {row['sps']:.0f} | {ratio('sps')} | {row['sps_runs']:.0f} |"
+            )
+    return "\n".join(lines)
+
+
+def per_seed_table(results: list[tuple[str, str, int, RunResult]]) -> str:
+    lines = [
+        "| env | algo | seed | steps to threshold | steps trained | final eval | steps/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for algo, env_id, seed, r in sorted(results, key=lambda x: (x[1], x[0], x[2])):
+        solved = "not reached" if r.steps_to_threshold is None else str(r.steps_to_threshold)
+        lines.append(
+            f"| {env_id} | {algo} | {seed} | {solved} | {r.steps} | {r.eval_mean:.1f} | {r.steps / r.seconds:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(results: list[tuple[str, str, int, RunResult]], env_ids: list[str], path: Path) -> None:
+    """Training curves (20-episode mean vs env steps), one panel per environment, one colour per algorithm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(env_ids), figsize=(6 * len(env_ids), 4), squeeze=False)
+    colours = {"localpg": "tab:red", "ppo": "tab:blue", "a2c": "tab:green"}
+    for ax, env_id in zip(axes[0], env_ids, strict=True):
+        for algo in ALGOS:
+            curves = [r.curve for a, e, _s, r in results if a == algo and e == env_id and r.curve]
+            for index, curve in enumerate(curves):
+                steps, means = zip(*curve, strict=True)
+                ax.plot(steps, means, color=colours[algo], alpha=0.6, lw=1, label=algo if index == 0 else None)
+        ax.axhline(TASKS[env_id].threshold, color="k", ls="--", lw=0.8)
+        ax.set_title(env_id)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("20-episode training mean return")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--envs", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=list(ALGOS))
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[5], help="seeds 0..N-1 (> 0), one value or one per env"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="training processes in parallel (> 0)")
+    parser.add_argument("--throughput-steps", type=int, default=20_000, help="env steps of the timed segment")
+    parser.add_argument("--out", default="benchmarks/results/compare_sb3", help="output path without extension")
+    args = parser.parse_args(argv)
+    if any(n <= 0 for n in args.seeds) or args.workers <= 0:
+        parser.error("--seeds and --workers must be > 0")
+    if len(args.seeds) not in (1, len(args.envs)):
+        parser.error("--seeds takes one value, or one per --envs entry")
+    seeds = dict(zip(args.envs, args.seeds * len(args.envs) if len(args.seeds) == 1 else args.seeds, strict=True))
+    command = "nice python -m benchmarks.compare_sb3 " + " ".join(sys.argv[1:] if argv is None else argv)
+    jobs = [(algo, env_id, seed) for env_id in args.envs for seed in range(seeds[env_id]) for algo in args.algos]
+    start = time.perf_counter()
+    if args.workers == 1:
+        results = [run_one(job) for job in jobs]
+    else:
+        with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
+            results = pool.map(run_one, jobs, chunksize=1)
+    throughput = {
+        (algo, env_id): timed_throughput(algo, env_id, args.throughput_steps)
+        for env_id in args.envs
+        for algo in args.algos
+    }
+    minutes = (time.perf_counter() - start) / 60
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot(results, args.envs, out.with_suffix(".png"))
+    text = "\n\n".join(
+        [
+            "# LocalPG vs SB3 PPO / A2C (MlpPolicy, RL Zoo hyperparameters)",
+            f"Command: `{command}` ({minutes:.0f} min on a 2-core machine shared with other jobs, "
+            f"torch.set_num_threads(1), {args.workers} worker process(es)).",
+            "Steps to threshold: first env step at which the mean return of the last 20 finished *training* "
+            "episodes reached the threshold ("
+            + ", ".join(f"{e} {TASKS[e].threshold:g}" for e in args.envs)
+            + "); a run that never reached it "
+            "counts as its budget. Budget rule: stop once solved and at least `min_steps` taken, or at the "
+            "budget. Final eval: mean of deterministic episodes after training. Steps/s (equal n_envs, n_steps): "
+            f"a separate timed segment of {args.throughput_steps} steps per algorithm at PPO's n_envs and n_steps; "
+            "steps/s in the runs: each algorithm's own settings, while another worker shared the CPU. "
+            "Medians over seeds; ratios are to PPO's median (for negative returns, a ratio below 1 is better).",
+            "Budgets: "
+            + "; ".join(
+                f"{e}: max {TASKS[e].max_steps}, min_steps {TASKS[e].min_steps}, {TASKS[e].eval_episodes} eval episodes"
+                for e in args.envs
+            )
+            + f". LocalPG settings: `{Path(TUNED_PATH).relative_to(Path(__file__).resolve().parents[1])}`.",
+            summarise(results, throughput, args.envs),
+            f"![learning curves]({out.with_suffix('.png').name})",
+            "## Per seed",
+            per_seed_table(results),
+        ]
+    )
+    out.with_suffix(".md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
