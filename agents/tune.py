@@ -443,9 +443,19 @@ def optimize(
         if _finished(study, running=True) >= target:
             study.stop()
 
+    # This process's threads start exactly `remaining` trials between them (a lock-protected count: two
+    # threads checking the study's trial count at once could both start one); `enough` stops early when
+    # other processes sharing the storage have already brought the study to its target.
+    started, lock = [0], threading.Lock()
+    objective = Objective(spec, study_dir, stop, timeout_s, threads)
+
     def work() -> None:
-        study.optimize(Objective(spec, study_dir, stop, timeout_s, threads), n_trials=remaining,
-                       catch=(TrialFailed,), callbacks=[enough])
+        while not stop.is_set():
+            with lock:
+                if started[0] >= remaining or _finished(study, running=True) >= target:
+                    return
+                started[0] += 1
+            study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=[enough])
 
     if remaining > 0:
         with ThreadPoolExecutor(max_workers=min(n_jobs, remaining), thread_name_prefix="optuna") as pool:
