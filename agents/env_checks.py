@@ -85,7 +85,7 @@ class VecCheckFinite(VecEnvWrapper):
         self._check("reward", rewards, where)
         for index, info in enumerate(infos):
             if "terminal_observation" in info:
-                self._check("terminal observation", info["terminal_observation"][None], where, first_env=index)
+                self._check("terminal observation", _batch_of_one(info["terminal_observation"]), where, index)
         return observations, rewards, dones, infos
 
     @staticmethod
@@ -101,3 +101,10 @@ class VecCheckFinite(VecEnvWrapper):
                     f"(env index {first_env + int(bad[0])}); fix the environment or wrap it to clip or "
                     "replace such values"
                 )
+
+
+def _batch_of_one(observation: np.ndarray | dict | int | float) -> np.ndarray | dict:
+    """One environment's observation (array, dict of arrays, or a ``Discrete`` int) as a batch of one."""
+    if isinstance(observation, dict):
+        return {key: np.asarray(value)[None] for key, value in observation.items()}
+    return np.asarray(observation)[None]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from cli_support import TINY_PARAMS, call_main, cli_docs, run_tool
@@ -146,3 +147,17 @@ def test_every_row_is_documented() -> None:
     text = cli_docs("| Bad input |")
     missing = [row[0] for row in BAD_INPUTS if f"| {row[0]} |" not in text]
     assert missing == []
+
+
+@pytest.mark.parametrize("env_id", ["FrozenLake-v1", "CartPole-v1"])
+def test_finite_check_handles_discrete_and_box_terminal_observations(env_id: str) -> None:
+    """Terminal observations of Discrete spaces are plain ints, of Box spaces arrays: both are checked."""
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from agents.env_checks import VecCheckFinite
+
+    env = VecCheckFinite(make_vec_env(env_id, n_envs=2, seed=0))
+    env.reset()
+    for _ in range(300):
+        env.step(np.array([env.action_space.sample() for _ in range(2)]))
+    assert env.num_steps == 600
