@@ -1,7 +1,7 @@
 """Ablation: each estimator, baseline and update lever of LocalPG switched on and off, plus the paper's
 propagating comparisons (straight-through, STS) trained by back-propagation with stock SB3 PPO.
 
-Every variant starts from LocalPG's tuned configuration (``hyperparams/localpg_tuned.yml``) and changes
+Every variant starts from LocalPG's tuned configuration (``hyperparams/localpg.yml``) and changes
 one thing. The propagating comparisons train the same BSN actor (same ``net_arch`` and
 ``bsn_init_gain``) with SB3's PPO and RL Zoo's PPO hyperparameters for the environment; the policy
 re-creates the rollout's hidden samples through counter-based noise (see ``policies/policy.py``).
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
         "# Ablation of LocalPG's estimator, baselines and levers; back-propagated comparisons",
         f"Command: `{command}` ({minutes:.0f} min on a 2-core machine shared with other jobs, "
         f"torch.set_num_threads(1), {args.workers} worker process(es)).",
-        "Each LocalPG variant changes one setting of the tuned default (`hyperparams/localpg_tuned.yml`). "
+        "Each LocalPG variant changes one setting of the tuned default (`hyperparams/localpg.yml`). "
         "The `ppo+*` rows train the same BSN actor (same net_arch and bsn_init_gain) with stock SB3 PPO and "
         "RL Zoo's PPO hyperparameters. Fixed budget per run; steps to threshold: first env step at which the "
         "20-episode training mean reached the threshold (unsolved runs count as the budget). Final eval: "

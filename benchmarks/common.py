@@ -120,7 +120,7 @@ def train_until(
 
 
 def load_tuned(path: str, env_id: str) -> dict[str, Any]:
-    """One environment's entry of an RL-Zoo-style hyperparameter YAML (e.g. ``hyperparams/localpg_tuned.yml``).
+    """One environment's entry of an RL-Zoo-style hyperparameter YAML (e.g. ``hyperparams/localpg.yml``).
 
     ``policy_kwargs`` may be a string ``"dict(...)"`` as in RL Zoo; it is evaluated with only ``dict``
     and ``nn`` (``torch.nn``) in scope.

@@ -34,7 +34,7 @@ from benchmarks.common import RunResult, load_tuned, train_until
 
 ALGOS = ("localpg", "ppo", "a2c")
 #: LocalPG's shipped per-environment defaults.
-TUNED_PATH = str(Path(__file__).resolve().parents[1] / "hyperparams" / "localpg_tuned.yml")
+TUNED_PATH = str(Path(__file__).resolve().parents[1] / "hyperparams" / "localpg.yml")
 
 
 def linear(start: float) -> Callable[[float], float]:
@@ -100,7 +100,7 @@ TASKS = {
 
 
 def algo_config(algo: str, env_id: str) -> dict[str, Any]:
-    """The algorithm's hyperparameters for ``env_id`` (LocalPG: ``hyperparams/localpg_tuned.yml``)."""
+    """The algorithm's hyperparameters for ``env_id`` (LocalPG: ``hyperparams/localpg.yml``)."""
     if algo == "localpg":
         config = load_tuned(TUNED_PATH, env_id)
         config.pop("n_timesteps", None)

@@ -17,7 +17,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from agents import LocalPG
 from benchmarks.common import load_tuned
 
-TUNED = Path(__file__).resolve().parents[1] / "hyperparams" / "localpg_tuned.yml"
+TUNED = Path(__file__).resolve().parents[1] / "hyperparams" / "localpg.yml"
 SOLVED = 475.0
 BUDGET = 200_000
 
