@@ -42,7 +42,7 @@ import socket
 import threading
 import warnings
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -338,16 +338,20 @@ class Objective:
         stop: set to interrupt running trials (their parameters are queued to run again).
         timeout_s: per-trial time limit in seconds, or ``None``.
         threads: CPU threads per trial (>= 1).
+        on_start: called first in every trial (the trial is RUNNING by then), e.g. to let another thread ask.
     """
 
     def __init__(self, spec: TuneSpec, study_dir: Path, stop: threading.Event, timeout_s: float | None = None,
-                 threads: int = 1) -> None:
+                 threads: int = 1, on_start: Callable[[], None] | None = None) -> None:
         self.spec, self.study_dir, self.stop = spec, Path(study_dir), stop
-        self.timeout_s, self.threads = timeout_s, threads
+        self.timeout_s, self.threads, self.on_start = timeout_s, threads, on_start
 
     def __call__(self, trial: Any) -> float:
         """Run the trial; raises ``optuna.TrialPruned`` if pruned, :class:`TrialFailed` if it failed."""
         import optuna
+
+        if self.on_start is not None:
+            self.on_start()
 
         params = {name: param.suggest(trial) for name, param in self.spec.search.items()}
         run = self.spec.trial_spec(trial.number, params)
@@ -386,6 +390,23 @@ class Objective:
             config_file = self.study_dir / record.run_dir / "config.yml"
             if config_file.is_file():
                 trial.set_user_attr("config", yaml.safe_load(config_file.read_text()))
+
+
+class _AskGate:
+    """A lock that the thread holding it may release more than once (the objective, then a ``finally``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owner = threading.local()
+
+    def acquire(self) -> None:
+        self._lock.acquire()
+        self._owner.holds = True
+
+    def release(self) -> None:
+        if getattr(self._owner, "holds", False):
+            self._owner.holds = False
+            self._lock.release()
 
 
 def optimize(
@@ -446,8 +467,11 @@ def optimize(
     # This process's threads start exactly `remaining` trials between them (a lock-protected count: two
     # threads checking the study's trial count at once could both start one); `enough` stops early when
     # other processes sharing the storage have already brought the study to its target.
-    started, lock = [0], threading.Lock()
-    objective = Objective(spec, study_dir, stop, timeout_s, threads)
+    # `asking` serialises Optuna's study.ask() between this process's threads: two threads asking at once
+    # can pop the same enqueued trial from an SQLite storage and both run it. The objective releases it
+    # as soon as it is called (the trial is then RUNNING and no longer waiting).
+    started, lock, asking = [0], threading.Lock(), _AskGate()
+    objective = Objective(spec, study_dir, stop, timeout_s, threads, on_start=asking.release)
 
     def work() -> None:
         while not stop.is_set():
@@ -455,7 +479,11 @@ def optimize(
                 if started[0] >= remaining or _finished(study, running=True) >= target:
                     return
                 started[0] += 1
-            study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=[enough])
+            asking.acquire()
+            try:
+                study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=[enough])
+            finally:
+                asking.release()
 
     if remaining > 0:
         with ThreadPoolExecutor(max_workers=min(n_jobs, remaining), thread_name_prefix="optuna") as pool:

@@ -39,7 +39,7 @@ def test_train_continue_and_evaluate_as_subprocesses(tmp_path: Path) -> None:
     run = RunLayout(tmp_path / "logs" / "localpg" / "CartPole-v1_1")
     assert str(run.root.relative_to(tmp_path)) in first.stdout and "tensorboard --logdir" in first.stdout
     config = yaml.safe_load(run.config_file.read_text())
-    assert config["policy_kwargs"] == {"net_arch": [8], "estimator": "local", "baseline": "mean"}
+    assert config["policy_kwargs"] == {"net_arch": [8], "bsn_init_gain": 8.0, "estimator": "local", "baseline": "mean"}
     assert config["n_timesteps"] == 256 and config["n_steps"] == 64
     assert run.final_model.is_file() and run.best_model.is_file()
     assert [steps for steps, _ in run.checkpoints()] == [128, 256]

@@ -136,7 +136,7 @@ def test_a_small_study_records_failures_resumes_and_writes_a_usable_best_config(
     config = build_config({"algo": "localpg", "env": "CartPole-v1"}, {}, best_file)  # what train.py -conf does
     assert config["learning_rate"] == pytest.approx(best.params["learning_rate"])
     assert config["n_epochs"] == best.params["n_epochs"]
-    assert (config["n_timesteps"], config["n_steps"], config["policy_kwargs"]["net_arch"]) == (256, 32, [64, 64])
+    assert (config["n_timesteps"], config["n_steps"], config["policy_kwargs"]["net_arch"]) == (256, 32, [128])
     assert "seed" not in yaml.safe_load(best_file.read_text())["CartPole-v1"]
 
     resumed = optimize(spec, study_dir, n_jobs=2)  # already 3 finished trials: runs nothing
