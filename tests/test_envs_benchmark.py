@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_throughput_module() -> ModuleType:
-    """benchmarks/throughput.py as a module (benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("throughput", ROOT / "benchmarks" / "throughput.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
+from benchmarks import throughput
 
 
 def test_benchmark_measures_and_reports(tmp_path: Path) -> None:
-    throughput = load_throughput_module()
     config = throughput.BenchmarkConfig("bsn/DelayedParity-v0", (8,), seconds=0.01, min_steps=2, warmup_steps=1)
     methods = ["gym_bsn_collect", "torch_cpu_bsn_collect", "torch_cuda_bsn_collect"]
     results = throughput.run_benchmark(methods, [1, 4], config, log=lambda _: None)
@@ -39,6 +26,5 @@ def test_benchmark_measures_and_reports(tmp_path: Path) -> None:
 
 
 def test_benchmark_rejects_unknown_env() -> None:
-    throughput = load_throughput_module()
     with pytest.raises(ValueError, match="did you mean 'CartPole-v1'"):
         throughput.parse_args(["--env", "CartPol-v1"])

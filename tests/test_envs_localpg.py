@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
@@ -16,9 +13,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from agents import LocalPG
 from agents.localpg import HiddenRolloutBuffer
 from agents.localpg import localpg as localpg_module
+from benchmarks import profile_localpg, solve_time, throughput
 from envs import make_torch_vec_env
 
-ROOT = Path(__file__).resolve().parents[1]
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 DEVICES = ["cpu", pytest.param("cuda", marks=[CUDA, pytest.mark.cuda])]
 
@@ -177,9 +174,7 @@ def test_cuda_rollout_never_synchronises_per_step(monkeypatch: pytest.MonkeyPatc
 
 
 def test_benchmark_training_columns_measure_and_report(tmp_path: Path) -> None:
-    from test_envs_benchmark import load_throughput_module
 
-    throughput = load_throughput_module()
     config = throughput.BenchmarkConfig("CartPole-v1", (8,), seconds=0.01)
     methods = ["sb3_ppo_zoo_train", "localpg_gym_train", "localpg_torch_cpu_train", "localpg_torch_cuda_train"]
     results = throughput.run_benchmark(methods, [8], config, log=lambda _: None)
@@ -228,17 +223,7 @@ def test_learns_delayed_parity_on_the_torch_env() -> None:
     assert deterministic_parity_return(model, 512, seed=1) >= 0.95
 
 
-def load_solve_time_module() -> ModuleType:
-    """benchmarks/solve_time.py as a module (benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("solve_time", ROOT / "benchmarks" / "solve_time.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_solve_time_evaluates_stops_and_reports(tmp_path: Path) -> None:
-    solve_time = load_solve_time_module()
     settings = {"num_envs": 8, "n_steps": 4, "n_epochs": 1, "eval_every": 2, "eval_episodes": 4, "max_steps": 8 * 4 * 5}
     config = solve_time.SolveConfig(**settings)
     result = solve_time.solve(config, seed=0)
@@ -254,7 +239,6 @@ def test_solve_time_evaluates_stops_and_reports(tmp_path: Path) -> None:
 
 
 def test_solve_time_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
-    solve_time = load_solve_time_module()
     with pytest.raises(SystemExit):
         solve_time.parse_args(["--num-envs", "0"])
     assert "--num-envs must be >= 1" in capsys.readouterr().err
@@ -264,11 +248,8 @@ def test_solve_time_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_profile_script_times_both_phases(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("profile_localpg", ROOT / "benchmarks" / "profile_localpg.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     out = tmp_path / "profile.md"
-    module.main(["--num-envs", "8", "--hidden-sizes", "8", "--repeats", "1", "--rows", "5", "--out", str(out)])
+    profile_localpg.main(["--num-envs", "8", "--hidden-sizes", "8", "--repeats", "1", "--rows", "5", "--out", str(out)])
     text = out.read_text()
     assert "| collect_rollouts |" in text and "| train |" in text and "| both |" in text
     assert text.count("## torch.profiler, one") == 2
