@@ -151,7 +151,7 @@ class BsnActor(nn.Module):
     @torch.no_grad()
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         """Sample one action per row of ``observations`` (batch, observation_dim)."""
-        features = self.bsn(observations.float()).output
+        features = self.bsn.sample(observations.float())[-1]
         logits = self.head(features)
         if self.discrete:
             return torch.multinomial(torch.softmax(logits, dim=-1), 1).squeeze(-1)

@@ -7,7 +7,7 @@ A layer computes pre-activations ``a = W x + b`` of its input ``x`` (the observa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 import torch
@@ -161,13 +161,41 @@ class BinaryStochasticNetwork(nn.Module):
         Returns:
             A :class:`BSNOutput`.
         """
-        if inputs.dim() != 2 or inputs.shape[-1] != self.in_features:
-            raise ValueError(f"expected inputs of shape (batch, {self.in_features}), got {tuple(inputs.shape)}")
+        self._check_inputs(inputs)
         if given_samples is not None and len(given_samples) != len(self.layers):
             raise ValueError(f"given_samples must hold {len(self.layers)} tensors, got {len(given_samples)}")
         if given_samples is not None and self.propagates:
             raise ValueError("given_samples is only supported by local estimators; pass the noise instead")
         samples, probs, pres, unit_lps = [], [], [], []
+        for pre_activation, sample, estimator in self._propagate(inputs, deterministic, noise, given_samples):
+            samples.append(sample)
+            probs.append(estimator.firing_prob(pre_activation))
+            pres.append(pre_activation)
+            unit_lps.append(estimator.unit_log_prob(sample.detach(), pre_activation))
+        log_prob = torch.stack([lp.sum(dim=-1) for lp in unit_lps], dim=0).sum(dim=0)
+        return BSNOutput(samples, probs, pres, unit_lps, log_prob)
+
+    def sample(
+        self, inputs: torch.Tensor, deterministic: bool = False, noise: NoiseFn | Sequence[torch.Tensor] | None = None
+    ) -> list[torch.Tensor]:
+        """Every layer's output ``h_l`` only, as :meth:`forward` draws them, without the probabilities
+        and log-probabilities: the cheaper acting path (a rollout stores the samples and scores them
+        later). Arguments as in :meth:`forward`."""
+        self._check_inputs(inputs)
+        return [sample for _pre, sample, _estimator in self._propagate(inputs, deterministic, noise, None)]
+
+    def _check_inputs(self, inputs: torch.Tensor) -> None:
+        if inputs.dim() != 2 or inputs.shape[-1] != self.in_features:
+            raise ValueError(f"expected inputs of shape (batch, {self.in_features}), got {tuple(inputs.shape)}")
+
+    def _propagate(
+        self,
+        inputs: torch.Tensor,
+        deterministic: bool,
+        noise: NoiseFn | Sequence[torch.Tensor] | None,
+        given_samples: Sequence[torch.Tensor] | None,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, Estimator]]:
+        """Yield ``(pre_activation, sample, estimator)`` of each layer, bottom to top."""
         layer_input = inputs
         for index, (linear, estimator) in enumerate(zip(self.layers, self.estimators, strict=True)):
             pre_activation = linear(layer_input)
@@ -176,16 +204,10 @@ class BinaryStochasticNetwork(nn.Module):
             elif deterministic:
                 sample = estimator.deterministic(pre_activation)
             else:
-                uniform = self._uniform(noise, index, pre_activation)
-                sample = estimator.sample(pre_activation, uniform)
-            samples.append(sample)
-            probs.append(estimator.firing_prob(pre_activation))
-            pres.append(pre_activation)
-            unit_lps.append(estimator.unit_log_prob(sample.detach(), pre_activation))
+                sample = estimator.sample(pre_activation, self._uniform(noise, index, pre_activation))
+            yield pre_activation, sample, estimator
             # Local family: the sample is already a constant; detach makes the no-flow rule explicit.
             layer_input = sample if self.propagates else sample.detach()
-        log_prob = torch.stack([lp.sum(dim=-1) for lp in unit_lps], dim=0).sum(dim=0)
-        return BSNOutput(samples, probs, pres, unit_lps, log_prob)
 
     @staticmethod
     def _uniform(

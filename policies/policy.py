@@ -168,7 +168,7 @@ class BsnExtractor(nn.Module):
         return self.forward_actor(features), self.forward_critic(features)
 
     def forward_actor(self, features: torch.Tensor) -> torch.Tensor:
-        return self.bsn(features).output
+        return self.bsn.sample(features)[-1]
 
     def forward_critic(self, features: torch.Tensor) -> torch.Tensor:
         return self.value_body(features)
@@ -393,19 +393,26 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
     def act(self, obs: PyTorchObs) -> PolicyStep:
         """Sample hidden units with i.i.d. noise and actions; return them with the packed hidden samples."""
         pi_features, vf_features = self._split_features(obs)
-        output = self.bsn(pi_features)
-        distribution = self._get_action_dist_from_latent(output.output)
+        samples = self.bsn.sample(pi_features)
+        distribution = self._get_action_dist_from_latent(samples[-1])
         actions = distribution.get_actions()
         log_prob = distribution.log_prob(actions)
         values = self.value_net(self.mlp_extractor.forward_critic(vf_features))
         return PolicyStep(
-            actions.reshape((-1, *self.action_space.shape)), values, log_prob, self.bsn.pack_samples(output.samples)
+            actions.reshape((-1, *self.action_space.shape)), values, log_prob, self.bsn.pack_samples(samples)
         )
 
-    def evaluate_hidden(self, obs: PyTorchObs, actions: torch.Tensor, hidden: torch.Tensor) -> HiddenEvaluation:
-        """Score stored hidden samples (packed, as from :meth:`act`) and actions under the current parameters."""
+    def evaluate_hidden(
+        self, obs: PyTorchObs, actions: torch.Tensor, hidden: torch.Tensor, with_entropy: bool = True
+    ) -> HiddenEvaluation:
+        """Score stored hidden samples (packed, as from :meth:`act`) and actions under the current parameters.
+
+        ``with_entropy=False`` skips the action entropy (``entropy`` is then ``None``), for an update
+        whose entropy bonus is off.
+        """
         pi_features, vf_features = self._split_features(obs)
         output = self.bsn(pi_features, given_samples=self.bsn.unpack_samples(hidden, pi_features.dtype))
         distribution = self._get_action_dist_from_latent(output.output)
         values = self.value_net(self.mlp_extractor.forward_critic(vf_features))
-        return HiddenEvaluation(values, distribution.log_prob(actions), distribution.entropy(), output, pi_features)
+        entropy = distribution.entropy() if with_entropy else None
+        return HiddenEvaluation(values, distribution.log_prob(actions), entropy, output, pi_features)

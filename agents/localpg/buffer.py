@@ -38,7 +38,7 @@ class HiddenRolloutSamples(NamedTuple):
     returns: torch.Tensor
 
 
-def _index(obs: TensorObs, rows: torch.Tensor) -> TensorObs:
+def _index(obs: TensorObs, rows: torch.Tensor | slice) -> TensorObs:
     return {key: value[rows] for key, value in obs.items()} if isinstance(obs, dict) else obs[rows]
 
 
@@ -178,7 +178,10 @@ class HiddenRolloutBuffer:
             _flatten(self.advantages),
             _flatten(self.returns),
         ]
+        # Shuffle every column once; the minibatches are then slices (views), not one gather each.
         order = torch.randperm(total, device=self.device)
+        observations = _index(observations, order)
+        columns = [column[order] for column in columns]
         for start in range(0, total, batch_size):
-            rows = order[start : start + batch_size]
+            rows = slice(start, start + batch_size)
             yield HiddenRolloutSamples(_index(observations, rows), *(column[rows] for column in columns))
