@@ -14,9 +14,10 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecNormalize
 
 from agents import LocalPG
-from agents.localpg import HiddenRolloutBuffer
+from agents.localpg import HiddenRolloutBuffer, clipped_local_loss
 from agents.localpg.localpg import _Stats
-from policies.estimators import local_gradient
+from agents.localpg.losses import MAX_LOG_RATIO
+from policies.estimators import bernoulli_log_prob, local_gradient
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
@@ -86,6 +87,50 @@ def test_update_is_local() -> None:
     g = local_gradient(output.samples[0], output.firing_probs[0], batch.advantages)
     expected = -(g.T @ features) / len(features)
     torch.testing.assert_close(first, expected.detach(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("signal_shape", ["shared", "per_unit"])
+@pytest.mark.parametrize("clip_range", [0.2, 1.0])
+def test_clipped_local_loss_matches_autograd_of_the_clipped_surrogate(signal_shape: str, clip_range: float) -> None:
+    """The closed-form backward equals autograd's derivative of -min(r s, clip(r) s), in every regime:
+    ratios inside and outside the trust region, signals of both signs, and a clamped log-ratio."""
+    generator = torch.Generator().manual_seed(0)
+    rows, units = 64, 12
+    pre_activation = (3 * torch.randn(rows, units, generator=generator, dtype=torch.float64)).requires_grad_()
+    samples = (torch.rand(rows, units, generator=generator, dtype=torch.float64) < 0.5).to(torch.float64)
+    old_log_prob = bernoulli_log_prob(samples, pre_activation.detach() + torch.randn(rows, units, generator=generator))
+    old_log_prob[0, 0] = old_log_prob[0, 0] - 2 * MAX_LOG_RATIO  # a ratio beyond the exp() guard
+    shape = (rows, 1) if signal_shape == "shared" else (rows, units)
+    signal = torch.randn(shape, generator=generator, dtype=torch.float64)
+
+    log_prob = bernoulli_log_prob(samples, pre_activation)
+    ratio = (log_prob - old_log_prob).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO).exp()
+    reference = -torch.min(ratio * signal, ratio.clamp(1 - clip_range, 1 + clip_range) * signal).sum(-1).mean()
+    (expected,) = torch.autograd.grad(reference, pre_activation)
+
+    loss, clip_fraction = clipped_local_loss(
+        pre_activation, samples, torch.sigmoid(pre_activation), log_prob, old_log_prob, signal, clip_range
+    )
+    (gradient,) = torch.autograd.grad(loss, pre_activation)
+    torch.testing.assert_close(loss, reference)
+    torch.testing.assert_close(gradient, expected)
+    assert ((ratio - 1).abs() > clip_range).any() and ((ratio - 1).abs() <= clip_range).any()  # both regimes
+    torch.testing.assert_close(clip_fraction, ((ratio - 1).abs() > clip_range).float().mean())
+    assert gradient[0, 0] == 0  # the clamped unit gets no gradient
+
+
+def test_clipped_local_loss_at_ratio_one_is_the_local_estimator() -> None:
+    """With P_new = P_old (first epoch), dL/da = -(h - p) * s / B: the paper's local estimator."""
+    generator = torch.Generator().manual_seed(1)
+    pre_activation = torch.randn(32, 5, generator=generator).requires_grad_()
+    samples = (torch.rand(32, 5, generator=generator) < torch.sigmoid(pre_activation)).float()
+    log_prob = bernoulli_log_prob(samples, pre_activation)
+    signal = torch.randn(32, 1, generator=generator)
+    probs = torch.sigmoid(pre_activation)
+    loss, clip_fraction = clipped_local_loss(pre_activation, samples, probs, log_prob, log_prob, signal, 0.2)
+    loss.backward()
+    torch.testing.assert_close(pre_activation.grad, -local_gradient(samples, probs.detach(), signal) / 32)
+    assert clip_fraction == 0
 
 
 # ---------------------------------------------------------------- rollout buffer

@@ -2,5 +2,6 @@
 
 from agents.localpg.buffer import HiddenRolloutBuffer, HiddenRolloutSamples
 from agents.localpg.localpg import LocalPG
+from agents.localpg.losses import clipped_local_loss
 
-__all__ = ["HiddenRolloutBuffer", "HiddenRolloutSamples", "LocalPG"]
+__all__ = ["HiddenRolloutBuffer", "HiddenRolloutSamples", "LocalPG", "clipped_local_loss"]

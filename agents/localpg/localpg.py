@@ -31,6 +31,7 @@ from torch.distributions import Distribution
 from torch.nn import functional as F
 
 from agents.localpg.buffer import HiddenRolloutBuffer, HiddenRolloutSamples
+from agents.localpg.losses import clipped_local_loss
 from envs.torch_vec_env import TorchVecEnv
 from policies.bsn import BSNOutput
 from policies.estimators import LearnedPredictorEstimator, local_gradient
@@ -600,7 +601,8 @@ class LocalPG(OnPolicyAlgorithm):
 
         Local estimator: ``-min(r_i (A - c_i), clip(r_i) (A - c_i))`` per unit, with
         ``r_i = exp(log P_new(h_i) - log P_old(h_i))``; at ``r_i = 1`` its gradient is
-        ``-(h_i - p_i)(A - c_i)``. Learned predictor (PAPER.md section 3): ``-a_i * g_hat_i`` and the
+        ``-(h_i - p_i)(A - c_i)`` (:func:`agents.localpg.losses.clipped_local_loss`). Learned predictor
+        (PAPER.md section 3): ``-a_i * g_hat_i`` and the
         predictor's squared error to ``(h_i - p_i)(A - c_i)``.
         """
         bsn = self.policy.bsn
@@ -616,13 +618,17 @@ class LocalPG(OnPolicyAlgorithm):
                 predictor_losses.append(estimator.predictor_loss(predicted, target))
                 losses.append(-(bsn_out.pre_activations[index] * predicted.detach()).sum(-1).mean())
                 continue
-            # Clamped log-ratio: a unit whose probability moved by more than e^20 would overflow exp()
-            # and turn the unselected branch of min() into 0 * inf = NaN in the backward pass.
-            unit_ratio = torch.exp((bsn_out.unit_log_probs[index] - old_unit_lp[index]).clamp(-20.0, 20.0))
-            clipped = unit_ratio.clamp(1 - clip_range, 1 + clip_range)
-            losses.append(-torch.min(unit_ratio * signal, clipped * signal).sum(-1).mean())
-            with torch.no_grad():
-                stats.add(unit_clip_fraction=((unit_ratio - 1).abs() > clip_range).float().mean())
+            loss, clip_fraction = clipped_local_loss(
+                bsn_out.pre_activations[index],
+                samples,
+                probs,
+                bsn_out.unit_log_probs[index],
+                old_unit_lp[index],
+                signal,
+                clip_range,
+            )
+            losses.append(loss)
+            stats.add(unit_clip_fraction=clip_fraction)
         predictor_loss = sum(predictor_losses) if predictor_losses else torch.zeros((), device=self.device)
         return sum(losses), predictor_loss  # type: ignore[return-value]
 
