@@ -756,7 +756,11 @@ class _Stats:
     @torch.no_grad()
     def add_layer(self, index: int, samples: torch.Tensor, probs: torch.Tensor, estimate: torch.Tensor) -> None:
         """Record ``mean |h - p|`` and the signal-to-noise ratio ``|mean g| / std g`` (mean over units)."""
-        snr = estimate.mean(0).abs() / (estimate.std(0) + 1e-8) if len(estimate) > 1 else estimate.abs().mean(0) * 0
+        rows = len(estimate)
+        mean = estimate.mean(0)
+        # Moments instead of std(0): a column-wise std is ~3x slower on CPU for a whole rollout.
+        std = ((estimate * estimate).mean(0) - mean * mean).clamp_min(0).mul(rows / max(rows - 1, 1)).sqrt()
+        snr = mean.abs() / (std + 1e-8) if rows > 1 else mean * 0
         self.layers[(index, "abs_h_minus_p")] = float((samples - probs).abs().mean())
         self.layers[(index, "grad_snr")] = float(snr.mean())
 
