@@ -3,7 +3,7 @@
 For each environment and seed, every algorithm trains under the same budget rule (see
 :class:`benchmarks.common.ThresholdCallback`) and reports the env steps until the 20-episode training
 mean first reaches the threshold, the final deterministic evaluation, and its wall-clock throughput.
-A separate short timed segment then measures training throughput at *equal* ``n_envs`` and
+Short timed segments, alternating between the algorithms, then measure training throughput at *equal* ``n_envs`` and
 ``n_steps`` (PPO's) for every algorithm. The table gives medians over seeds and each as a ratio to PPO.
 
 Usage (the committed table's command is written at its top)::
@@ -152,18 +152,27 @@ def run_one(job: tuple[str, str, int]) -> tuple[str, str, int, RunResult]:
     return algo, env_id, seed, result
 
 
-def timed_throughput(algo: str, env_id: str, steps: int) -> float:
-    """Training steps/second of ``algo`` at PPO's ``n_envs`` and ``n_steps`` (each algorithm keeps its
-    other settings), over ``steps`` env steps after one warm-up rollout."""
+def timed_throughput(algos: list[str], env_id: str, steps: int, repeats: int = 5) -> dict[str, float]:
+    """Training steps/second of each algorithm at PPO's ``n_envs`` and ``n_steps`` (each keeps its other
+    settings): ``steps`` env steps per algorithm after one warm-up rollout, timed in ``repeats`` segments
+    that alternate between the algorithms, so that a change of load on a shared machine hits them alike;
+    the median segment of each is reported."""
     torch.set_num_threads(1)
     ppo = ZOO["ppo"][env_id]
     overrides = {"n_envs": ppo["n_envs"], "n_steps": ppo["n_steps"]}
-    model = build(algo, env_id, seed=0, overrides=overrides)
-    warmup = ppo["n_envs"] * ppo["n_steps"]
-    model.learn(total_timesteps=warmup)
-    start = time.perf_counter()
-    model.learn(total_timesteps=steps, reset_num_timesteps=False)
-    return (model.num_timesteps - warmup) / (time.perf_counter() - start)
+    rollout = ppo["n_envs"] * ppo["n_steps"]
+    models = {algo: build(algo, env_id, seed=0, overrides=overrides) for algo in algos}
+    for model in models.values():
+        model.learn(total_timesteps=rollout)
+    segment = max(rollout, steps // repeats)
+    rates: dict[str, list[float]] = {algo: [] for algo in algos}
+    for _ in range(repeats):
+        for algo, model in models.items():
+            before = model.num_timesteps
+            start = time.perf_counter()
+            model.learn(total_timesteps=segment, reset_num_timesteps=False)
+            rates[algo].append((model.num_timesteps - before) / (time.perf_counter() - start))
+    return {algo: float(np.median(values)) for algo, values in rates.items()}
 
 
 def _median(values: list[float]) -> float:
@@ -275,9 +284,9 @@ def main(argv: list[str] | None = None) -> None:
         with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
             results = pool.map(run_one, jobs, chunksize=1)
     throughput = {
-        (algo, env_id): timed_throughput(algo, env_id, args.throughput_steps)
+        (algo, env_id): rate
         for env_id in args.envs
-        for algo in args.algos
+        for algo, rate in timed_throughput(args.algos, env_id, args.throughput_steps).items()
     }
     minutes = (time.perf_counter() - start) / 60
     out = Path(args.out)
@@ -294,7 +303,8 @@ def main(argv: list[str] | None = None) -> None:
             + "); a run that never reached it "
             "counts as its budget. Budget rule: stop once solved and at least `min_steps` taken, or at the "
             "budget. Final eval: mean of deterministic episodes after training. Steps/s (equal n_envs, n_steps): "
-            f"a separate timed segment of {args.throughput_steps} steps per algorithm at PPO's n_envs and n_steps; "
+            f"{args.throughput_steps} steps per algorithm at PPO's n_envs and n_steps, timed in 5 segments that "
+            "alternate between the algorithms (median segment); "
             "steps/s in the runs: each algorithm's own settings, while another worker shared the CPU. "
             "Medians over seeds; ratios are to PPO's median (for negative returns, a ratio below 1 is better).",
             "Budgets: "
