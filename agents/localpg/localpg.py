@@ -193,6 +193,7 @@ class LocalPG(OnPolicyAlgorithm):
         )
         self.clip_range = FloatSchedule(self.clip_range)
         self._clip_groups = self._gradient_groups()
+        self._clip_owners: dict[tuple[int, ...], torch.Tensor] = {}
         self.policy.optimizer = self._layerwise_optimizer()
 
     def _layer_lr_scales(self) -> list[float]:
@@ -532,7 +533,10 @@ class LocalPG(OnPolicyAlgorithm):
         if not grads:
             return
         norms = torch.stack(torch._foreach_norm(grads))
-        owner = torch.tensor(owners, device=norms.device)
+        # Cached: a fresh index tensor would be a host-to-device copy, a synchronisation, at every step on GPU.
+        owner = self._clip_owners.get(tuple(owners))
+        if owner is None or owner.device != norms.device:
+            owner = self._clip_owners[tuple(owners)] = torch.tensor(owners, device=norms.device)
         group_norms = torch.zeros(len(self._clip_groups), device=norms.device, dtype=norms.dtype)
         group_norms = group_norms.index_add_(0, owner, norms.square()).sqrt()
         scales = (self.max_grad_norm / (group_norms + 1e-6)).clamp(max=1.0)[owner]
@@ -671,7 +675,7 @@ class LocalPG(OnPolicyAlgorithm):
             record("bsn/baseline_explained_variance", stats.mean("baseline_explained_variance", default=float("nan")))
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "rollout_buffer"]
+        return [*super()._excluded_save_params(), "rollout_buffer", "_clip_groups", "_clip_owners"]
 
     def learn(
         self: SelfLocalPG,
