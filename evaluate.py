@@ -29,8 +29,12 @@ def build_parser() -> OneLineArgumentParser:
                         help="run folder (its latest model) or model .zip; several are evaluated in turn")
     parser.add_argument("-n", "--n-episodes", type=parse_value, default=10, metavar="N",
                         help="episodes per target (default 10; 0 skips evaluation, e.g. to only plot)")
-    parser.add_argument("--stochastic", action="store_true",
-                        help="sample neurons and actions (default: deterministic, noise-free units)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--stochastic", dest="deterministic", action="store_false", default=None,
+                      help="sample neurons and actions (default: the run's deterministic_eval setting, which is "
+                           "true unless its configuration says otherwise; deterministic for a bare model file)")
+    mode.add_argument("--deterministic", dest="deterministic", action="store_true", default=None,
+                      help="noise-free units (each fires iff p > 0.5) and actions")
     parser.add_argument("--algo", choices=ALGORITHM_NAMES,
                         help="algorithm that saved a bare model file (default: the run's, else localpg)")
     parser.add_argument("--env", help="environment id (default: the run's)")
@@ -84,7 +88,8 @@ def evaluate_target(target: Path, args: argparse.Namespace, n_episodes: int) -> 
         venv.training, venv.norm_reward = False, False
     model = load_model(algorithm_class(config["algo"]), model_path, env=venv, env_id=config["env"],
                        device=config["device"])
-    stats, videos = run_episodes(model, venv, n_episodes, deterministic=not args.stochastic, record=record)
+    deterministic = config["deterministic_eval"] if args.deterministic is None else args.deterministic
+    stats, videos = run_episodes(model, venv, n_episodes, deterministic=deterministic, record=record)
     fps = float(venv.metadata.get("render_fps") or 30)
     venv.close()
     stem = f"{config['algo']}_{layout.root.name + '_' if layout else ''}{model_path.stem}"

@@ -408,7 +408,7 @@ def _callbacks(
         evaluation = EvalCallback(
             eval_env, callback_on_new_best=SaveModelCallback(layout.best_model, vec_normalize),
             n_eval_episodes=config["eval_episodes"], eval_freq=max(config["eval_freq"] // config["n_envs"], 1),
-            log_path=str(layout.eval_dir), deterministic=True, verbose=0, warn=False,
+            log_path=str(layout.eval_dir), deterministic=config["deterministic_eval"], verbose=0, warn=False,
         )
         if resumed:
             restore_evaluations(evaluation, layout.eval_dir / "evaluations.npz")
