@@ -257,3 +257,21 @@ def test_given_samples_are_refused_by_propagating_estimators() -> None:
     net = BinaryStochasticNetwork(3, [2], "st")
     with pytest.raises(ValueError, match="only supported by local estimators"):
         net(torch.randn(4, 3), given_samples=[torch.ones(4, 2)])
+
+
+@pytest.mark.parametrize("estimator", list(ESTIMATORS))
+def test_sample_draws_exactly_the_samples_of_forward(estimator: str) -> None:
+    """``sample`` (the acting path, no scoring) gives forward's samples for the same noise, and its
+    deterministic mode forward's noise-free outputs; bad inputs raise the same error."""
+    torch.manual_seed(0)
+    net = BinaryStochasticNetwork(3, [6, 4], estimator)
+    inputs = torch.randn(9, 3)
+    noise = [torch.rand(9, 6), torch.rand(9, 4)]
+    for expected, got in zip(net(inputs, noise=noise).samples, net.sample(inputs, noise=noise), strict=True):
+        torch.testing.assert_close(got, expected)
+    for expected, got in zip(
+        net(inputs, deterministic=True).samples, net.sample(inputs, deterministic=True), strict=True
+    ):
+        torch.testing.assert_close(got, expected)
+    with pytest.raises(ValueError, match=r"expected inputs of shape \(batch, 3\)"):
+        net.sample(torch.randn(9, 4))
