@@ -5,9 +5,10 @@ The tool behind ``benchmarks/results/tuning_log.md``. Each run trains under the 
 and at least ``--min-steps`` were taken, else at the budget) and is then evaluated for ``--eval-episodes``
 deterministic episodes. ``--checkpoints`` also evaluates during training, at the first step at or after
 each given step: what a run stopped there would have scored, learning-rate schedules included (they decay
-over ``--budget``). ``--tuned`` starts from the environment's entry of ``hyperparams/localpg.yml``, the
-JSON then overrides keys (``lin_<start>`` schedules accepted); without it the JSON is the whole
-configuration. ``--eval-seed-offset 10000`` evaluates on the same episodes as ``compare_sb3``.
+over ``--budget``; the printed steps/s include the checkpoint evaluations). ``--tuned`` starts from the
+environment's entry of ``hyperparams/localpg.yml``, the JSON then overrides keys (``lin_<start>``
+schedules accepted); without it the JSON is the whole configuration. ``--eval-seed-offset 10000``
+evaluates on the same episodes as ``compare_sb3``.
 
 Usage::
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -122,7 +124,9 @@ def main(argv: list[str] | None = None) -> None:
 
         threshold = ThresholdCallback(args.threshold, 20, args.min_steps)
         checkpoints = CheckpointEvaluations(args.checkpoints, eval_env, args.eval_episodes, args.stochastic)
+        start = time.perf_counter()
         model.learn(total_timesteps=args.budget, callback=CallbackList([threshold, checkpoints]))
+        steps_per_second = model.num_timesteps / (time.perf_counter() - start)
         final, final_stochastic = evaluate_both(model, eval_env, args.eval_episodes, args.stochastic)
         last = threshold.curve[-1][1] if threshold.curve else float("nan")
         solved.append(threshold.solved_at if threshold.solved_at is not None else args.budget)
@@ -132,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         marks = " ".join(f"@{step} {det:.1f}/{sto:.1f}" for step, (det, sto) in checkpoints.results.items())
         print(
             f"seed {seed}: solved_at {threshold.solved_at} steps {model.num_timesteps} last_mean {last:.0f} "
-            f"eval {final:.1f} (stochastic {final_stochastic:.1f}) {marks}".rstrip(),
+            f"eval {final:.1f} (stochastic {final_stochastic:.1f}) {steps_per_second:.0f} sps {marks}".rstrip(),
             flush=True,
         )
     print(f"median steps to threshold (budget if unsolved): {np.median(solved):.0f}")

@@ -19,7 +19,7 @@ def test_a_solved_run_trains_until_min_steps_and_is_evaluated_at_each_checkpoint
     main(["CartPole-v1", json.dumps(TINY), "--seeds", "0", "--budget", "4096", "--threshold", "0",
           "--min-steps", "1024", "--eval-episodes", "2", "--checkpoints", "512", "800", "--stochastic"])
     out = capsys.readouterr().out
-    assert re.search(r"seed 0: solved_at \d+ steps 1024 ", out), out
+    assert re.search(r"seed 0: solved_at \d+ steps 1024 .* sps ", out), out
     assert re.search(r"@512 -?\d+\.\d/-?\d+\.\d @800 ", out), out
     assert "eval at 512, 1 of 1 seeds" in out and "eval at 800, 1 of 1 seeds" in out
 
