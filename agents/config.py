@@ -26,7 +26,6 @@ from typing import Any
 import yaml
 from gymnasium import spaces
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
-from stable_baselines3.common.utils import LinearSchedule
 from torch import nn
 
 from agents.cli_errors import UserInputError
@@ -44,6 +43,7 @@ __all__ = [
     "POLICY_NAMES",
     "RUN_DEFAULTS",
     "SCHEDULE_KEYS",
+    "LinearDecay",
     "algorithm_class",
     "build_config",
     "linear_schedule",
@@ -194,14 +194,28 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
     return merged
 
 
-def linear_schedule(start: float) -> LinearSchedule:
-    """RL Zoo's ``lin_<start>``: ``value(progress_remaining) = progress_remaining * start``.
+class LinearDecay:
+    """RL Zoo's ``lin_<start>``: ``value(progress_remaining) = progress_remaining * start``, computed as
+    RL Zoo's ``linear_schedule`` does (a picklable class, so saved models keep their schedule).
 
     Args:
         start: the value at the start of training (progress remaining 1); it reaches 0 at the end of
             the ``learn`` call (progress remaining 0).
     """
-    return LinearSchedule(start=start, end=0.0, end_fraction=1.0)
+
+    def __init__(self, start: float) -> None:
+        self.start = float(start)
+
+    def __call__(self, progress_remaining: float) -> float:
+        return progress_remaining * self.start
+
+    def __repr__(self) -> str:
+        return f"{LINEAR_PREFIX}{self.start!r}"
+
+
+def linear_schedule(start: float) -> LinearDecay:
+    """The schedule of ``lin_<start>``: linear decay from ``start`` (> 0) to 0 over the ``learn`` call."""
+    return LinearDecay(start)
 
 
 def resolve_schedules(kwargs: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,8 @@ def test_load_tuned_gives_schedules_that_decay_the_optimizer_rates(tmp_path: Pat
     rates = sorted({group["lr"] for group in model.policy.optimizer.param_groups})
     assert rates == pytest.approx([2e-3 * 0.5, 5.0 * 2e-3 * 0.5])
     assert model.clip_range(0.25) == pytest.approx(0.05)
+
+
+def test_schedules_survive_pickling_and_name_themselves() -> None:
+    schedule = pickle.loads(pickle.dumps(linear_schedule(0.2)))
+    assert schedule(0.5) == 0.1 and repr(schedule) == "lin_0.2"
