@@ -39,15 +39,20 @@ __all__ = [
     "BASELINE_NAMES",
     "ESTIMATOR_NAMES",
     "HYPERPARAMS_DIR",
+    "LINEAR_PREFIX",
     "POLICY_NAMES",
     "RUN_DEFAULTS",
+    "SCHEDULE_KEYS",
+    "LinearDecay",
     "algorithm_class",
     "build_config",
+    "linear_schedule",
     "load_hyperparams",
     "merge",
     "parse_overrides",
     "parse_value",
     "policy_class",
+    "resolve_schedules",
     "validate_config",
 ]
 
@@ -90,6 +95,13 @@ RUN_DEFAULTS: dict[str, Any] = {
 #: algorithm arguments that the run driver sets itself and a configuration may not.
 DRIVER_ARGUMENTS = frozenset({"self", "policy", "env", "tensorboard_log", "verbose", "seed", "device",
                               "_init_setup_model"})
+
+
+#: prefix of a linearly decaying value in a configuration, RL Zoo's spelling: ``lin_3e-3`` starts at 3e-3
+#: and decays linearly to 0 over the ``learn`` call's ``total_timesteps``.
+LINEAR_PREFIX = "lin_"
+#: algorithm arguments that may be a schedule of the progress remaining (``lin_<start>`` in a configuration).
+SCHEDULE_KEYS = ("learning_rate", "clip_range")
 
 
 #: estimators that ``--estimator`` accepts (``policies.ESTIMATORS``).
@@ -181,6 +193,48 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
         else:
             merged[key] = value
     return merged
+
+
+class LinearDecay:
+    """RL Zoo's ``lin_<start>``: ``value(progress_remaining) = progress_remaining * start``, computed as
+    RL Zoo's ``linear_schedule`` does (a picklable class, so saved models keep their schedule).
+
+    Args:
+        start: the value at the start of training (progress remaining 1); it reaches 0 at the end of
+            the ``learn`` call (progress remaining 0).
+    """
+
+    def __init__(self, start: float) -> None:
+        self.start = float(start)
+
+    def __call__(self, progress_remaining: float) -> float:
+        return progress_remaining * self.start
+
+    def __repr__(self) -> str:
+        return f"{LINEAR_PREFIX}{self.start!r}"
+
+
+def linear_schedule(start: float) -> LinearDecay:
+    """The schedule of ``lin_<start>``: linear decay from ``start`` (> 0) to 0 over the ``learn`` call."""
+    return LinearDecay(start)
+
+
+def resolve_schedules(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of algorithm arguments with each ``lin_<start>`` of :data:`SCHEDULE_KEYS` made a schedule.
+
+    Args:
+        kwargs: algorithm constructor arguments; ``learning_rate`` / ``clip_range`` may be a number or
+            a ``lin_<start>`` string (checked by :func:`validate_config`, or here for unvalidated input).
+
+    Raises:
+        UserInputError: for a ``lin_`` value whose start is not a positive number.
+    """
+    resolved = dict(kwargs)
+    for key in SCHEDULE_KEYS:
+        value = resolved.get(key)
+        if isinstance(value, str) and value.startswith(LINEAR_PREFIX):
+            resolved[key] = linear_schedule(_linear_start(key, value))
+    return resolved
 
 
 def _first_line(error: Exception) -> str:
@@ -351,6 +405,26 @@ def _flag(key: str, value: Any) -> bool:
 POSITIVE = _float_in(0.0, math.inf, True, True)
 NON_NEGATIVE = _float_in(0.0, math.inf, False, True)
 
+
+def _linear_start(key: str, value: str) -> float:
+    """The start of a ``lin_<start>`` value (a positive number), else a :class:`UserInputError`."""
+    try:
+        start = float(value[len(LINEAR_PREFIX):])
+    except ValueError:
+        start = math.nan
+    if not (math.isfinite(start) and start > 0):
+        raise UserInputError(f"{key} {value!r} is not a linear schedule with a positive start; "
+                             f"write {LINEAR_PREFIX}<start>, e.g. {LINEAR_PREFIX}3e-3")
+    return start
+
+
+def _positive_or_linear(key: str, value: Any) -> float | str:
+    """A positive number, or ``lin_<start>`` (kept as text, normalised to ``lin_<float>``) for a schedule."""
+    if isinstance(value, str) and value.startswith(LINEAR_PREFIX):
+        return f"{LINEAR_PREFIX}{_linear_start(key, value)!r}"
+    return POSITIVE(key, value)
+
+
 #: validation of each run setting.
 RUN_CHECKS: dict[str, Check] = {
     "algo": _choice(ALGORITHM_NAMES),
@@ -373,13 +447,13 @@ RUN_CHECKS: dict[str, Check] = {
 
 #: validation of the usual algorithm arguments (others are only checked to be known).
 HYPERPARAM_CHECKS: dict[str, Check] = {
-    "learning_rate": POSITIVE,
+    "learning_rate": _positive_or_linear,
     "n_steps": positive_int,
     "batch_size": positive_int,
     "n_epochs": positive_int,
     "gamma": _float_in(0.0, 1.0, True, False),
     "gae_lambda": _float_in(0.0, 1.0, False, False),
-    "clip_range": POSITIVE,
+    "clip_range": _positive_or_linear,
     "ent_coef": NON_NEGATIVE,
     "vf_coef": NON_NEGATIVE,
     "max_grad_norm": POSITIVE,

@@ -62,6 +62,7 @@ from agents.config import (
     algorithm_class,
     merge,
     policy_class,
+    resolve_schedules,
     validate_config,
 )
 from agents.env_checks import VecCheckFinite, check_env_id, check_spaces
@@ -316,8 +317,9 @@ def _make_torch_env(config: Mapping[str, Any], n_envs: int, seed: int | None) ->
 
 
 def algorithm_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The algorithm constructor arguments of a configuration (run settings removed, names resolved)."""
-    kwargs = {key: value for key, value in config.items() if key not in RUN_DEFAULTS}
+    """The algorithm constructor arguments of a configuration (run settings removed, names resolved,
+    ``lin_<start>`` values made linear schedules)."""
+    kwargs = resolve_schedules({key: value for key, value in config.items() if key not in RUN_DEFAULTS})
     if "policy_kwargs" in kwargs:
         policy_kwargs = dict(kwargs["policy_kwargs"])
         if "activation_fn" in policy_kwargs:

@@ -21,6 +21,8 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from torch import nn
 
+from agents.config import resolve_schedules
+
 __all__ = ["RunResult", "ThresholdCallback", "evaluate", "load_tuned", "train_until"]
 
 
@@ -123,10 +125,12 @@ def load_tuned(path: str, env_id: str) -> dict[str, Any]:
     """One environment's entry of an RL-Zoo-style hyperparameter YAML (e.g. ``hyperparams/localpg.yml``).
 
     ``policy_kwargs`` may be a string ``"dict(...)"`` as in RL Zoo; it is evaluated with only ``dict``
-    and ``nn`` (``torch.nn``) in scope.
+    and ``nn`` (``torch.nn``) in scope. ``learning_rate`` and ``clip_range`` may be RL Zoo's
+    ``lin_<start>`` (linear decay from ``start`` to 0 over the ``learn`` call), returned as a schedule.
 
     Raises:
         KeyError: if the file has no entry for ``env_id`` (the message lists the entries).
+        agents.cli_errors.UserInputError: for a ``lin_`` value whose start is not a positive number.
     """
     with open(path) as handle:
         table = yaml.safe_load(handle)
@@ -135,4 +139,4 @@ def load_tuned(path: str, env_id: str) -> dict[str, Any]:
     entry = dict(table[env_id])
     if isinstance(entry.get("policy_kwargs"), str):
         entry["policy_kwargs"] = eval(entry["policy_kwargs"], {"__builtins__": {}, "dict": dict, "nn": nn})
-    return entry
+    return resolve_schedules(entry)

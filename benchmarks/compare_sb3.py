@@ -17,7 +17,6 @@ import argparse
 import multiprocessing
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,21 +28,13 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
+from agents.config import linear_schedule
 from agents.localpg import LocalPG
 from benchmarks.common import RunResult, load_tuned, train_until
 
 ALGOS = ("localpg", "ppo", "a2c")
 #: LocalPG's shipped per-environment defaults.
 TUNED_PATH = str(Path(__file__).resolve().parents[1] / "hyperparams" / "localpg.yml")
-
-
-def linear(start: float) -> Callable[[float], float]:
-    """RL Zoo's ``lin_<start>``: the value decays linearly from ``start`` to 0 over training."""
-
-    def schedule(progress_remaining: float) -> float:
-        return progress_remaining * start
-
-    return schedule
 
 
 #: RL Zoo (rl-baselines3-zoo, hyperparams/ppo.yml and a2c.yml) settings; ``normalize`` is RL Zoo's
@@ -58,8 +49,8 @@ ZOO: dict[str, dict[str, dict[str, Any]]] = {
             gamma=0.98,
             n_epochs=20,
             ent_coef=0.0,
-            learning_rate=linear(1e-3),
-            clip_range=linear(0.2),
+            learning_rate=linear_schedule(1e-3),
+            clip_range=linear_schedule(0.2),
         ),
         "Acrobot-v1": dict(
             n_envs=16, normalize=True, n_steps=256, gae_lambda=0.94, gamma=0.99, n_epochs=4, ent_coef=0.0

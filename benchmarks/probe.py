@@ -1,60 +1,151 @@
 """Probe one LocalPG configuration: steps to threshold and final deterministic evaluation per seed.
 
-The tool behind ``benchmarks/results/tuning_log.md``: each run stops as soon as the 20-episode training
-mean reaches the threshold (or at the budget) and is then evaluated for 5 deterministic episodes.
+The tool behind ``benchmarks/results/tuning_log.md``. Each run trains under the budget rule of
+:class:`benchmarks.common.ThresholdCallback` (stop once the 20-episode training mean reaches the threshold
+and at least ``--min-steps`` were taken, else at the budget) and is then evaluated for ``--eval-episodes``
+deterministic episodes. ``--checkpoints`` also evaluates during training, at the first step at or after
+each given step: what a run stopped there would have scored, learning-rate schedules included (they decay
+over ``--budget``; the printed steps/s include the checkpoint evaluations). ``--tuned`` starts from the
+environment's entry of ``hyperparams/localpg.yml``, the JSON then overrides keys (``lin_<start>``
+schedules accepted); without it the JSON is the whole configuration. ``--eval-seed-offset 10000``
+evaluates on the same episodes as ``compare_sb3``.
 
 Usage::
 
     nice python -m benchmarks.probe CartPole-v1 '{"n_steps": 16, "policy_kwargs": {"net_arch": [128]}}' \\
         --seeds 0 1 2 --budget 100000 --threshold 475
+    nice python -m benchmarks.probe Acrobot-v1 '{"learning_rate": "lin_3e-3"}' --tuned --seeds 0 1 2 3 4 \\
+        --budget 500000 --threshold -100 --min-steps 100000 --eval-episodes 10 --eval-seed-offset 10000 \\
+        --checkpoints 100000 200000
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
+from agents.config import resolve_schedules
 from agents.localpg import LocalPG
-from benchmarks.common import train_until
-from benchmarks.compare_sb3 import make_env
+from benchmarks.common import ThresholdCallback, evaluate, load_tuned
+from benchmarks.compare_sb3 import TUNED_PATH, make_env
+
+
+class CheckpointEvaluations(BaseCallback):
+    """Evaluates the model at the first step at or after each checkpoint, without changing its training.
+
+    Args:
+        checkpoints: env steps to evaluate at (any order; > 0).
+        make_eval_env: builds a fresh evaluation env (its statistics are taken from the training env).
+        n_episodes: episodes per evaluation (> 0).
+        stochastic: also evaluate with sampled hidden units and actions.
+    """
+
+    def __init__(
+        self, checkpoints: Sequence[int], make_eval_env: Any, n_episodes: int, stochastic: bool = False
+    ) -> None:
+        super().__init__()
+        self.pending = sorted(checkpoints)
+        self.make_eval_env = make_eval_env
+        self.n_episodes = n_episodes
+        self.stochastic = stochastic
+        #: checkpoint -> (deterministic mean, stochastic mean or nan).
+        self.results: dict[int, tuple[float, float]] = {}
+
+    def _on_step(self) -> bool:
+        while self.pending and self.num_timesteps >= self.pending[0]:
+            checkpoint = self.pending.pop(0)
+            self.results[checkpoint] = evaluate_both(self.model, self.make_eval_env, self.n_episodes, self.stochastic)
+        return True
+
+
+def evaluate_both(model: BaseAlgorithm, make_eval_env: Any, n_episodes: int, stochastic: bool) -> tuple[float, float]:
+    """Deterministic mean return (:func:`benchmarks.common.evaluate`) and, if ``stochastic``, the mean with
+    sampled hidden units and actions on the same episodes (else nan)."""
+    deterministic = evaluate(model, make_eval_env(), n_episodes)
+    if not stochastic:
+        return deterministic, float("nan")
+    env: VecEnv = make_eval_env()
+    train_env = model.get_env()
+    if isinstance(train_env, VecNormalize) and isinstance(env, VecNormalize):
+        env.obs_rms, env.training, env.norm_reward = train_env.obs_rms, False, False
+    mean, _std = evaluate_policy(model, env, n_eval_episodes=n_episodes, deterministic=False)
+    return deterministic, float(mean)
+
+
+def probe_config(env_id: str, overrides: dict[str, Any], tuned: bool) -> dict[str, Any]:
+    """The run's LocalPG configuration: the tuned entry updated by ``overrides`` (or ``overrides`` alone)."""
+    base = load_tuned(TUNED_PATH, env_id) if tuned else {}
+    base.pop("n_timesteps", None)
+    base.pop("policy", None)
+    return {**base, **resolve_schedules(overrides)}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("env_id", help="Gymnasium id")
     parser.add_argument("config", help="JSON object of LocalPG arguments, plus n_envs (default 8) and normalize")
+    parser.add_argument("--tuned", action="store_true", help="start from hyperparams/localpg.yml's entry")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--budget", type=int, default=100_000, help="env steps per run (> 0)")
     parser.add_argument("--threshold", type=float, required=True, help="solved 20-episode training mean")
+    parser.add_argument("--min-steps", type=int, default=0, help="train at least this many steps once solved")
+    parser.add_argument("--eval-episodes", type=int, default=5, help="deterministic evaluation episodes (> 0)")
+    parser.add_argument("--eval-seed-offset", type=int, default=1000, help="eval env seed = offset + seed")
+    parser.add_argument("--checkpoints", type=int, nargs="*", default=[], help="also evaluate at these steps")
+    parser.add_argument("--stochastic", action="store_true", help="also evaluate with sampled units and actions")
     args = parser.parse_args(argv)
+    if args.budget <= 0 or args.eval_episodes <= 0 or not 0 <= args.min_steps <= args.budget:
+        parser.error("--budget and --eval-episodes must be > 0 and 0 <= --min-steps <= --budget")
+    if any(not 0 < step <= args.budget for step in args.checkpoints):
+        parser.error("--checkpoints must lie in (0, --budget]")
     torch.set_num_threads(1)
-    config = json.loads(args.config)
+    config = probe_config(args.env_id, json.loads(args.config), args.tuned)
     n_envs = int(config.pop("n_envs", 8))
     normalize = bool(config.pop("normalize", False))
     gamma = float(config.get("gamma", 0.99))
-    solved = []
+    solved: list[int] = []
+    finals: list[float] = []
+    by_checkpoint: dict[int, list[float]] = {step: [] for step in sorted(args.checkpoints)}
     for seed in args.seeds:
-        result = train_until(
-            lambda seed=seed: LocalPG(
-                "BsnPolicy", make_env(args.env_id, n_envs, seed, normalize, gamma), seed=seed, **config
-            ),
-            lambda seed=seed: make_env(args.env_id, 1, 1000 + seed, normalize, gamma),
-            args.threshold,
-            args.budget,
-            0,
-            5,
-        )
-        last = result.curve[-1][1] if result.curve else float("nan")
-        solved.append(result.steps_to_threshold if result.steps_to_threshold is not None else args.budget)
+        model = LocalPG("BsnPolicy", make_env(args.env_id, n_envs, seed, normalize, gamma), seed=seed, **config)
+
+        def eval_env(seed: int = seed) -> VecEnv:
+            return make_env(args.env_id, 1, args.eval_seed_offset + seed, normalize, gamma)
+
+        threshold = ThresholdCallback(args.threshold, 20, args.min_steps)
+        checkpoints = CheckpointEvaluations(args.checkpoints, eval_env, args.eval_episodes, args.stochastic)
+        start = time.perf_counter()
+        model.learn(total_timesteps=args.budget, callback=CallbackList([threshold, checkpoints]))
+        steps_per_second = model.num_timesteps / (time.perf_counter() - start)
+        final, final_stochastic = evaluate_both(model, eval_env, args.eval_episodes, args.stochastic)
+        last = threshold.curve[-1][1] if threshold.curve else float("nan")
+        solved.append(threshold.solved_at if threshold.solved_at is not None else args.budget)
+        finals.append(final)
+        for step, (deterministic, _stochastic) in checkpoints.results.items():
+            by_checkpoint[step].append(deterministic)
+        marks = " ".join(f"@{step} {det:.1f}/{sto:.1f}" for step, (det, sto) in checkpoints.results.items())
         print(
-            f"seed {seed}: solved_at {result.steps_to_threshold} last_mean {last:.0f} eval {result.eval_mean:.0f} "
-            f"{result.steps / result.seconds:.0f} sps",
+            f"seed {seed}: solved_at {threshold.solved_at} steps {model.num_timesteps} last_mean {last:.0f} "
+            f"eval {final:.1f} (stochastic {final_stochastic:.1f}) {steps_per_second:.0f} sps {marks}".rstrip(),
             flush=True,
         )
     print(f"median steps to threshold (budget if unsolved): {np.median(solved):.0f}")
+    print(f"final eval per seed {', '.join(f'{v:.1f}' for v in finals)}; median {np.median(finals):.1f}")
+    for step, values in by_checkpoint.items():
+        # A run that stopped earlier (solved and past --min-steps) has no evaluation at a later checkpoint.
+        median = f"median {np.median(values):.1f}" if values else "no run reached it"
+        print(f"eval at {step}, {len(values)} of {len(args.seeds)} seeds: {', '.join(f'{v:.1f}' for v in values)}; "
+              f"{median}")
 
 
 if __name__ == "__main__":

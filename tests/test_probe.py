@@ -1,0 +1,43 @@
+"""benchmarks/probe.py: the budget rule's min_steps, checkpoint evaluations and the tuned starting point."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from benchmarks.probe import main, probe_config
+
+TINY = {"n_envs": 2, "n_steps": 32, "batch_size": 64, "n_epochs": 1, "policy_kwargs": {"net_arch": [8]}}
+
+
+def test_a_solved_run_trains_until_min_steps_and_is_evaluated_at_each_checkpoint(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Threshold 0: any 20 CartPole episodes count as solved (well before 1024 steps), so min_steps stops it.
+    main(["CartPole-v1", json.dumps(TINY), "--seeds", "0", "--budget", "4096", "--threshold", "0",
+          "--min-steps", "1024", "--eval-episodes", "2", "--checkpoints", "512", "800", "--stochastic"])
+    out = capsys.readouterr().out
+    assert re.search(r"seed 0: solved_at \d+ steps 1024 .* sps ", out), out
+    assert re.search(r"@512 -?\d+\.\d/-?\d+\.\d @800 ", out), out
+    assert "eval at 512, 1 of 1 seeds" in out and "eval at 800, 1 of 1 seeds" in out
+
+
+def test_checkpoints_after_the_stop_are_reported_as_not_reached(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["CartPole-v1", json.dumps(TINY), "--seeds", "0", "--budget", "4096", "--threshold", "0",
+          "--min-steps", "512", "--eval-episodes", "1", "--checkpoints", "2048"])
+    assert "eval at 2048, 0 of 1 seeds: ; no run reached it" in capsys.readouterr().out
+
+
+def test_tuned_entry_is_the_base_and_json_overrides_it_with_schedules() -> None:
+    config = probe_config("Acrobot-v1", {"learning_rate": "lin_1e-3", "n_epochs": 4}, tuned=True)
+    assert config["n_epochs"] == 4 and config["n_envs"] == 16 and "n_timesteps" not in config
+    assert config["learning_rate"](0.5) == pytest.approx(5e-4)
+    assert probe_config("Acrobot-v1", {"n_steps": 8}, tuned=False) == {"n_steps": 8}
+
+
+@pytest.mark.parametrize("flags", [["--checkpoints", "5000"], ["--min-steps", "5000"], ["--eval-episodes", "0"]])
+def test_bad_budgets_are_rejected(flags: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["CartPole-v1", "{}", "--budget", "4096", "--threshold", "0", *flags])
