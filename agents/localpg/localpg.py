@@ -457,13 +457,17 @@ class LocalPG(OnPolicyAlgorithm):
         if entropy is not None:
             stats.add(entropy_loss=-entropy.mean())
         stats.add(hidden_entropy=_hidden_entropy(output))
-        advantages = buffer.advantages.reshape(-1)
-        if self.normalize_advantage and rows > 1:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        advantages = self._prepared_advantages(buffer.advantages.reshape(-1))
         signals = self._learning_signals(features, output, advantages, stats)
         layers = zip(output.samples, output.firing_probs, signals, strict=True)
         for index, (samples, probs, signal) in enumerate(layers):
             stats.add_layer(index, samples, probs, local_gradient(samples, probs, signal))
+
+    def _prepared_advantages(self, advantages: torch.Tensor) -> torch.Tensor:
+        """The advantages standardised (zero mean, unit std) if ``normalize_advantage`` and there are 2+ rows."""
+        if self.normalize_advantage and len(advantages) > 1:
+            return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        return advantages
 
     def _learning_signals(
         self, features: torch.Tensor, output: BSNOutput, advantages: torch.Tensor, stats: _Stats | None = None
@@ -551,9 +555,7 @@ class LocalPG(OnPolicyAlgorithm):
             batch.observations, batch.actions, batch.hidden, with_entropy=self.ent_coef > 0
         )
         bsn_out = evaluation.bsn
-        advantages = batch.advantages
-        if self.normalize_advantage and len(advantages) > 1:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        advantages = self._prepared_advantages(batch.advantages)
 
         # Action head: PPO's clipped surrogate on pi(a | h_top).
         log_ratio = evaluation.action_log_prob - batch.old_log_prob
