@@ -557,7 +557,7 @@ def main(argv: Sequence[str]) -> int:
     """``train.py --optimize FILE ...``: run or resume a study. Returns the exit status (130 if interrupted)."""
     import sys
 
-    from agents.sweep import EXIT_INTERRUPTED, sigterm_as_interrupt
+    from agents.sweep import EXIT_INTERRUPTED, signals_as_interrupt
 
     args = build_parser().parse_args(argv)
     spec = load_tune_spec(args.optimize)
@@ -567,7 +567,7 @@ def main(argv: Sequence[str]) -> int:
         raise UserInputError(f"--cpus-per-trial must be at least 1, got {args.cpus_per_trial}")
     study_dir = args.sweep_dir if args.sweep_dir is not None else args.log_folder / "optuna" / spec.name
     try:
-        with sigterm_as_interrupt():
+        with signals_as_interrupt():
             optimize(spec, study_dir, args.storage, args.n_trials, args.n_jobs, args.trial_timeout,
                      args.cpus_per_trial)
     except KeyboardInterrupt:

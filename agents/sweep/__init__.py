@@ -43,7 +43,7 @@ __all__ = [
     "main",
     "run_sweep",
     "save_sweep",
-    "sigterm_as_interrupt",
+    "signals_as_interrupt",
 ]
 
 #: the expanded sweep, written into the sweep folder.
@@ -205,9 +205,13 @@ def build_parser() -> OneLineArgumentParser:
 
 
 @contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """While active (in the main thread), SIGTERM raises ``KeyboardInterrupt`` like Ctrl-C."""
-    if sys.platform == "win32" or signal.getsignal(signal.SIGTERM) is None:
+def signals_as_interrupt() -> Iterator[None]:
+    """While active (in the main thread), SIGINT and SIGTERM raise ``KeyboardInterrupt``.
+
+    SIGINT is set explicitly too: a process started with SIGINT ignored (a background job of a
+    non-interactive shell, ``nohup``) would otherwise never see Ctrl-C or ``kill -INT`` and run on.
+    """
+    if sys.platform == "win32":
         yield
         return
 
@@ -215,14 +219,15 @@ def sigterm_as_interrupt() -> Iterator[None]:
         raise KeyboardInterrupt
 
     try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
+        previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -245,7 +250,7 @@ def main(argv: Sequence[str]) -> int:
     else:
         executor = LocalExecutor(args.n_jobs or max(1, (os.cpu_count() or 1) // args.cpus_per_trial))
     try:
-        with sigterm_as_interrupt():
+        with signals_as_interrupt():
             run_sweep(spec, sweep_dir, executor, timeout_s=args.trial_timeout, threads=args.cpus_per_trial,
                       rerun=args.rerun, summary=not args.no_summary, bootstrap_reps=args.bootstrap_reps)
     except KeyboardInterrupt:
