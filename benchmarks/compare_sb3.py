@@ -32,7 +32,10 @@ from agents.config import linear_schedule
 from agents.localpg import LocalPG
 from benchmarks.common import RunResult, load_tuned, train_until
 
-ALGOS = ("localpg", "ppo", "a2c")
+ALGOS = ("localpg", "localpg_compiled", "ppo", "a2c")
+#: Variants of LocalPG: the shipped settings plus these keyword arguments (``localpg_compiled``: the same
+#: update compiled with ``torch.compile``, equal to the eager one up to float rounding).
+LOCALPG_VARIANTS: dict[str, dict[str, Any]] = {"localpg": {}, "localpg_compiled": {"compile_update": True}}
 #: LocalPG's shipped per-environment defaults.
 TUNED_PATH = str(Path(__file__).resolve().parents[1] / "hyperparams" / "localpg.yml")
 
@@ -85,18 +88,30 @@ class Task:
 #: Budgets sized for a 2-core machine: LocalPG gets the issue's 500k cap on Acrobot-v1; PPO and A2C
 #: caps are where their RL Zoo settings have long reached the threshold (or, for A2C, a fixed budget).
 TASKS = {
-    "CartPole-v1": Task("CartPole-v1", 475.0, {"localpg": 100_000, "ppo": 100_000, "a2c": 100_000}, 30_000, 10),
-    "Acrobot-v1": Task("Acrobot-v1", -100.0, {"localpg": 500_000, "ppo": 250_000, "a2c": 200_000}, 100_000, 10),
+    "CartPole-v1": Task(
+        "CartPole-v1",
+        475.0,
+        {"localpg": 100_000, "localpg_compiled": 100_000, "ppo": 100_000, "a2c": 100_000},
+        30_000,
+        10,
+    ),
+    "Acrobot-v1": Task(
+        "Acrobot-v1",
+        -100.0,
+        {"localpg": 500_000, "localpg_compiled": 500_000, "ppo": 250_000, "a2c": 200_000},
+        100_000,
+        10,
+    ),
 }
 
 
 def algo_config(algo: str, env_id: str) -> dict[str, Any]:
     """The algorithm's hyperparameters for ``env_id`` (LocalPG: ``hyperparams/localpg.yml``)."""
-    if algo == "localpg":
+    if algo in LOCALPG_VARIANTS:
         config = load_tuned(TUNED_PATH, env_id)
         config.pop("n_timesteps", None)
         config.pop("policy", None)
-        return config
+        return {**config, **LOCALPG_VARIANTS[algo]}
     return dict(ZOO[algo][env_id])
 
 
@@ -111,7 +126,7 @@ def build(algo: str, env_id: str, seed: int, overrides: dict[str, Any] | None = 
     n_envs = int(config.pop("n_envs"))
     normalize = bool(config.pop("normalize", False))
     env = make_env(env_id, n_envs, seed, normalize, float(config.get("gamma", 0.99)))
-    if algo == "localpg":
+    if algo in LOCALPG_VARIANTS:
         return LocalPG("BsnPolicy", env, seed=seed, **config)
     cls = PPO if algo == "ppo" else A2C
     return cls("MlpPolicy", env, seed=seed, **config)
@@ -234,7 +249,7 @@ def plot(results: list[tuple[str, str, int, RunResult]], env_ids: list[str], pat
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(env_ids), figsize=(6 * len(env_ids), 4), squeeze=False)
-    colours = {"localpg": "tab:red", "ppo": "tab:blue", "a2c": "tab:green"}
+    colours = {"localpg": "tab:red", "localpg_compiled": "tab:orange", "ppo": "tab:blue", "a2c": "tab:green"}
     for ax, env_id in zip(axes[0], env_ids, strict=True):
         for algo in ALGOS:
             curves = [r.curve for a, e, _s, r in results if a == algo and e == env_id and r.curve]

@@ -20,7 +20,10 @@ Methods compared:
 * ``localpg_gym_train``, ``localpg_torch_cpu_train``, ``localpg_torch_cuda_train``: LocalPG full
   training (``BsnPolicy`` of the same hidden sizes, :func:`localpg_settings`) on the Gymnasium env in
   ``DummyVecEnv`` (numpy path) and on our torch env on CPU / CUDA (tensor path: rollout, buffer and
-  update on the env's device).
+  update on the env's device);
+* ``localpg_torch_cpu_train_compiled``, ``localpg_torch_cuda_train_compiled``: the same with
+  ``compile_update=True`` (the minibatch loss compiled by ``torch.compile``; compilation happens in
+  the warm-up iteration and is not timed).
 
 The BSN policy is ``BinaryStochasticNetwork(obs_dim, hidden)`` with a linear action head: a
 categorical distribution for ``Discrete`` actions, a unit-variance Gaussian for ``Box`` actions.
@@ -233,7 +236,9 @@ def localpg_settings(num_envs: int) -> dict[str, int]:
     return {"n_steps": n_steps, "batch_size": batch_size, "n_epochs": LOCALPG_EPOCHS}
 
 
-def _localpg_train(backend: str, device: str) -> Callable[[int, BenchmarkConfig], float]:
+def _localpg_train(
+    backend: str, device: str, compile_update: bool = False
+) -> Callable[[int, BenchmarkConfig], float]:
     def measure(num_envs: int, config: BenchmarkConfig) -> float:
         from agents import LocalPG
 
@@ -241,7 +246,13 @@ def _localpg_train(backend: str, device: str) -> Callable[[int, BenchmarkConfig]
         policy_kwargs = {"net_arch": list(config.hidden_sizes)}
         settings = localpg_settings(num_envs)
         model: LocalPG = LocalPG(
-            "BsnPolicy", venv, seed=config.seed, device=device, policy_kwargs=policy_kwargs, **settings
+            "BsnPolicy",
+            venv,
+            seed=config.seed,
+            device=device,
+            policy_kwargs=policy_kwargs,
+            compile_update=compile_update,
+            **settings,
         )
         rollout = num_envs * model.n_steps
 
@@ -253,7 +264,8 @@ def _localpg_train(backend: str, device: str) -> Callable[[int, BenchmarkConfig]
         return _time_steps(one_iteration, rollout, config, whole_rollouts=True)
 
     where = "the Gymnasium env in DummyVecEnv" if backend == "gymnasium" else f"our torch env on {device}"
-    measure.__doc__ = f"LocalPG full training (rollout + update) on {where}, steps per second."
+    how = ", update compiled (compile_update=True; the warm-up iteration compiles)" if compile_update else ""
+    measure.__doc__ = f"LocalPG full training (rollout + update{how}) on {where}, steps per second."
     return measure
 
 
@@ -329,6 +341,15 @@ METHODS: dict[str, Method] = {
     "localpg_torch_cuda_train": Method(
         "LocalPG train, torch env CUDA",
         _localpg_train("torch", "cuda"),
+        max_envs=1 << 20,
+        available=torch.cuda.is_available(),
+    ),
+    "localpg_torch_cpu_train_compiled": Method(
+        "LocalPG train (compile_update), torch env CPU", _localpg_train("torch", "cpu", True), max_envs=16384
+    ),
+    "localpg_torch_cuda_train_compiled": Method(
+        "LocalPG train (compile_update), torch env CUDA",
+        _localpg_train("torch", "cuda", True),
         max_envs=1 << 20,
         available=torch.cuda.is_available(),
     ),
@@ -424,7 +445,12 @@ def _target_lines(results: dict[str, dict[int, float | None]]) -> list[str]:
     """The speed-up of LocalPG's best torch-env training cell over SB3 PPO (RL-zoo settings, 8 envs), if measured."""
     reference = results.get("sb3_ppo_zoo_train", {}).get(8)
     lines = []
-    for name in ("localpg_torch_cpu_train", "localpg_torch_cuda_train"):
+    for name in (
+        "localpg_torch_cpu_train",
+        "localpg_torch_cpu_train_compiled",
+        "localpg_torch_cuda_train",
+        "localpg_torch_cuda_train_compiled",
+    ):
         cells = {n: v for n, v in results.get(name, {}).items() if v is not None}
         if reference is None or not cells:
             continue

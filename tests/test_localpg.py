@@ -15,7 +15,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from agents import LocalPG
 from agents.localpg import HiddenRolloutBuffer, clipped_local_loss
-from agents.localpg.localpg import _Stats
+from agents.localpg.buffer import take_rows
 from agents.localpg.losses import MAX_LOG_RATIO
 from policies.estimators import bernoulli_log_prob, local_gradient
 
@@ -69,7 +69,7 @@ def test_update_is_local() -> None:
 
     def layer0_gradient() -> torch.Tensor:
         model.policy.optimizer.zero_grad()
-        loss, _ = model._minibatch_loss(batch, clip_range=0.2, stats=_Stats())
+        loss, _ = model._minibatch_loss(batch, clip_range=0.2)
         loss.backward()
         return bsn.layers[0].weight.grad.clone()
 
@@ -89,11 +89,15 @@ def test_update_is_local() -> None:
     torch.testing.assert_close(first, expected.detach(), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("clip_as_tensor", [False, True], ids=["float_clip", "tensor_clip"])
 @pytest.mark.parametrize("signal_shape", ["shared", "per_unit"])
 @pytest.mark.parametrize("clip_range", [0.2, 1.0])
-def test_clipped_local_loss_matches_autograd_of_the_clipped_surrogate(signal_shape: str, clip_range: float) -> None:
+def test_clipped_local_loss_matches_autograd_of_the_clipped_surrogate(
+    signal_shape: str, clip_range: float, clip_as_tensor: bool
+) -> None:
     """The closed-form backward equals autograd's derivative of -min(r s, clip(r) s), in every regime:
-    ratios inside and outside the trust region, signals of both signs, and a clamped log-ratio."""
+    ratios inside and outside the trust region, signals of both signs, and a clamped log-ratio; the
+    clip range given as a float or as a 0-dim tensor (as a compiled update passes it)."""
     generator = torch.Generator().manual_seed(0)
     rows, units = 64, 12
     pre_activation = (3 * torch.randn(rows, units, generator=generator, dtype=torch.float64)).requires_grad_()
@@ -108,8 +112,9 @@ def test_clipped_local_loss_matches_autograd_of_the_clipped_surrogate(signal_sha
     reference = -torch.min(ratio * signal, ratio.clamp(1 - clip_range, 1 + clip_range) * signal).sum(-1).mean()
     (expected,) = torch.autograd.grad(reference, pre_activation)
 
+    clip = torch.tensor(clip_range, dtype=torch.float64) if clip_as_tensor else clip_range
     loss, clip_fraction = clipped_local_loss(
-        pre_activation, samples, torch.sigmoid(pre_activation), log_prob, old_log_prob, signal, clip_range
+        pre_activation, samples, torch.sigmoid(pre_activation), log_prob, old_log_prob, signal, clip
     )
     (gradient,) = torch.autograd.grad(loss, pre_activation)
     torch.testing.assert_close(loss, reference)
@@ -171,6 +176,24 @@ def test_buffer_stores_hidden_compactly() -> None:
     assert set(model.rollout_buffer.hidden.unique().tolist()) <= {0, 1}
 
 
+@pytest.mark.parametrize(
+    "column",
+    [
+        torch.randn(50),
+        torch.randn(50, 4),
+        torch.randn(50, 3, 2, dtype=torch.float64),
+        torch.randint(0, 2, (50, 7), dtype=torch.uint8),
+        torch.randint(0, 5, (50, 2)),
+        torch.rand(50, 3) > 0.5,
+        torch.randn(50, 6)[:, ::2],  # not contiguous
+    ],
+    ids=["1d", "float32", "float64_3d", "uint8", "int64", "bool", "strided"],
+)
+def test_take_rows_is_row_indexing(column: torch.Tensor) -> None:
+    order = torch.randperm(50)
+    assert torch.equal(take_rows(column, order), column[order])
+
+
 # ---------------------------------------------------------------- reproducibility and persistence
 def test_seeded_runs_are_identical() -> None:
     # As in SB3, the seed fixes the global generators at construction: build and train one run at a time.
@@ -200,6 +223,45 @@ def test_save_load_round_trip_and_continue(tmp_path, device) -> None:
     # Loads on the CPU whatever device saved it.
     on_cpu = LocalPG.load(path, device="cpu")
     assert next(on_cpu.policy.parameters()).device.type == "cpu"
+
+
+# ---------------------------------------------------------------- compiled update
+def test_compiled_update_matches_eager_and_survives_save_load(tmp_path) -> None:
+    """compile_update=True trains to the eager parameters (float rounding aside), through schedules of
+    clip_range and learning rate, a short last minibatch, and a save/load round trip."""
+
+    def train(compile_update: bool) -> LocalPG:
+        model = small_model(
+            make_vec_env("CartPole-v1", n_envs=2, seed=0),
+            batch_size=24,  # rollouts of 32 rows: minibatches of 24 and 8
+            n_epochs=2,
+            clip_range=lambda progress: 0.1 + 0.1 * progress,
+            learning_rate=lambda progress: 1e-3 * progress,
+            compile_update=compile_update,
+        )
+        return model.learn(32 * 3)
+
+    eager, compiled = train(False), train(True)
+    assert compiled._loss_fn is not None and eager._loss_fn is None
+    for (name, a), b in zip(eager.policy.state_dict().items(), compiled.policy.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+    path = tmp_path / "compiled.zip"
+    compiled.save(path)
+    loaded = LocalPG.load(path, env=make_vec_env("CartPole-v1", n_envs=2, seed=0))
+    assert loaded.compile_update and loaded._loss_fn is not None
+    loaded.learn(32, reset_num_timesteps=False)
+    assert all(torch.isfinite(p).all() for p in loaded.policy.parameters())
+
+
+def test_compile_failure_names_the_fix() -> None:
+    model = small_model(compile_update=True)
+
+    def failing_compiler(*args, **kwargs):
+        raise torch._dynamo.exc.BackendCompilerFailed(None, RuntimeError("no C++ compiler found"), None)
+
+    model._loss_fn = failing_compiler
+    with pytest.raises(RuntimeError, match="compile_update=False"):
+        model.learn(32)
 
 
 # ---------------------------------------------------------------- SB3 integration
@@ -277,6 +339,7 @@ def test_propagating_estimators_are_refused_with_advice(estimator) -> None:
         ({"batch_size": 1}, "batch_size must be > 1"),
         ({"gamma": 1.5}, "gamma and gae_lambda must be in"),
         ({"ent_coef": -0.1}, "ent_coef must be >= 0"),
+        ({"compile_update": "yes"}, "compile_update must be True or False"),
     ],
 )
 def test_bad_hyperparameters_raise(kwargs, fragment) -> None:

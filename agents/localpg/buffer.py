@@ -38,8 +38,27 @@ class HiddenRolloutSamples(NamedTuple):
     returns: torch.Tensor
 
 
-def _index(obs: TensorObs, rows: torch.Tensor | slice) -> TensorObs:
+def _index(obs: TensorObs, rows: slice) -> TensorObs:
     return {key: value[rows] for key, value in obs.items()} if isinstance(obs, dict) else obs[rows]
+
+
+def take_rows(tensor: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """``tensor[order]`` for a 1-D index ``order``, copying whole rows.
+
+    On CPU, ``index_select`` of a ``uint8`` tensor copies each row with one ``memcpy`` while other
+    dtypes go element by element (about 5x slower for a (16384, 128) float32 tensor, torch 2.13), so
+    rows of 2+ dimensional contiguous CPU tensors are gathered as their bytes.
+    """
+    if tensor.device.type == "cpu" and tensor.dim() >= 2 and tensor.is_contiguous() and tensor.dtype != torch.bool:
+        as_bytes = tensor.reshape(len(tensor), -1).view(torch.uint8)
+        return as_bytes.index_select(0, order).view(tensor.dtype).reshape(-1, *tensor.shape[1:])
+    return tensor.index_select(0, order)
+
+
+def _take_obs(obs: TensorObs, order: torch.Tensor) -> TensorObs:
+    if isinstance(obs, dict):
+        return {key: take_rows(value, order) for key, value in obs.items()}
+    return take_rows(obs, order)
 
 
 def _flatten(tensor: torch.Tensor) -> torch.Tensor:
@@ -180,8 +199,8 @@ class HiddenRolloutBuffer:
         ]
         # Shuffle every column once; the minibatches are then slices (views), not one gather each.
         order = torch.randperm(total, device=self.device)
-        observations = _index(observations, order)
-        columns = [column[order] for column in columns]
+        observations = _take_obs(observations, order)
+        columns = [take_rows(column, order) for column in columns]
         for start in range(0, total, batch_size):
             rows = slice(start, start + batch_size)
             yield HiddenRolloutSamples(_index(observations, rows), *(column[rows] for column in columns))

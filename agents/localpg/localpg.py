@@ -30,7 +30,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from torch.distributions import Distribution
 from torch.nn import functional as F
 
-from agents.localpg.buffer import HiddenRolloutBuffer, HiddenRolloutSamples
+from agents.localpg.buffer import HiddenRolloutBuffer, HiddenRolloutSamples, TensorObs
 from agents.localpg.losses import clipped_local_loss
 from envs.torch_vec_env import TorchVecEnv
 from policies.bsn import BSNOutput
@@ -40,6 +40,10 @@ from policies.policy import SUPPORTED_ACTION_SPACES, BinaryStochasticPolicy, che
 __all__ = ["LocalPG"]
 
 SelfLocalPG = TypeVar("SelfLocalPG", bound="LocalPG")
+
+#: Rows of a rollout the per-update diagnostics are computed from (every k-th row beyond it): their cost
+#: stays bounded on rollouts of 10^5 rows, and 8192 rows estimate each mean to about 1% (1 / sqrt(8192)).
+DIAGNOSTIC_ROWS = 8192
 
 
 class LocalPG(OnPolicyAlgorithm):
@@ -73,6 +77,12 @@ class LocalPG(OnPolicyAlgorithm):
             become deterministic. Each layer's update stays local; only its step size changes.
         hidden_clip_range: half-width of the per-neuron clipped ratios (> 0), or ``None`` (default)
             to use ``clip_range``; the per-neuron trust region of the hidden units.
+        compile_update: compile each minibatch's loss (forward pass and its backward) with
+            ``torch.compile`` (default ``False``). The first update then takes longer (about 5-30 s of
+            compilation on a 2-core CPU; inductor needs a C++ compiler there) and later ones are faster,
+            most where element-wise work or per-op overhead dominates: small minibatches on CPU, and
+            GPUs (numbers in ``benchmarks/results/throughput.md`` and ``compare_sb3.md``). Results equal
+            the eager update's up to float rounding.
         stats_window_size, tensorboard_log, policy_kwargs, verbose, seed, device, _init_setup_model:
             as in SB3.
 
@@ -111,6 +121,7 @@ class LocalPG(OnPolicyAlgorithm):
         target_kl: float | None = None,
         hidden_lr_scale: float | Sequence[float] = 1.0,
         hidden_clip_range: float | None = None,
+        compile_update: bool = False,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -170,6 +181,9 @@ class LocalPG(OnPolicyAlgorithm):
         self.target_kl = target_kl
         self.hidden_lr_scale = hidden_lr_scale
         self.hidden_clip_range = hidden_clip_range
+        if not isinstance(compile_update, bool):
+            raise ValueError(f"compile_update must be True or False, got {compile_update!r}")
+        self.compile_update = compile_update
         if _init_setup_model:
             self._setup_model()
 
@@ -195,6 +209,10 @@ class LocalPG(OnPolicyAlgorithm):
         self._clip_groups = self._gradient_groups()
         self._clip_owners: dict[tuple[int, ...], torch.Tensor] = {}
         self.policy.optimizer = self._layerwise_optimizer()
+        # getattr: models saved before the option existed load with the eager update.
+        compiled = getattr(self, "compile_update", False)
+        self._loss_fn = torch.compile(self._minibatch_loss) if compiled else None
+        self._score_fn = torch.compile(self._rollout_scores) if compiled else None
 
     def _layer_lr_scales(self) -> list[float]:
         """The learning-rate multiplier of each BSN layer, bottom to top."""
@@ -444,24 +462,63 @@ class LocalPG(OnPolicyAlgorithm):
         local estimates, and how much of the advantage a per-neuron baseline explains. Computing
         them here costs one forward pass per update instead of work in every minibatch.
         """
-        policy, buffer = self.policy, self.rollout_buffer
+        buffer = self.rollout_buffer
         rows = buffer.buffer_size * buffer.n_envs
-        observations = buffer.flat_observations()
-        hidden = buffer.hidden.reshape(rows, -1)
-        features = policy.extract_features(observations, policy.pi_features_extractor)  # type: ignore[arg-type]
-        output = policy.bsn(features, given_samples=policy.bsn.unpack_samples(hidden, features.dtype))
-        buffer.unit_log_probs.copy_(torch.cat(output.unit_log_probs, -1).reshape(buffer.unit_log_probs.shape))
+        score = self._rollout_scores if self._score_fn is None else self._score_fn
+        hidden, advantages = buffer.hidden.reshape(rows, -1), buffer.advantages.reshape(-1)
+        unit_log_probs, diagnostics = score(buffer.flat_observations(), hidden, advantages, stats is not None)
+        buffer.unit_log_probs = unit_log_probs.reshape(buffer.unit_log_probs.shape)  # no copy
         if stats is None:
             return
+        for key, value in diagnostics.items():
+            if key == "unit_firing_rate":
+                stats.unit_firing_rate = value
+            elif key.startswith("layer"):  # "layer<index>/<key>"
+                index, name = key.removeprefix("layer").split("/")
+                stats.layers[(int(index), name)] = float(value)
+            else:
+                stats.add(**{key: value})
+
+    def _rollout_scores(
+        self, observations: TensorObs, hidden: torch.Tensor, advantages: torch.Tensor, with_diagnostics: bool
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The whole rollout's per-unit log-probs (rows, total_units) and, if asked, its diagnostics (0-dim tensors).
+
+        A function of its arguments and the parameters only, so that ``compile_update`` can compile it.
+        Diagnostics: ``entropy_loss`` (if the action distribution has an entropy), ``hidden_entropy``,
+        ``baseline_explained_variance`` (with a per-neuron baseline), and per layer
+        ``layer<i>/abs_h_minus_p`` (``mean |h - p|``) and ``layer<i>/grad_snr`` (``|mean g| / std g`` of
+        the local estimates ``g``, averaged over units), from at most :data:`DIAGNOSTIC_ROWS` rows; and
+        ``unit_firing_rate``, each unit's firing rate over the whole rollout, shape (total_units,).
+        """
+        policy = self.policy
+        features = policy.extract_features(observations, policy.pi_features_extractor)  # type: ignore[arg-type]
+        output = policy.bsn(features, given_samples=policy.bsn.unpack_samples(hidden, features.dtype))
+        unit_log_probs = torch.cat(output.unit_log_probs, -1)
+        diagnostics: dict[str, torch.Tensor] = {}
+        if not with_diagnostics:
+            return unit_log_probs, diagnostics
+        diagnostics["unit_firing_rate"] = torch.cat(output.samples, -1).mean(0)
+        stride = max(1, len(advantages) // DIAGNOSTIC_ROWS)
+        if stride > 1:  # every stride-th row: a sample across steps and envs
+            features, advantages = features[::stride], advantages[::stride]
+            layers_fields = [[tensor[::stride] for tensor in field] for field in output[:4]]
+            output = BSNOutput(*layers_fields, output.log_prob[::stride])
         entropy = policy._get_action_dist_from_latent(output.output).entropy()
         if entropy is not None:
-            stats.add(entropy_loss=-entropy.mean())
-        stats.add(hidden_entropy=_hidden_entropy(output))
-        advantages = self._prepared_advantages(buffer.advantages.reshape(-1))
-        signals = self._learning_signals(features, output, advantages, stats)
+            diagnostics["entropy_loss"] = -entropy.mean()
+        diagnostics["hidden_entropy"] = _hidden_entropy(output)
+        advantages = self._prepared_advantages(advantages)
+        signals = self._learning_signals(features, output, advantages)
+        if policy.neuron_baseline is not None:  # 1 - Var(A - c) / Var(A)
+            residual = torch.cat([s.expand_as(h) for s, h in zip(signals, output.samples, strict=True)], -1)
+            diagnostics["baseline_explained_variance"] = 1 - residual.var() / (advantages.var() + 1e-8)
         layers = zip(output.samples, output.firing_probs, signals, strict=True)
         for index, (samples, probs, signal) in enumerate(layers):
-            stats.add_layer(index, samples, probs, local_gradient(samples, probs, signal))
+            estimate = local_gradient(samples, probs, signal)
+            diagnostics[f"layer{index}/abs_h_minus_p"] = (samples - probs).abs().mean()
+            diagnostics[f"layer{index}/grad_snr"] = _signal_to_noise(estimate)
+        return unit_log_probs, diagnostics
 
     def _prepared_advantages(self, advantages: torch.Tensor) -> torch.Tensor:
         """The advantages standardised (zero mean, unit std) if ``normalize_advantage`` and there are 2+ rows."""
@@ -470,29 +527,23 @@ class LocalPG(OnPolicyAlgorithm):
         return advantages
 
     def _learning_signals(
-        self, features: torch.Tensor, output: BSNOutput, advantages: torch.Tensor, stats: _Stats | None = None
+        self, features: torch.Tensor, output: BSNOutput, advantages: torch.Tensor
     ) -> list[torch.Tensor]:
-        """Each layer's learning signal ``A - c_i``: (batch, 1) without a per-neuron baseline, else (batch, units).
-
-        With ``stats``, record ``baseline_explained_variance``, ``1 - Var(A - c) / Var(A)``.
-        """
+        """Each layer's learning signal ``A - c_i``: (batch, 1) without a per-neuron baseline, else (batch, units)."""
         signals = [advantages.unsqueeze(-1)] * len(output.samples)
         baseline = self.policy.neuron_baseline
         if baseline is None:
             return signals
         corrections = baseline(features.detach(), output)
-        signals = [signal - c for signal, c in zip(signals, corrections, strict=True)]
-        if stats is not None:
-            with torch.no_grad():
-                residual = torch.cat([s.expand_as(h) for s, h in zip(signals, output.samples, strict=True)], -1)
-                stats.add(baseline_explained_variance=1 - residual.var() / (advantages.var() + 1e-8))
-        return signals
+        return [signal - c for signal, c in zip(signals, corrections, strict=True)]
 
     def train(self) -> None:
         """Update the policy from the rollout with local, per-neuron clipped estimates."""
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         clip_range = float(self.clip_range(self._current_progress_remaining))  # type: ignore[operator]
+        # A tensor, so that a clip_range schedule does not recompile a compiled loss at every update.
+        clip_tensor = torch.tensor(clip_range, device=self.device)
         stats = _Stats()
         self._score_rollout(stats)
         before = [layer.weight.detach().clone() for layer in self.policy.bsn.layers]
@@ -501,7 +552,9 @@ class LocalPG(OnPolicyAlgorithm):
         with _distribution_checks(False):
             for _epoch in range(self.n_epochs):
                 for batch in self.rollout_buffer.get(self.batch_size):
-                    loss, approx_kl = self._minibatch_loss(batch, clip_range, stats)
+                    loss, step_stats = self._loss(batch, clip_tensor)
+                    stats.add(**step_stats)
+                    approx_kl = step_stats["approx_kl"]
                     if self.target_kl is not None and float(approx_kl) > 1.5 * self.target_kl:
                         continue_training = False
                         if self.verbose >= 1:
@@ -520,6 +573,23 @@ class LocalPG(OnPolicyAlgorithm):
                 if not continue_training:
                     break
         self._log_update(stats, clip_range, before)
+
+    def _loss(
+        self, batch: HiddenRolloutSamples, clip_range: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """:meth:`_minibatch_loss`, compiled if ``compile_update``."""
+        if self._loss_fn is None:
+            return self._minibatch_loss(batch, clip_range)
+        try:
+            return self._loss_fn(batch, clip_range)
+        except torch._dynamo.exc.BackendCompilerFailed as error:
+            cause = error.inner_exception
+            first_line = (str(cause).strip().splitlines() or [""])[0]
+            raise RuntimeError(
+                f"compile_update=True, but torch.compile failed on this machine ({type(cause).__name__}: "
+                f"{first_line}); on CPU, inductor needs a C++ compiler (e.g. apt install g++). "
+                "Train with compile_update=False instead."
+            ) from error
 
     def _clip_gradients(self) -> None:
         """``clip_grad_norm_(group, max_grad_norm)`` for every gradient group, in one multi-tensor pass.
@@ -547,9 +617,13 @@ class LocalPG(OnPolicyAlgorithm):
         torch._foreach_mul_(grads, list(scales.to(grads[0].dtype).unbind()))
 
     def _minibatch_loss(
-        self, batch: HiddenRolloutSamples, clip_range: float, stats: _Stats
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The minibatch's total loss and the action head's approximate KL (a 0-dim tensor)."""
+        self, batch: HiddenRolloutSamples, clip_range: float | torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The minibatch's total loss and its statistics (0-dim tensors, no gradient; ``approx_kl`` among them).
+
+        A function of its arguments and the parameters only (statistics are returned, not recorded),
+        so that ``compile_update`` can compile it into one graph.
+        """
         policy = self.policy
         evaluation = policy.evaluate_hidden(
             batch.observations, batch.actions, batch.hidden, with_entropy=self.ent_coef > 0
@@ -565,7 +639,7 @@ class LocalPG(OnPolicyAlgorithm):
         # Hidden units: local signal A - c_i, per-neuron clipped ratio.
         signals = self._learning_signals(evaluation.features, bsn_out, advantages)
         hidden_clip = clip_range if self.hidden_clip_range is None else self.hidden_clip_range
-        hidden_loss, predictor_loss = self._hidden_loss(batch, bsn_out, signals, hidden_clip, stats)
+        hidden_loss, predictor_loss, unit_clip_fraction = self._hidden_loss(batch, bsn_out, signals, hidden_clip)
         loss = action_loss + self.hidden_coef * hidden_loss + predictor_loss
         baseline = policy.neuron_baseline
         if baseline is not None:
@@ -582,28 +656,31 @@ class LocalPG(OnPolicyAlgorithm):
         if self.hidden_ent_coef > 0:
             loss = loss - self.hidden_ent_coef * _hidden_entropy(bsn_out)
         with torch.no_grad():
-            approx_kl = ((ratio - 1) - log_ratio).mean()
-            stats.add(
-                action_loss=action_loss,
-                value_loss=value_loss,
-                hidden_loss=hidden_loss,
-                approx_kl=approx_kl,
-                clip_fraction=((ratio - 1).abs() > clip_range).float().mean(),
-                loss=loss,
-            )
+            step_stats = {
+                "action_loss": action_loss.detach(),
+                "value_loss": value_loss.detach(),
+                "hidden_loss": hidden_loss.detach(),
+                "approx_kl": ((ratio - 1) - log_ratio).mean(),
+                "clip_fraction": ((ratio - 1).abs() > clip_range).float().mean(),
+                "loss": loss.detach(),
+            }
+            if unit_clip_fraction is not None:
+                step_stats["unit_clip_fraction"] = unit_clip_fraction
             if predictor_loss.requires_grad:
-                stats.add(predictor_loss=predictor_loss)
-        return loss, approx_kl
+                step_stats["predictor_loss"] = predictor_loss.detach()
+        return loss, step_stats
 
     def _hidden_loss(
         self,
         batch: HiddenRolloutSamples,
         bsn_out: BSNOutput,
         signals: list[torch.Tensor],
-        clip_range: float,
-        stats: _Stats,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        clip_range: float | torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Loss whose gradient w.r.t. each pre-activation is minus that unit's (clipped) local estimate.
+
+        Returns the hidden loss, the learned predictor's loss (0 without one) and the mean fraction of
+        clipped per-unit ratios over the clipped layers (``None`` if no layer is clipped).
 
         Local estimator: ``-min(r_i (A - c_i), clip(r_i) (A - c_i))`` per unit, with
         ``r_i = exp(log P_new(h_i) - log P_old(h_i))``; at ``r_i = 1`` its gradient is
@@ -615,6 +692,7 @@ class LocalPG(OnPolicyAlgorithm):
         old_unit_lp = torch.split(batch.old_unit_log_prob, bsn.hidden_sizes, dim=-1)
         losses: list[torch.Tensor] = []
         predictor_losses: list[torch.Tensor] = []
+        clip_fractions: list[torch.Tensor] = []
         for index, estimator in enumerate(bsn.estimators):
             samples, probs = bsn_out.samples[index], bsn_out.firing_probs[index]
             signal = signals[index]
@@ -634,9 +712,10 @@ class LocalPG(OnPolicyAlgorithm):
                 clip_range,
             )
             losses.append(loss)
-            stats.add(unit_clip_fraction=clip_fraction)
+            clip_fractions.append(clip_fraction)
         predictor_loss = sum(predictor_losses) if predictor_losses else torch.zeros((), device=self.device)
-        return sum(losses), predictor_loss  # type: ignore[return-value]
+        unit_clip_fraction = torch.stack(clip_fractions).mean() if clip_fractions else None
+        return sum(losses), predictor_loss, unit_clip_fraction  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ logging
     def _log_update(self, stats: _Stats, clip_range: float, before: list[torch.Tensor]) -> None:
@@ -660,8 +739,8 @@ class LocalPG(OnPolicyAlgorithm):
             record("bsn/unit_clip_fraction", stats.mean("unit_clip_fraction"))
         if "predictor_loss" in stats.values:
             record("bsn/predictor_loss", stats.mean("predictor_loss"))
-        hidden = buffer.hidden.reshape(-1, buffer.total_units).float()
-        unit_rate = hidden.mean(0)
+        unit_rate = stats.unit_firing_rate
+        assert unit_rate is not None, "train() records the firing rates in _score_rollout"
         for index, (rates, layer, old_weight) in enumerate(
             zip(torch.split(unit_rate, self.policy.bsn.hidden_sizes), self.policy.bsn.layers, before, strict=True)
         ):
@@ -677,7 +756,8 @@ class LocalPG(OnPolicyAlgorithm):
             record("bsn/baseline_explained_variance", stats.mean("baseline_explained_variance", default=float("nan")))
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "rollout_buffer", "_clip_groups", "_clip_owners"]
+        compiled = ["_loss_fn", "_score_fn"]
+        return [*super()._excluded_save_params(), "rollout_buffer", "_clip_groups", "_clip_owners", *compiled]
 
     def learn(
         self: SelfLocalPG,
@@ -748,27 +828,27 @@ def _check_non_negative(**values: float) -> None:
             raise ValueError(f"{name} must be >= 0, got {value}")
 
 
+def _signal_to_noise(estimate: torch.Tensor) -> torch.Tensor:
+    """``|mean g| / std g`` of each column of ``estimate`` (rows, units), averaged over units (0 for one row)."""
+    rows = len(estimate)
+    mean = estimate.mean(0)
+    # Moments instead of std(0): a column-wise std is ~3x slower on CPU for a whole rollout.
+    std = ((estimate * estimate).mean(0) - mean * mean).clamp_min(0).mul(rows / max(rows - 1, 1)).sqrt()
+    snr = mean.abs() / (std + 1e-8) if rows > 1 else mean * 0
+    return snr.mean()
+
+
 class _Stats:
     """Accumulates the scalars of one update for logging; tensors stay on the device until :meth:`mean`."""
 
     def __init__(self) -> None:
         self.values: dict[str, list[torch.Tensor]] = {}
         self.layers: dict[tuple[int, str], float] = {}
+        self.unit_firing_rate: torch.Tensor | None = None
 
     def add(self, **values: torch.Tensor) -> None:
         for key, value in values.items():
             self.values.setdefault(key, []).append(value.detach())
-
-    @torch.no_grad()
-    def add_layer(self, index: int, samples: torch.Tensor, probs: torch.Tensor, estimate: torch.Tensor) -> None:
-        """Record ``mean |h - p|`` and the signal-to-noise ratio ``|mean g| / std g`` (mean over units)."""
-        rows = len(estimate)
-        mean = estimate.mean(0)
-        # Moments instead of std(0): a column-wise std is ~3x slower on CPU for a whole rollout.
-        std = ((estimate * estimate).mean(0) - mean * mean).clamp_min(0).mul(rows / max(rows - 1, 1)).sqrt()
-        snr = mean.abs() / (std + 1e-8) if rows > 1 else mean * 0
-        self.layers[(index, "abs_h_minus_p")] = float((samples - probs).abs().mean())
-        self.layers[(index, "grad_snr")] = float(snr.mean())
 
     def mean(self, key: str, default: float = 0.0) -> float:
         if key not in self.values:

@@ -41,7 +41,7 @@ class _ClippedLocalLoss(torch.autograd.Function):
         log_prob: torch.Tensor,
         old_log_prob: torch.Tensor,
         signal: torch.Tensor,
-        clip_range: float,
+        clip_range: float | torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         log_ratio = log_prob - old_log_prob
         ratio = log_ratio.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO).exp()
@@ -70,7 +70,7 @@ def clipped_local_loss(
     log_prob: torch.Tensor,
     old_log_prob: torch.Tensor,
     signal: torch.Tensor,
-    clip_range: float,
+    clip_range: float | torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One layer's clipped local loss (module docstring) and the fraction of its clipped ratios.
 
@@ -84,11 +84,13 @@ def clipped_local_loss(
         log_prob: ``log P_new(h_i)`` under the current parameters, (batch, units).
         old_log_prob: ``log P_old(h_i)`` under the parameters that collected the rollout, (batch, units).
         signal: the learning signal ``A - c``: (batch, 1) shared by the layer's units, or (batch, units).
-        clip_range: half-width ``eps > 0`` of the per-neuron trust region ``[1 - eps, 1 + eps]``.
+        clip_range: half-width ``eps > 0`` of the per-neuron trust region ``[1 - eps, 1 + eps]``: a float,
+            or a 0-dim tensor (no gradient), which a compiled caller can vary without recompiling.
 
     Returns:
         ``(loss, clip_fraction)``: the 0-dim loss (summed over units, averaged over rows) and the
         0-dim fraction of ratios with ``|r_i - 1| > eps`` (no gradient).
     """
     detached = [t.detach() for t in (samples, firing_prob, log_prob, old_log_prob, signal)]
-    return _ClippedLocalLoss.apply(pre_activation, *detached, float(clip_range))  # type: ignore[no-any-return]
+    clip = clip_range.detach() if isinstance(clip_range, torch.Tensor) else float(clip_range)
+    return _ClippedLocalLoss.apply(pre_activation, *detached, clip)  # type: ignore[no-any-return]
