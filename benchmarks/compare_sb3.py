@@ -5,6 +5,8 @@ For each environment and seed, every algorithm trains under the same budget rule
 mean first reaches the threshold, the final deterministic evaluation, and its wall-clock throughput.
 Short timed segments, alternating between the algorithms, then measure training throughput at *equal* ``n_envs`` and
 ``n_steps`` (PPO's) for every algorithm. The table gives medians over seeds and each as a ratio to PPO.
+``localpg_compiled`` is LocalPG with ``compile_update=True``: the same update, compiled (its runs'
+steps/s include the compilation; the timed segments start after it).
 
 Usage (the committed table's command is written at its top)::
 

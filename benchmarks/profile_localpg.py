@@ -84,6 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed calls of each phase (>= 1)")
     parser.add_argument("--rows", type=int, default=25, help="ops listed per profile (>= 1)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (>= 1)")
+    parser.add_argument("--compile-update", action="store_true", help="LocalPG(compile_update=True)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "localpg_profile.md")
     args = parser.parse_args(argv)
     envs.check_env_id(args.env, envs.TORCH_ENVS, "environment id for the torch backend")
@@ -101,9 +102,17 @@ def main(argv: list[str] | None = None) -> None:
         settings["n_epochs"] = args.n_epochs
     env = envs.make_torch_vec_env(args.env, args.num_envs, device=args.device, seed=0)
     policy_kwargs = {"net_arch": list(args.hidden_sizes)}
-    model = LocalPG("BsnPolicy", env, seed=0, device=args.device, policy_kwargs=policy_kwargs, **settings)
+    model = LocalPG(
+        "BsnPolicy",
+        env,
+        seed=0,
+        device=args.device,
+        policy_kwargs=policy_kwargs,
+        compile_update=args.compile_update,
+        **settings,
+    )
     rollout = args.num_envs * model.n_steps
-    model.learn(rollout)  # warm-up iteration
+    model.learn(rollout)  # warm-up iteration (compiles, with --compile-update)
     seconds = time_phases(model, args.repeats)
     tables = profile_phases(model, args.rows)
     total = sum(seconds.values())
@@ -116,8 +125,8 @@ def main(argv: list[str] | None = None) -> None:
         f"Machine: {_machine_description()}.",
         "",
         f"Settings: {args.num_envs} envs, " + ", ".join(f"`{k}={v}`" for k, v in settings.items()) + f", "
-        f"`net_arch={list(args.hidden_sizes)}`; rollout of {rollout:,} steps. Times: least of {args.repeats} "
-        "interleaved calls each.",
+        f"`net_arch={list(args.hidden_sizes)}`, `compile_update={args.compile_update}`; rollout of {rollout:,} "
+        f"steps. Times: least of {args.repeats} interleaved calls each, after one warm-up iteration.",
         "",
         "| phase | seconds per iteration | share | rollout steps per second |",
         "|---|---:|---:|---:|",

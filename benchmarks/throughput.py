@@ -364,17 +364,34 @@ def measure_throughput(method: Method, num_envs: int, config: BenchmarkConfig) -
 
 
 def run_benchmark(
-    methods: list[str], env_counts: list[int], config: BenchmarkConfig, log: Callable[[str], None] = print
+    methods: list[str],
+    env_counts: list[int],
+    config: BenchmarkConfig,
+    log: Callable[[str], None] = print,
+    repeats: int = 1,
 ) -> dict[str, dict[int, float | None]]:
-    """Measure every (method, number of environments) cell; ``{method: {num_envs: steps/s or None}}``."""
-    results: dict[str, dict[int, float | None]] = {}
-    for name in methods:
-        results[name] = {}
-        for num_envs in env_counts:
-            value = measure_throughput(METHODS[name], num_envs, config)
-            results[name][num_envs] = value
-            log(f"{name:>24} n={num_envs:<6} " + ("skipped" if value is None else f"{value:,.0f} steps/s"))
-    return results
+    """Measure every (method, number of environments) cell; ``{method: {num_envs: steps/s or None}}``.
+
+    ``repeats`` (>= 1) passes over all cells, each cell reported as the median of its passes: a change
+    of load on a shared machine then shifts one pass of every column instead of a few columns.
+    """
+    measured: dict[str, dict[int, list[float | None]]] = {name: {n: [] for n in env_counts} for name in methods}
+    for attempt in range(repeats):
+        for name in methods:
+            for num_envs in env_counts:
+                value = measure_throughput(METHODS[name], num_envs, config)
+                measured[name][num_envs].append(value)
+                log(
+                    f"[{attempt + 1}/{repeats}] {name:>24} n={num_envs:<6} "
+                    + ("skipped" if value is None else f"{value:,.0f} steps/s")
+                )
+    return {
+        name: {
+            n: None if any(v is None for v in values) else float(np.median(values))  # type: ignore[arg-type]
+            for n, values in cells.items()
+        }
+        for name, cells in measured.items()
+    }
 
 
 def _machine_description() -> str:
@@ -399,6 +416,7 @@ def write_markdown(
     env_counts: list[int],
     config: BenchmarkConfig,
     command: str,
+    repeats: int = 1,
 ) -> None:
     """Write the results table with the command and the machine that produced it.
 
@@ -416,7 +434,9 @@ def write_markdown(
         f"BSN policy: `BinaryStochasticNetwork({list(config.hidden_sizes)})` with a linear action head, batched "
         "sampling; SB3 PPO's MlpPolicy has the same hidden sizes. Each cell: steps per second over "
         f">= {config.seconds} s of wall time after {config.warmup_steps} warm-up steps (SB3 and LocalPG columns: "
-        "one warm-up rollout or training iteration). The machine may be shared with other jobs (see its load "
+        "one warm-up rollout or training iteration)"
+        + (f", the median of {repeats} passes over all cells" if repeats > 1 else "")
+        + ". The machine may be shared with other jobs (see its load "
         "average): compare columns within one run. Empty cell: more environments than the method is run with.",
         "",
         "Training columns (rollout + update, steps of the rollout per second): SB3 PPO train: SB3 defaults "
@@ -474,7 +494,7 @@ def write_plot(path: Path, results: dict[str, dict[int, float | None]], config: 
     for name, cells in results.items():
         points = [(n, v) for n, v in cells.items() if v is not None]
         if points:
-            style = "--" if name.endswith("_train") else "-"  # training columns dashed
+            style = "--" if "_train" in name else "-"  # training columns dashed
             axes.plot(*zip(*points, strict=True), style, marker="o", label=METHODS[name].label)
     axes.set_xscale("log", base=2)
     axes.set_yscale("log")
@@ -496,12 +516,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hidden-sizes", type=int, nargs="+", default=[64, 64])
     parser.add_argument("--seconds", type=float, default=1.0, help="measured wall time per cell (> 0)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (>= 1)")
+    parser.add_argument("--repeats", type=int, default=1, help="passes over all cells; each cell's median (>= 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "throughput", help="path stem")
     args = parser.parse_args(argv)
     envs.check_env_id(args.env, envs.TORCH_ENVS, "environment id for the torch backend")
-    if not args.seconds > 0 or args.threads < 1 or min(args.num_envs) < 1:
-        parser.error("--seconds must be > 0, --threads >= 1 and every --num-envs >= 1")
+    if not args.seconds > 0 or min(args.threads, args.repeats, *args.num_envs) < 1:
+        parser.error("--seconds must be > 0, --threads and --repeats >= 1 and every --num-envs >= 1")
     return args
 
 
@@ -511,10 +532,10 @@ def main(argv: list[str] | None = None) -> None:
     config = BenchmarkConfig(args.env, tuple(args.hidden_sizes), args.seconds, seed=args.seed)
     env_counts = sorted(set(args.num_envs))
     start = time.perf_counter()
-    results = run_benchmark(args.methods, env_counts, config)
+    results = run_benchmark(args.methods, env_counts, config, repeats=args.repeats)
     command = "python benchmarks/throughput.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_markdown(args.out.with_suffix(".md"), results, env_counts, config, command)
+    write_markdown(args.out.with_suffix(".md"), results, env_counts, config, command, args.repeats)
     write_plot(args.out.with_suffix(".png"), results, config)
     print(f"wrote {args.out.with_suffix('.md')} and .png in {time.perf_counter() - start:.0f} s")
 

@@ -13,7 +13,7 @@ from benchmarks import throughput
 def test_benchmark_measures_and_reports(tmp_path: Path) -> None:
     config = throughput.BenchmarkConfig("bsn/DelayedParity-v0", (8,), seconds=0.01, min_steps=2, warmup_steps=1)
     methods = ["gym_bsn_collect", "torch_cpu_bsn_collect", "torch_cuda_bsn_collect"]
-    results = throughput.run_benchmark(methods, [1, 4], config, log=lambda _: None)
+    results = throughput.run_benchmark(methods, [1, 4], config, log=lambda _: None, repeats=2)
     for name in ["gym_bsn_collect", "torch_cpu_bsn_collect"]:
         assert all(value is not None and value > 0 and math.isfinite(value) for value in results[name].values())
     report = tmp_path / "throughput.md"

@@ -9,7 +9,13 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.envs import IdentityEnv, IdentityEnvBox, IdentityEnvMultiBinary, IdentityEnvMultiDiscrete
+from stable_baselines3.common.envs import (
+    IdentityEnv,
+    IdentityEnvBox,
+    IdentityEnvMultiBinary,
+    IdentityEnvMultiDiscrete,
+    SimpleMultiObsEnv,
+)
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecNormalize
 
@@ -251,6 +257,34 @@ def test_compiled_update_matches_eager_and_survives_save_load(tmp_path) -> None:
     assert loaded.compile_update and loaded._loss_fn is not None
     loaded.learn(32, reset_num_timesteps=False)
     assert all(torch.isfinite(p).all() for p in loaded.policy.parameters())
+
+
+@pytest.mark.parametrize(
+    "env_fn, policy, extra",
+    [
+        (lambda: IdentityEnvBox(eps=0.5), "BsnPolicy", {}),  # Gaussian head
+        (lambda: SimpleMultiObsEnv(random_start=False), "MultiInputPolicy", {}),  # Dict observations
+        (
+            lambda: IdentityEnvMultiDiscrete(2),
+            "BsnPolicy",
+            {
+                "ent_coef": 0.01,
+                "hidden_ent_coef": 0.01,
+                "policy_kwargs": {"net_arch": [8, 8], "estimator": "learned_predictor", "baseline": "optimal"},
+            },
+        ),
+    ],
+    ids=["box_actions", "dict_obs", "predictor_optimal_baseline_entropy"],
+)
+def test_compiled_update_matches_eager_across_spaces_and_options(env_fn, policy, extra) -> None:
+    def train(compile_update: bool) -> LocalPG:
+        kwargs = {"n_steps": 16, "batch_size": 32, "n_epochs": 2, "seed": 0, "policy_kwargs": {"net_arch": [8, 8]}}
+        model = LocalPG(policy, make_vec_env(env_fn, n_envs=2, seed=0), compile_update=compile_update, **kwargs | extra)
+        return model.learn(32 * 2)
+
+    eager, compiled = train(False), train(True)
+    for (name, a), b in zip(eager.policy.state_dict().items(), compiled.policy.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_compile_failure_names_the_fix() -> None:
