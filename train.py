@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from agents.run import RunLayout
 
 #: run settings that cannot change when a run is continued (they define the model or its data).
-FIXED_ON_CONTINUE = ("algo", "env", "env_kwargs", "policy", "policy_kwargs", "normalize")
+FIXED_ON_CONTINUE = ("algo", "env", "env_kwargs", "env_wrapper", "policy", "policy_kwargs", "normalize")
 
 
 #: flags that set a run setting of the same name (``estimator``, ``baseline`` go into ``policy_kwargs``).

@@ -17,6 +17,7 @@ increasing priority:
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -77,6 +78,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "algo": "localpg",
     "env": "CartPole-v1",
     "env_kwargs": {},
+    "env_wrapper": None,
     "backend": "gymnasium",
     "policy": "bsn",
     "n_timesteps": 100_000,
@@ -388,6 +390,70 @@ def _device(key: str, value: Any) -> str:
     raise UserInputError(f"unknown {key} {text!r}; use auto, cpu, cuda or cuda:N")
 
 
+#: how ``env_wrapper`` is written, for error messages.
+WRAPPER_FORMAT = "'module.Class', or a list of 'module.Class' / {'module.Class': {kwargs}} (RL Zoo's env_wrapper)"
+
+
+def import_wrapper(path: str) -> Callable[..., Any]:
+    """The class (or function) that ``path`` (``module.Name``) names, e.g. ``gymnasium.wrappers.FlattenObservation``.
+
+    Raises:
+        UserInputError: if ``path`` cannot be imported or does not name a callable.
+    """
+    module_name, _, name = str(path).rpartition(".")
+    try:
+        wrapper = getattr(importlib.import_module(module_name), name) if module_name else None
+    except (ImportError, AttributeError, ValueError) as error:
+        raise UserInputError(
+            f"cannot import env_wrapper {path!r} ({error}); give a 'module.Class' path, "
+            "e.g. gymnasium.wrappers.FlattenObservation"
+        ) from None
+    if not callable(wrapper):
+        raise UserInputError(
+            f"env_wrapper {path!r} does not name a wrapper class; give a 'module.Class' path, "
+            "e.g. gymnasium.wrappers.FlattenObservation"
+        )
+    return wrapper  # type: ignore[no-any-return]
+
+
+def env_wrappers(value: Any) -> list[str | dict[str, dict[str, Any]]] | None:
+    """The ``env_wrapper`` setting, validated (every wrapper imports) and normalised to a list, or ``None``.
+
+    Accepts RL Zoo's forms: ``"module.Class"``, ``{"module.Class": {kwargs}}``, or a list of those
+    (applied in order, the first innermost, around each environment inside its ``Monitor``).
+    """
+    if value in (None, "", []):
+        return None
+    items = value if isinstance(value, list) else [value]
+    normalised: list[str | dict[str, dict[str, Any]]] = []
+    for item in items:
+        if isinstance(item, str):
+            import_wrapper(item)
+            normalised.append(item)
+        elif isinstance(item, Mapping) and len(item) == 1 and isinstance(next(iter(item.values())), Mapping | None):
+            path, kwargs = next(iter(item.items()))
+            import_wrapper(path)
+            normalised.append({str(path): dict(kwargs or {})})
+        else:
+            raise UserInputError(f"env_wrapper must be {WRAPPER_FORMAT}, got {item!r}")
+    return normalised
+
+
+def wrapper_class(value: list[str | dict[str, dict[str, Any]]] | None) -> Callable[[Any], Any] | None:
+    """One callable ``env -> wrapped env`` applying the validated ``env_wrapper`` list in order (None if empty)."""
+    if not value:
+        return None
+    steps = [(import_wrapper(item), {}) if isinstance(item, str) else
+             (import_wrapper(next(iter(item))), next(iter(item.values()))) for item in value]
+
+    def wrap(env: Any) -> Any:
+        for wrapper, kwargs in steps:
+            env = wrapper(env, **kwargs)
+        return env
+
+    return wrap
+
+
 def _mapping(key: str, value: Any) -> dict[str, Any]:
     if value is None:
         return {}
@@ -430,6 +496,7 @@ RUN_CHECKS: dict[str, Check] = {
     "algo": _choice(ALGORITHM_NAMES),
     "env": lambda key, value: str(value),
     "env_kwargs": _mapping,
+    "env_wrapper": lambda key, value: env_wrappers(value),
     "backend": _choice(BACKEND_NAMES),
     "policy": lambda key, value: _choice(POLICY_NAMES)(key, POLICY_ALIASES.get(value, value)),
     "n_timesteps": positive_int,

@@ -49,7 +49,8 @@ def check_spaces(observation_space: spaces.Space, action_space: spaces.Space, en
     try:
         check_policy_spaces(observation_space, action_space)
     except ValueError as error:
-        fix = ("wrap the env with gymnasium.wrappers.FlattenObservation" if "observation" in str(error)
+        fix = ("wrap the env with gymnasium.wrappers.FlattenObservation (train.py: "
+               "-params env_wrapper:gymnasium.wrappers.FlattenObservation)" if "observation" in str(error)
                else "give the env a Box, Discrete, MultiDiscrete or MultiBinary action space")
         raise UserInputError(f"environment {env_id!r}: {error}; {fix}") from None
 

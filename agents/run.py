@@ -64,6 +64,7 @@ from agents.config import (
     policy_class,
     resolve_schedules,
     validate_config,
+    wrapper_class,
 )
 from agents.env_checks import VecCheckFinite, check_env_id, check_spaces
 from policies import BinaryStochasticPolicy
@@ -267,7 +268,7 @@ def make_env(
     """Build the vectorised environment of a configuration, checked for known id, spaces and finite output.
 
     Args:
-        config: a validated run configuration (``env``, ``env_kwargs``).
+        config: a validated run configuration (``env``, ``env_kwargs``, ``env_wrapper``).
         n_envs: number of parallel copies (> 0).
         seed: seed of the first copy (copy ``i`` gets ``seed + i``), or ``None``.
         monitor_dir: folder of the Monitor CSV files, or ``None`` to keep them in memory only.
@@ -284,6 +285,9 @@ def make_env(
         UserInputError: for an unknown id, bad ``env_kwargs``, or unsupported spaces.
     """
     env_id = config["env"]
+    if config["backend"] == "torch" and config.get("env_wrapper"):
+        raise UserInputError("env_wrapper wraps Gymnasium envs; it does not apply to the torch backend "
+                             "(drop env_wrapper or use --backend gymnasium)")
     if config["backend"] == "torch" and render_mode is None:
         return _make_torch_env(config, n_envs, seed)
     check_env_id(env_id)
@@ -293,7 +297,8 @@ def make_env(
     try:
         venv = make_vec_env(env_id, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs,
                             monitor_dir=str(monitor_dir) if monitor_dir else None,
-                            monitor_kwargs={"override_existing": not append_monitor})
+                            monitor_kwargs={"override_existing": not append_monitor},
+                            wrapper_class=wrapper_class(config.get("env_wrapper")))
     except TypeError as error:
         raise UserInputError(f"cannot make {env_id!r} with env_kwargs {env_kwargs}: {error}; "
                              "fix env_kwargs") from None

@@ -123,6 +123,21 @@ def test_algorithms_policies_and_estimators_train_and_evaluate(
     assert (tmp_path / "tb.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_env_wrapper_setting_wraps_training_and_evaluation_envs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blackjack-v1's Tuple observations train once flattened by an RL-Zoo-style env_wrapper, which the run
+    records, evaluate.py reapplies, and a continued run may not change."""
+    monkeypatch.chdir(tmp_path)
+    wrapper = "env_wrapper:[{gymnasium.wrappers.FlattenObservation: {}}]"
+    assert call_main("train.py", [*TINY, "--env", "Blackjack-v1", *TINY_PARAMS, wrapper]) == 0
+    run = RunLayout(tmp_path / "logs" / "localpg" / "Blackjack-v1_1")
+    config = yaml.safe_load(run.config_file.read_text())
+    assert config["env_wrapper"] == [{"gymnasium.wrappers.FlattenObservation": {}}]
+    assert call_main("evaluate.py", [str(run.root), "-n", "2"]) == 0
+    assert call_main("train.py", ["-i", str(run.root), "-n", "512", "-params", "env_wrapper:null"]) == 2
+
+
 def test_continuing_a_bare_model_file_starts_a_new_run_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -165,3 +180,22 @@ def test_activation_names_become_torch_modules() -> None:
     config = validate_config({"algo": "ppo", "policy": "mlp", "policy_kwargs": {"activation_fn": "relu"}})
     assert config["policy_kwargs"]["activation_fn"] == "relu"  # config.yml stays plain YAML
     assert algorithm_kwargs(config)["policy_kwargs"]["activation_fn"] is nn.ReLU
+
+
+def test_env_wrapper_forms_are_normalised_and_bad_ones_named() -> None:
+    from agents.cli_errors import UserInputError
+    from agents.config import env_wrappers, wrapper_class
+
+    flatten = "gymnasium.wrappers.FlattenObservation"
+    assert env_wrappers(None) is None and env_wrappers([]) is None
+    assert env_wrappers(flatten) == [flatten]
+    time_limit = {"gymnasium.wrappers.TimeLimit": {"max_episode_steps": 7}}
+    assert env_wrappers([flatten, time_limit]) == [flatten, time_limit]
+    for bad in ([3], [{"a.B": 1}], "no_dots"):
+        with pytest.raises(UserInputError, match="env_wrapper"):
+            env_wrappers(bad)
+    import gymnasium as gym
+
+    wrapped = wrapper_class(env_wrappers([flatten, time_limit]))(gym.make("Blackjack-v1"))
+    assert isinstance(wrapped, gym.wrappers.TimeLimit) and wrapped._max_episode_steps == 7
+    assert isinstance(wrapped.env, gym.wrappers.FlattenObservation)
