@@ -443,8 +443,10 @@ def wrapper_class(value: list[str | dict[str, dict[str, Any]]] | None) -> Callab
     """One callable ``env -> wrapped env`` applying the validated ``env_wrapper`` list in order (None if empty)."""
     if not value:
         return None
-    steps = [(import_wrapper(item), {}) if isinstance(item, str) else
-             (import_wrapper(next(iter(item))), next(iter(item.values()))) for item in value]
+    steps = []
+    for item in value:
+        path, kwargs = (item, {}) if isinstance(item, str) else next(iter(item.items()))
+        steps.append((import_wrapper(path), kwargs))
 
     def wrap(env: Any) -> Any:
         for wrapper, kwargs in steps:

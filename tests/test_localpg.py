@@ -248,13 +248,13 @@ def test_compiled_update_matches_eager_and_survives_save_load(tmp_path) -> None:
         return model.learn(32 * 3)
 
     eager, compiled = train(False), train(True)
-    assert compiled._loss_fn is not None and eager._loss_fn is None
+    assert eager._loss_fn == eager._minibatch_loss and compiled._loss_fn != compiled._minibatch_loss
     for (name, a), b in zip(eager.policy.state_dict().items(), compiled.policy.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
     path = tmp_path / "compiled.zip"
     compiled.save(path)
     loaded = LocalPG.load(path, env=make_vec_env("CartPole-v1", n_envs=2, seed=0))
-    assert loaded.compile_update and loaded._loss_fn is not None
+    assert loaded.compile_update and loaded._loss_fn != loaded._minibatch_loss
     loaded.learn(32, reset_num_timesteps=False)
     assert all(torch.isfinite(p).all() for p in loaded.policy.parameters())
 
@@ -287,14 +287,15 @@ def test_compiled_update_matches_eager_across_spaces_and_options(env_fn, policy,
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_compile_failure_names_the_fix() -> None:
+@pytest.mark.parametrize("compiled_function", ["_score_fn", "_loss_fn"])
+def test_compile_failure_names_the_fix(compiled_function: str) -> None:
     model = small_model(compile_update=True)
 
     def failing_compiler(*args, **kwargs):
         raise torch._dynamo.exc.BackendCompilerFailed(None, RuntimeError("no C++ compiler found"), None)
 
-    model._loss_fn = failing_compiler
-    with pytest.raises(RuntimeError, match="compile_update=False"):
+    setattr(model, compiled_function, failing_compiler)
+    with pytest.raises(RuntimeError, match=r"no C\+\+ compiler found.*compile_update=False"):
         model.learn(32)
 
 

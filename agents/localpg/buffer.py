@@ -105,7 +105,9 @@ class HiddenRolloutBuffer:
         self.advantages = torch.zeros(shape, device=self.device)
         self.returns = torch.zeros(shape, device=self.device)
         self.hidden = torch.zeros((*shape, self.total_units), dtype=torch.uint8, device=self.device)
-        self.unit_log_probs = torch.zeros((*shape, self.total_units), device=self.device)
+        #: per-unit ``log P_old(h_i)`` of the stored samples, (buffer_size, n_envs, total_units): set by the
+        #: algorithm once it has scored the full rollout, cleared by :meth:`reset`.
+        self.unit_log_probs: torch.Tensor | None = None
         self.observations: TensorObs | None = None
         self.actions: torch.Tensor | None = None
         self.pos = 0
@@ -117,6 +119,7 @@ class HiddenRolloutBuffer:
     def reset(self) -> None:
         """Start a new rollout (storage is reused)."""
         self.pos = 0
+        self.unit_log_probs = None
 
     def _allocate_like(self, obs: TensorObs, actions: torch.Tensor) -> None:
         def empty(like: torch.Tensor) -> torch.Tensor:
@@ -185,6 +188,7 @@ class HiddenRolloutBuffer:
         """Yield shuffled minibatches of ``batch_size`` rows (the whole rollout if ``None``)."""
         assert self.full, "the rollout buffer is not full yet"
         assert self.actions is not None
+        assert self.unit_log_probs is not None, "set unit_log_probs (score the rollout) before reading minibatches"
         total = self.buffer_size * self.n_envs
         batch_size = total if batch_size is None else int(batch_size)
         observations = self.flat_observations()

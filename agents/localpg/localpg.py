@@ -14,9 +14,9 @@ the action head has PPO's clipped ratio on ``pi(a | h)``.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ from policies.policy import SUPPORTED_ACTION_SPACES, BinaryStochasticPolicy, che
 __all__ = ["LocalPG"]
 
 SelfLocalPG = TypeVar("SelfLocalPG", bound="LocalPG")
+_Result = TypeVar("_Result")
 
 #: Rows of a rollout the per-update diagnostics are computed from (every k-th row beyond it): their cost
 #: stays bounded on rollouts of 10^5 rows, and 8192 rows estimate each mean to about 1% (1 / sqrt(8192)).
@@ -77,12 +78,13 @@ class LocalPG(OnPolicyAlgorithm):
             become deterministic. Each layer's update stays local; only its step size changes.
         hidden_clip_range: half-width of the per-neuron clipped ratios (> 0), or ``None`` (default)
             to use ``clip_range``; the per-neuron trust region of the hidden units.
-        compile_update: compile each minibatch's loss (forward pass and its backward) with
-            ``torch.compile`` (default ``False``). The first update then takes longer (about 5-30 s of
-            compilation on a 2-core CPU; inductor needs a C++ compiler there) and later ones are faster,
-            most where element-wise work or per-op overhead dominates: small minibatches on CPU, and
-            GPUs (numbers in ``benchmarks/results/throughput.md`` and ``compare_sb3.md``). Results equal
-            the eager update's up to float rounding.
+        compile_update: compile each minibatch's loss (forward pass and its backward) and the pass
+            that scores the rollout with ``torch.compile`` (default ``False``). The first update then
+            takes longer (about 5-30 s of compilation on a 2-core CPU; inductor needs a C++ compiler
+            there) and later ones are faster, most where element-wise work or per-op overhead
+            dominates: small minibatches on CPU, and GPUs (numbers in
+            ``benchmarks/results/throughput.md`` and ``compare_sb3.md``). Results equal the eager
+            update's up to float rounding.
         stats_window_size, tensorboard_log, policy_kwargs, verbose, seed, device, _init_setup_model:
             as in SB3.
 
@@ -209,10 +211,11 @@ class LocalPG(OnPolicyAlgorithm):
         self._clip_groups = self._gradient_groups()
         self._clip_owners: dict[tuple[int, ...], torch.Tensor] = {}
         self.policy.optimizer = self._layerwise_optimizer()
-        # getattr: models saved before the option existed load with the eager update.
+        # The update's two pure functions, compiled with compile_update (getattr: models saved before the
+        # option existed load with the eager update).
         compiled = getattr(self, "compile_update", False)
-        self._loss_fn = torch.compile(self._minibatch_loss) if compiled else None
-        self._score_fn = torch.compile(self._rollout_scores) if compiled else None
+        self._loss_fn = torch.compile(self._minibatch_loss) if compiled else self._minibatch_loss
+        self._score_fn = torch.compile(self._rollout_scores) if compiled else self._rollout_scores
 
     def _layer_lr_scales(self) -> list[float]:
         """The learning-rate multiplier of each BSN layer, bottom to top."""
@@ -464,61 +467,54 @@ class LocalPG(OnPolicyAlgorithm):
         """
         buffer = self.rollout_buffer
         rows = buffer.buffer_size * buffer.n_envs
-        score = self._rollout_scores if self._score_fn is None else self._score_fn
         hidden, advantages = buffer.hidden.reshape(rows, -1), buffer.advantages.reshape(-1)
-        unit_log_probs, diagnostics = score(buffer.flat_observations(), hidden, advantages, stats is not None)
-        buffer.unit_log_probs = unit_log_probs.reshape(buffer.unit_log_probs.shape)  # no copy
-        if stats is None:
+        unit_log_probs, diagnostics = self._call_update_fn(
+            self._score_fn, buffer.flat_observations(), hidden, advantages, stats is not None
+        )
+        buffer.unit_log_probs = unit_log_probs.reshape(buffer.buffer_size, buffer.n_envs, -1)
+        if stats is None or diagnostics is None:
             return
-        for key, value in diagnostics.items():
-            if key == "unit_firing_rate":
-                stats.unit_firing_rate = value
-            elif key.startswith("layer"):  # "layer<index>/<key>"
-                index, name = key.removeprefix("layer").split("/")
-                stats.layers[(int(index), name)] = float(value)
-            else:
-                stats.add(**{key: value})
+        stats.add(**diagnostics.scalars)
+        for index, layer in enumerate(diagnostics.layers):
+            stats.layers.update({(index, name): float(value) for name, value in layer.items()})
+        stats.unit_firing_rate = diagnostics.unit_firing_rate
 
     def _rollout_scores(
         self, observations: TensorObs, hidden: torch.Tensor, advantages: torch.Tensor, with_diagnostics: bool
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The whole rollout's per-unit log-probs (rows, total_units) and, if asked, its diagnostics (0-dim tensors).
+    ) -> tuple[torch.Tensor, _Diagnostics | None]:
+        """The whole rollout's per-unit log-probs (rows, total_units) and, if asked, its :class:`_Diagnostics`.
 
         A function of its arguments and the parameters only, so that ``compile_update`` can compile it.
-        Diagnostics: ``entropy_loss`` (if the action distribution has an entropy), ``hidden_entropy``,
-        ``baseline_explained_variance`` (with a per-neuron baseline), and per layer
-        ``layer<i>/abs_h_minus_p`` (``mean |h - p|``) and ``layer<i>/grad_snr`` (``|mean g| / std g`` of
-        the local estimates ``g``, averaged over units), from at most :data:`DIAGNOSTIC_ROWS` rows; and
-        ``unit_firing_rate``, each unit's firing rate over the whole rollout, shape (total_units,).
         """
         policy = self.policy
         features = policy.extract_features(observations, policy.pi_features_extractor)  # type: ignore[arg-type]
         output = policy.bsn(features, given_samples=policy.bsn.unpack_samples(hidden, features.dtype))
         unit_log_probs = torch.cat(output.unit_log_probs, -1)
-        diagnostics: dict[str, torch.Tensor] = {}
         if not with_diagnostics:
-            return unit_log_probs, diagnostics
-        diagnostics["unit_firing_rate"] = torch.cat(output.samples, -1).mean(0)
+            return unit_log_probs, None
+        unit_firing_rate = torch.cat(output.samples, -1).mean(0)
         stride = max(1, len(advantages) // DIAGNOSTIC_ROWS)
         if stride > 1:  # every stride-th row: a sample across steps and envs
             features, advantages = features[::stride], advantages[::stride]
             layers_fields = [[tensor[::stride] for tensor in field] for field in output[:4]]
             output = BSNOutput(*layers_fields, output.log_prob[::stride])
+        scalars = {"hidden_entropy": _hidden_entropy(output)}
         entropy = policy._get_action_dist_from_latent(output.output).entropy()
         if entropy is not None:
-            diagnostics["entropy_loss"] = -entropy.mean()
-        diagnostics["hidden_entropy"] = _hidden_entropy(output)
+            scalars["entropy_loss"] = -entropy.mean()
         advantages = self._prepared_advantages(advantages)
         signals = self._learning_signals(features, output, advantages)
         if policy.neuron_baseline is not None:  # 1 - Var(A - c) / Var(A)
             residual = torch.cat([s.expand_as(h) for s, h in zip(signals, output.samples, strict=True)], -1)
-            diagnostics["baseline_explained_variance"] = 1 - residual.var() / (advantages.var() + 1e-8)
-        layers = zip(output.samples, output.firing_probs, signals, strict=True)
-        for index, (samples, probs, signal) in enumerate(layers):
-            estimate = local_gradient(samples, probs, signal)
-            diagnostics[f"layer{index}/abs_h_minus_p"] = (samples - probs).abs().mean()
-            diagnostics[f"layer{index}/grad_snr"] = _signal_to_noise(estimate)
-        return unit_log_probs, diagnostics
+            scalars["baseline_explained_variance"] = 1 - residual.var() / (advantages.var() + 1e-8)
+        layers = [
+            {
+                "abs_h_minus_p": (samples - probs).abs().mean(),
+                "grad_snr": _signal_to_noise(local_gradient(samples, probs, signal)),
+            }
+            for samples, probs, signal in zip(output.samples, output.firing_probs, signals, strict=True)
+        ]
+        return unit_log_probs, _Diagnostics(scalars, layers, unit_firing_rate)
 
     def _prepared_advantages(self, advantages: torch.Tensor) -> torch.Tensor:
         """The advantages standardised (zero mean, unit std) if ``normalize_advantage`` and there are 2+ rows."""
@@ -552,7 +548,7 @@ class LocalPG(OnPolicyAlgorithm):
         with _distribution_checks(False):
             for _epoch in range(self.n_epochs):
                 for batch in self.rollout_buffer.get(self.batch_size):
-                    loss, step_stats = self._loss(batch, clip_tensor)
+                    loss, step_stats = self._call_update_fn(self._loss_fn, batch, clip_tensor)
                     stats.add(**step_stats)
                     approx_kl = step_stats["approx_kl"]
                     if self.target_kl is not None and float(approx_kl) > 1.5 * self.target_kl:
@@ -574,14 +570,11 @@ class LocalPG(OnPolicyAlgorithm):
                     break
         self._log_update(stats, clip_range, before)
 
-    def _loss(
-        self, batch: HiddenRolloutSamples, clip_range: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """:meth:`_minibatch_loss`, compiled if ``compile_update``."""
-        if self._loss_fn is None:
-            return self._minibatch_loss(batch, clip_range)
+    @staticmethod
+    def _call_update_fn(function: Callable[..., _Result], *args: Any) -> _Result:
+        """``function(*args)`` (``_loss_fn`` or ``_score_fn``); a failed compilation becomes an error naming the fix."""
         try:
-            return self._loss_fn(batch, clip_range)
+            return function(*args)
         except torch._dynamo.exc.BackendCompilerFailed as error:
             cause = error.inner_exception
             first_line = (str(cause).strip().splitlines() or [""])[0]
@@ -836,6 +829,23 @@ def _signal_to_noise(estimate: torch.Tensor) -> torch.Tensor:
     std = ((estimate * estimate).mean(0) - mean * mean).clamp_min(0).mul(rows / max(rows - 1, 1)).sqrt()
     snr = mean.abs() / (std + 1e-8) if rows > 1 else mean * 0
     return snr.mean()
+
+
+class _Diagnostics(NamedTuple):
+    """Rollout-level diagnostics of one update, from :meth:`LocalPG._rollout_scores` (tensors on the device).
+
+    Attributes:
+        scalars: ``hidden_entropy``; ``entropy_loss`` if the action distribution has an entropy;
+            ``baseline_explained_variance`` with a per-neuron baseline (0-dim tensors).
+        layers: per BSN layer, ``abs_h_minus_p`` (``mean |h - p|``) and ``grad_snr`` (``|mean g| / std g``
+            of the local estimates ``g``, averaged over units). Scalars and layers use at most
+            :data:`DIAGNOSTIC_ROWS` rows of the rollout (every k-th row beyond it).
+        unit_firing_rate: each unit's firing rate over the whole rollout, shape (total_units,).
+    """
+
+    scalars: dict[str, torch.Tensor]
+    layers: list[dict[str, torch.Tensor]]
+    unit_firing_rate: torch.Tensor
 
 
 class _Stats:
