@@ -68,6 +68,8 @@ class SolveConfig:
         eval_episodes: parallel deterministic evaluation episodes (>= 1).
         threshold: mean evaluation return that counts as solved.
         max_steps: give up after this many training environment steps (>= 1).
+        compile_update: ``LocalPG(compile_update=True)``; its compilation (in the first updates) counts
+            as training time.
     """
 
     device: str = "cpu"
@@ -84,6 +86,7 @@ class SolveConfig:
     eval_episodes: int = 32
     threshold: float = CARTPOLE_THRESHOLD
     max_steps: int = 3_000_000
+    compile_update: bool = False
 
     @property
     def rollout(self) -> int:
@@ -217,6 +220,7 @@ def make_model(config: SolveConfig, seed: int) -> LocalPG:
         seed=seed,
         device=config.device,
         policy_kwargs={"net_arch": list(config.net_arch), "bsn_init_gain": config.bsn_init_gain},
+        compile_update=config.compile_update,
     )
 
 
@@ -255,6 +259,7 @@ def write_markdown(path: Path, results: list[SolveResult], config: SolveConfig, 
         "gae_lambda": config.gae_lambda,
         "net_arch": list(config.net_arch),
         "bsn_init_gain": config.bsn_init_gain,
+        "compile_update": config.compile_update,
     }
     lines = [
         f"# CartPole-v1 solved: LocalPG on the torch env, device {config.device}",
@@ -314,6 +319,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-episodes", type=int, default=defaults.eval_episodes)
     parser.add_argument("--max-steps", type=int, default=defaults.max_steps)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (>= 1)")
+    parser.add_argument("--compile-update", action="store_true", help="LocalPG(compile_update=True), timed")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "solve_time", help="path stem")
     args = parser.parse_args(argv)
     positive = ["num_envs", "n_steps", "n_epochs", "eval_every", "eval_episodes", "max_steps", "threads"]
@@ -346,6 +352,7 @@ def main(argv: list[str] | None = None) -> None:
         eval_every=args.eval_every,
         eval_episodes=args.eval_episodes,
         max_steps=args.max_steps,
+        compile_update=args.compile_update,
     )
     results = []
     for seed in args.seeds:
