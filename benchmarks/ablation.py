@@ -68,6 +68,11 @@ VARIANTS = [
         policy_overrides={"estimator": "learned_predictor"},
     ),
     Variant(
+        "estimator=learned_predictor+inputs",
+        "learned predictor that also reads each layer's inputs (per-unit linear term, PAPER.md section 3)",
+        policy_overrides={"estimator": "learned_predictor", "estimator_kwargs": {"use_inputs": True}},
+    ),
+    Variant(
         "hidden_lr_scale=1", "same learning rate for the BSN layers as the head", overrides={"hidden_lr_scale": 1.0}
     ),
     Variant(

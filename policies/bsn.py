@@ -111,6 +111,8 @@ class BinaryStochasticNetwork(nn.Module):
         self.estimators = nn.ModuleList(per_layer)
         dims = [self.in_features, *self.hidden_sizes]
         self.layers = nn.ModuleList(nn.Linear(dims[i], dims[i + 1]) for i in range(len(self.hidden_sizes)))
+        for layer, layer_estimator in zip(self.layers, self.estimators, strict=True):
+            layer_estimator.bind(layer.in_features, layer.out_features)
 
     @property
     def estimator(self) -> Estimator:

@@ -116,6 +116,10 @@ class Estimator(nn.Module):
         """Noise-free output used for evaluation: a unit fires iff ``p > 0.5`` (i.e. ``a > 0``)."""
         return (pre_activation > 0).to(pre_activation.dtype)
 
+    def bind(self, in_features: int, units: int) -> None:
+        """Called once by the network with the size of the layer this estimator serves; a no-op unless
+        the estimator has per-layer parameters."""
+
 
 class LocalEstimator(Estimator):
     """Local unbiased estimator (score function), the package default. PAPER.md section 1.
@@ -246,29 +250,58 @@ class LearnedPredictorEstimator(Estimator):
     ``use_straight_through=True`` also the back-propagated straight-through signal ``dL/dh_i``
     (a biased, non-local feature; the caller supplies it).
 
+    With ``use_inputs=True`` the prediction also uses the layer's input ``x`` (PAPER.md section 3 lists
+    "layer inputs" among the local features), through a per-unit linear term shaped like the estimate:
+
+        g_hat_i = F(a_i, p_i, h_i, h_i - p_i) + (h_i - p_i) * q_i(x, h_i),
+        q_i(x, h) = h * (U1 x + b1)_i + (1 - h) * (U0 x + b0)_i
+
+    Since ``E[g_i | x, h_i] = (h_i - p_i) E[A - c_i | x, h_i]``, ``q_i(x, h)`` is a per-unit regression of
+    the learning signal on what the unit sees and what it did; the shared ``F`` alone cannot tell units
+    apart, so its minimiser is nearly the same for every unit. Taking the expectation over ``h_i``, the
+    update becomes ``p_i (1 - p_i) (q_i(x, 1) - q_i(x, 0))``: a learned, low-variance, biased estimate of
+    how much firing helps. ``U0, U1, b0, b1`` start at zero, like ``F``'s output layer.
+
     Forward sampling is that of the local estimator.
 
     Args:
         hidden_size: width of the predictor's hidden layer (> 0).
         use_straight_through: also feed ``dL/dh_i``.
+        use_inputs: add the input-conditioned per-unit term (the network sizes it through :meth:`bind`).
     """
 
     name = "learned_predictor"
     propagates = False
 
-    def __init__(self, hidden_size: int = 16, use_straight_through: bool = False) -> None:
+    def __init__(self, hidden_size: int = 16, use_straight_through: bool = False, use_inputs: bool = False) -> None:
         super().__init__()
         if hidden_size <= 0:
             raise ValueError(f"hidden_size must be > 0, got {hidden_size}")
         self.use_straight_through = use_straight_through
+        self.use_inputs = use_inputs
         n_features = 5 if use_straight_through else 4
         self.regressor = nn.Sequential(nn.Linear(n_features, hidden_size), nn.Tanh(), nn.Linear(hidden_size, 1))
+        #: ``[U0 x + b0, U1 x + b1]`` of every unit, (in_features -> 2 * units); built by :meth:`bind`.
+        self.input_head: nn.Linear | None = None
+        self.reset_output()
+
+    def bind(self, in_features: int, units: int) -> None:
+        """Size the input-conditioned term for a layer of ``units`` units reading ``in_features`` inputs."""
+        if not self.use_inputs:
+            return
+        if self.input_head is not None:
+            if (self.input_head.in_features, self.input_head.out_features) != (in_features, 2 * units):
+                raise ValueError("this learned predictor is already bound to a layer of another size")
+            return
+        self.input_head = nn.Linear(in_features, 2 * units)
         self.reset_output()
 
     def reset_output(self) -> None:
-        """Zero the output layer: an untrained predictor predicts ``g_hat = 0`` and makes no update."""
-        nn.init.zeros_(self.regressor[-1].weight)
-        nn.init.zeros_(self.regressor[-1].bias)
+        """Zero the output layers: an untrained predictor predicts ``g_hat = 0`` and makes no update."""
+        for layer in (self.regressor[-1], self.input_head):
+            if layer is not None:
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     def features(
         self,
@@ -291,10 +324,22 @@ class LearnedPredictorEstimator(Estimator):
         firing_prob: torch.Tensor,
         pre_activation: torch.Tensor,
         straight_through: torch.Tensor | None = None,
+        inputs: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``g_hat``: the predicted gradient w.r.t. each pre-activation, shape (batch, units)."""
+        """``g_hat``: the predicted gradient w.r.t. each pre-activation, shape (batch, units).
+
+        ``inputs``: the layer's input ``x``, (batch, in_features); required with ``use_inputs``.
+        """
         feats = self.features(samples, firing_prob, pre_activation, straight_through)
-        return self.regressor(feats).squeeze(-1)
+        prediction = self.regressor(feats).squeeze(-1)
+        if not self.use_inputs:
+            return prediction
+        if inputs is None or self.input_head is None:
+            raise ValueError("use_inputs=True needs the layer's inputs and a predictor bound to its layer (bind)")
+        fired = samples.detach()
+        off, on = self.input_head(inputs.detach()).chunk(2, dim=-1)
+        signal = fired * on + (1 - fired) * off
+        return prediction + (fired - firing_prob.detach()) * signal
 
     def predictor_loss(self, prediction: torch.Tensor, local_estimate: torch.Tensor) -> torch.Tensor:
         """Mean squared error between ``g_hat`` and the (detached) unbiased local estimate ``g``."""

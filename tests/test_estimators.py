@@ -169,6 +169,64 @@ def test_untrained_predictor_predicts_zero_and_uses_the_documented_features() ->
     torch.testing.assert_close(predictor.predictor_loss(torch.zeros(6, 3), target), target.pow(2).mean())
 
 
+def test_predictor_with_inputs_starts_at_zero_and_checks_its_layer() -> None:
+    predictor = LearnedPredictorEstimator(hidden_size=8, use_inputs=True)
+    a = torch.randn(6, 4)
+    p = torch.sigmoid(a)
+    h = (torch.rand(6, 4) < p).float()
+    x = torch.randn(6, 3)
+    with pytest.raises(ValueError, match="needs the layer's inputs"):
+        predictor.predict(h, p, a, inputs=x)  # not bound to a layer yet
+    predictor.bind(3, 4)
+    assert predictor.input_head is not None and predictor.input_head.out_features == 8
+    assert torch.equal(predictor.predict(h, p, a, inputs=x), torch.zeros(6, 4))
+    with pytest.raises(ValueError, match="needs the layer's inputs"):
+        predictor.predict(h, p, a)
+    with pytest.raises(ValueError, match="already bound"):
+        predictor.bind(5, 4)
+    plain = LearnedPredictorEstimator()
+    plain.bind(3, 4)
+    assert plain.input_head is None  # without use_inputs, bind changes nothing
+
+
+def _fit_predictor(predictor: LearnedPredictorEstimator, weights: torch.Tensor, steps: int = 600) -> float:
+    """Fit ``predictor`` by its own loss to ``g = (h - p) s`` with ``s_i = h_i (x . w_i) + noise``; return the
+    mean squared error of its prediction to ``E[g | x, h] = (h - p) h (x . w_i)`` on fresh data."""
+    generator = torch.Generator().manual_seed(0)
+
+    def draw(rows: int) -> tuple[torch.Tensor, ...]:
+        x = torch.randn(rows, weights.shape[0], generator=generator)
+        a = torch.randn(rows, weights.shape[1], generator=generator)
+        p = torch.sigmoid(a)
+        h = (torch.rand(rows, weights.shape[1], generator=generator) < p).float()
+        mean_signal = h * (x @ weights)
+        signal = mean_signal + torch.randn(rows, weights.shape[1], generator=generator)
+        return x, a, p, h, (h - p) * signal, (h - p) * mean_signal
+
+    optimizer = torch.optim.Adam(predictor.parameters(), lr=1e-2)
+    for _ in range(steps):
+        x, a, p, h, target, _ = draw(256)
+        loss = predictor.predictor_loss(predictor.predict(h, p, a, inputs=x), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    x, a, p, h, _, expected = draw(4096)
+    with torch.no_grad():
+        return float((predictor.predict(h, p, a, inputs=x) - expected).pow(2).mean())
+
+
+def test_predictor_with_inputs_learns_the_conditional_expectation_that_local_features_miss() -> None:
+    """When the learning signal depends on the layer's input, E[g | x, h] is out of reach of the shared
+    per-unit regressor F(a, p, h, h - p) but within the input-conditioned term's class."""
+    weights = torch.tensor([[1.0, -1.0], [0.5, 2.0], [-1.5, 0.0]])  # 3 inputs, 2 units
+    with_inputs = LearnedPredictorEstimator(hidden_size=8, use_inputs=True)
+    with_inputs.bind(3, 2)
+    local_only = LearnedPredictorEstimator(hidden_size=8)
+    error_with_inputs = _fit_predictor(with_inputs, weights)
+    error_local_only = _fit_predictor(local_only, weights)
+    assert error_with_inputs < 0.02 < 0.1 < error_local_only
+
+
 @pytest.mark.parametrize(
     ("build", "message"),
     [

@@ -357,6 +357,20 @@ def test_every_local_estimator_and_baseline_trains(estimator, baseline) -> None:
             assert estimator_module.regressor[-1].weight.abs().sum() > 0
 
 
+def test_learned_predictor_with_inputs_trains_its_input_term_and_round_trips(tmp_path) -> None:
+    policy_kwargs = {"net_arch": [8, 6], "estimator": "learned_predictor", "estimator_kwargs": {"use_inputs": True}}
+    model = small_model(policy_kwargs=policy_kwargs)
+    model.learn(64)
+    heads = [estimator.input_head for estimator in model.policy.bsn.estimators]
+    # Layer 0 reads CartPole's 4 observations, layer 1 the 8 units of layer 0; one (off, on) pair per unit.
+    assert [(head.in_features, head.out_features) for head in heads] == [(4, 16), (8, 12)]
+    assert all(head.weight.abs().sum() > 0 for head in heads)  # trained from zero
+    model.save(tmp_path / "predictor.zip")
+    loaded = LocalPG.load(tmp_path / "predictor.zip")
+    for (name, a), b in zip(model.policy.state_dict().items(), loaded.policy.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
 # ---------------------------------------------------------------- bad input
 @pytest.mark.parametrize("estimator", ["st", "st_sigmoid", "sts", "noisy_rectifier"])
 def test_propagating_estimators_are_refused_with_advice(estimator) -> None:

@@ -632,7 +632,9 @@ class LocalPG(OnPolicyAlgorithm):
         # Hidden units: local signal A - c_i, per-neuron clipped ratio.
         signals = self._learning_signals(evaluation.features, bsn_out, advantages)
         hidden_clip = clip_range if self.hidden_clip_range is None else self.hidden_clip_range
-        hidden_loss, predictor_loss, unit_clip_fraction = self._hidden_loss(batch, bsn_out, signals, hidden_clip)
+        hidden_loss, predictor_loss, unit_clip_fraction = self._hidden_loss(
+            batch, evaluation.features, bsn_out, signals, hidden_clip
+        )
         loss = action_loss + self.hidden_coef * hidden_loss + predictor_loss
         baseline = policy.neuron_baseline
         if baseline is not None:
@@ -666,14 +668,17 @@ class LocalPG(OnPolicyAlgorithm):
     def _hidden_loss(
         self,
         batch: HiddenRolloutSamples,
+        features: torch.Tensor,
         bsn_out: BSNOutput,
         signals: list[torch.Tensor],
         clip_range: float | torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Loss whose gradient w.r.t. each pre-activation is minus that unit's (clipped) local estimate.
 
-        Returns the hidden loss, the learned predictor's loss (0 without one) and the mean fraction of
-        clipped per-unit ratios over the clipped layers (``None`` if no layer is clipped).
+        ``features`` is the network's input (the first layer's; layer ``l > 0`` reads the samples of
+        layer ``l - 1``), which a learned predictor with ``use_inputs`` conditions on. Returns the hidden
+        loss, the learned predictor's loss (0 without one) and the mean fraction of clipped per-unit
+        ratios over the clipped layers (``None`` if no layer is clipped).
 
         Local estimator: ``-min(r_i (A - c_i), clip(r_i) (A - c_i))`` per unit, with
         ``r_i = exp(log P_new(h_i) - log P_old(h_i))``; at ``r_i = 1`` its gradient is
@@ -691,7 +696,8 @@ class LocalPG(OnPolicyAlgorithm):
             signal = signals[index]
             if isinstance(estimator, LearnedPredictorEstimator):
                 target = local_gradient(samples, probs, signal)
-                predicted = estimator.predict(samples, probs, bsn_out.pre_activations[index])
+                layer_input = features if index == 0 else bsn_out.samples[index - 1]
+                predicted = estimator.predict(samples, probs, bsn_out.pre_activations[index], inputs=layer_input)
                 predictor_losses.append(estimator.predictor_loss(predicted, target))
                 losses.append(-(bsn_out.pre_activations[index] * predicted.detach()).sum(-1).mean())
                 continue
