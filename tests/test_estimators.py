@@ -218,6 +218,7 @@ def _fit_predictor(predictor: LearnedPredictorEstimator, weights: torch.Tensor, 
 def test_predictor_with_inputs_learns_the_conditional_expectation_that_local_features_miss() -> None:
     """When the learning signal depends on the layer's input, E[g | x, h] is out of reach of the shared
     per-unit regressor F(a, p, h, h - p) but within the input-conditioned term's class."""
+    torch.manual_seed(0)  # the regressors' initialisation
     weights = torch.tensor([[1.0, -1.0], [0.5, 2.0], [-1.5, 0.0]])  # 3 inputs, 2 units
     with_inputs = LearnedPredictorEstimator(hidden_size=8, use_inputs=True)
     with_inputs.bind(3, 2)
