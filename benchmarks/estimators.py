@@ -76,6 +76,12 @@ VARIANTS = [
         "mean",
         estimator_kwargs={"use_straight_through": True},
     ),
+    Variant(
+        "learned predictor (+ layer inputs), target c = mean",
+        "learned_predictor",
+        "mean",
+        estimator_kwargs={"use_inputs": True},
+    ),
     Variant("straight-through (identity)", "st"),
     Variant("straight-through (sigmoid-adjusted)", "st_sigmoid"),
     Variant("stochastic times smooth (STS)", "sts"),

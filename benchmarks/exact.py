@@ -260,7 +260,7 @@ def per_row_gradients(
     ones = torch.ones(rows.inputs.shape[0], dtype=inputs.dtype)
     objective = estimator_objective(net, output, loss_fn(output.output), baselines, ones, unit_gradient_fn)
     unit_grads = torch.autograd.grad(objective, output.pre_activations, allow_unused=True)
-    layer_inputs = [rows.inputs, *[s.detach() for s in output.samples[:-1]]]
+    layer_inputs = [x.detach() for x in output.layer_inputs]
     columns = []
     for grad, pre, x in zip(unit_grads, output.pre_activations, layer_inputs, strict=True):
         grad = torch.zeros_like(pre) if grad is None else grad
@@ -382,9 +382,15 @@ def predictor_unit_gradients(net: BinaryStochasticNetwork, loss_fn: Callable | N
         extra = straight_through_signals(net, output, loss_fn) if loss_fn is not None else [None] * len(net.layers)
         predictors: list[LearnedPredictorEstimator] = list(net.estimators)  # type: ignore[arg-type]
         return [
-            predictor.predict(h.detach(), p.detach(), a.detach(), st).detach()
-            for predictor, h, p, a, st in zip(
-                predictors, output.samples, output.firing_probs, output.pre_activations, extra, strict=True
+            predictor.predict(h.detach(), p.detach(), a.detach(), st, inputs=x.detach()).detach()
+            for predictor, h, p, a, st, x in zip(
+                predictors,
+                output.samples,
+                output.firing_probs,
+                output.pre_activations,
+                extra,
+                output.layer_inputs,
+                strict=True,
             )
         ]
 
@@ -419,11 +425,18 @@ def fit_predictors(
             loss = loss_fn(output.output)
             baselines = baseline(rows, output) if baseline is not None else [0.0] * len(net.layers)
         extra = straight_through_signals(net, output, loss_fn) if uses_st else [None] * len(net.layers)
+        layers = zip(
+            output.samples,
+            output.firing_probs,
+            output.pre_activations,
+            extra,
+            baselines,
+            output.layer_inputs,
+            strict=True,
+        )
         total = sum(
-            predictor.predictor_loss(predictor.predict(h, p, a, st), local_gradient(h, p, loss, c))
-            for predictor, h, p, a, st, c in zip(
-                predictors, output.samples, output.firing_probs, output.pre_activations, extra, baselines, strict=True
-            )
+            predictor.predictor_loss(predictor.predict(h, p, a, st, inputs=x), local_gradient(h, p, loss, c))
+            for predictor, (h, p, a, st, c, x) in zip(predictors, layers, strict=True)
         )
         optimizer.zero_grad()
         total.backward()

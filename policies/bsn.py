@@ -44,6 +44,7 @@ class BSNOutput(NamedTuple):
         unit_log_probs: per layer, ``log P(firing event of unit i)`` via log-sigmoid, (batch, units_l).
         log_prob: per row, the joint log-probability of all samples: the sum of ``unit_log_probs``
             over every unit of every layer, shape (batch,). Finite for any finite pre-activation.
+        inputs: the network's input, (batch, in_features).
     """
 
     samples: list[torch.Tensor]
@@ -51,11 +52,17 @@ class BSNOutput(NamedTuple):
     pre_activations: list[torch.Tensor]
     unit_log_probs: list[torch.Tensor]
     log_prob: torch.Tensor
+    inputs: torch.Tensor
 
     @property
     def output(self) -> torch.Tensor:
         """The top layer's samples, the network's output."""
         return self.samples[-1]
+
+    @property
+    def layer_inputs(self) -> list[torch.Tensor]:
+        """What each layer read: the network's input for the first, the samples below for the others."""
+        return [self.inputs, *self.samples[:-1]]
 
 
 class BinaryStochasticNetwork(nn.Module):
@@ -175,7 +182,7 @@ class BinaryStochasticNetwork(nn.Module):
             pres.append(pre_activation)
             unit_lps.append(estimator.unit_log_prob(sample.detach(), pre_activation))
         log_prob = torch.stack([lp.sum(dim=-1) for lp in unit_lps], dim=0).sum(dim=0)
-        return BSNOutput(samples, probs, pres, unit_lps, log_prob)
+        return BSNOutput(samples, probs, pres, unit_lps, log_prob, inputs)
 
     def sample(
         self, inputs: torch.Tensor, deterministic: bool = False, noise: NoiseFn | Sequence[torch.Tensor] | None = None

@@ -497,7 +497,7 @@ class LocalPG(OnPolicyAlgorithm):
         if stride > 1:  # every stride-th row: a sample across steps and envs
             features, advantages = features[::stride], advantages[::stride]
             layers_fields = [[tensor[::stride] for tensor in field] for field in output[:4]]
-            output = BSNOutput(*layers_fields, output.log_prob[::stride])
+            output = BSNOutput(*layers_fields, output.log_prob[::stride], output.inputs[::stride])
         scalars = {"hidden_entropy": _hidden_entropy(output)}
         entropy = policy._get_action_dist_from_latent(output.output).entropy()
         if entropy is not None:
@@ -632,9 +632,7 @@ class LocalPG(OnPolicyAlgorithm):
         # Hidden units: local signal A - c_i, per-neuron clipped ratio.
         signals = self._learning_signals(evaluation.features, bsn_out, advantages)
         hidden_clip = clip_range if self.hidden_clip_range is None else self.hidden_clip_range
-        hidden_loss, predictor_loss, unit_clip_fraction = self._hidden_loss(
-            batch, evaluation.features, bsn_out, signals, hidden_clip
-        )
+        hidden_loss, predictor_loss, unit_clip_fraction = self._hidden_loss(batch, bsn_out, signals, hidden_clip)
         loss = action_loss + self.hidden_coef * hidden_loss + predictor_loss
         baseline = policy.neuron_baseline
         if baseline is not None:
@@ -668,17 +666,14 @@ class LocalPG(OnPolicyAlgorithm):
     def _hidden_loss(
         self,
         batch: HiddenRolloutSamples,
-        features: torch.Tensor,
         bsn_out: BSNOutput,
         signals: list[torch.Tensor],
         clip_range: float | torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Loss whose gradient w.r.t. each pre-activation is minus that unit's (clipped) local estimate.
 
-        ``features`` is the network's input (the first layer's; layer ``l > 0`` reads the samples of
-        layer ``l - 1``), which a learned predictor with ``use_inputs`` conditions on. Returns the hidden
-        loss, the learned predictor's loss (0 without one) and the mean fraction of clipped per-unit
-        ratios over the clipped layers (``None`` if no layer is clipped).
+        Returns the hidden loss, the learned predictor's loss (0 without one) and the mean fraction of
+        clipped per-unit ratios over the clipped layers (``None`` if no layer is clipped).
 
         Local estimator: ``-min(r_i (A - c_i), clip(r_i) (A - c_i))`` per unit, with
         ``r_i = exp(log P_new(h_i) - log P_old(h_i))``; at ``r_i = 1`` its gradient is
@@ -696,7 +691,7 @@ class LocalPG(OnPolicyAlgorithm):
             signal = signals[index]
             if isinstance(estimator, LearnedPredictorEstimator):
                 target = local_gradient(samples, probs, signal)
-                layer_input = features if index == 0 else bsn_out.samples[index - 1]
+                layer_input = bsn_out.layer_inputs[index]
                 predicted = estimator.predict(samples, probs, bsn_out.pre_activations[index], inputs=layer_input)
                 predictor_losses.append(estimator.predictor_loss(predicted, target))
                 losses.append(-(bsn_out.pre_activations[index] * predicted.detach()).sum(-1).mean())
