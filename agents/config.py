@@ -420,7 +420,7 @@ def env_wrappers(value: Any) -> list[str | dict[str, dict[str, Any]]] | None:
     """The ``env_wrapper`` setting, validated (every wrapper imports) and normalised to a list, or ``None``.
 
     Accepts RL Zoo's forms: ``"module.Class"``, ``{"module.Class": {kwargs}}``, or a list of those
-    (applied in order, the first innermost, around each environment inside its ``Monitor``).
+    (applied in order, the first innermost, around each environment's ``Monitor``, which records the unwrapped returns).
     """
     if value in (None, "", []):
         return None
