@@ -32,6 +32,11 @@ class ThresholdCallback(BaseCallback):
     Training stops as soon as the threshold has been reached *and* at least ``min_steps`` steps have
     been taken, or at ``max_steps`` (the ``learn`` budget), whichever comes first.
 
+    Finished episodes come from the step's ``infos`` (SB3 VecEnvs, ``Monitor``). A torch-batched env
+    stepped by LocalPG's tensor path has no per-step ``infos``: its episodes are read from the model's
+    ``ep_info_buffer`` at the end of each rollout, so the threshold is then checked once per rollout
+    (``solved_at`` is the step count at that rollout's end).
+
     Args:
         threshold: the training-mean return that counts as solved.
         window: number of most recent finished episodes averaged (> 0; the benchmarks use 20).
@@ -48,18 +53,32 @@ class ThresholdCallback(BaseCallback):
         self.recent: deque[float] = deque(maxlen=self.window)
         self.curve: list[tuple[int, float]] = []
         self.solved_at: int | None = None
+        self._last_buffered: dict | None = None  # newest ep_info_buffer entry already counted (tensor path)
+
+    def _record(self, episode_return: float) -> None:
+        self.recent.append(episode_return)
+        mean = float(np.mean(self.recent))
+        self.curve.append((self.num_timesteps, mean))
+        if self.solved_at is None and len(self.recent) == self.window and mean >= self.threshold:
+            self.solved_at = self.num_timesteps
 
     def _on_step(self) -> bool:
         for info in self.locals.get("infos", []):
             episode = info.get("episode")
-            if episode is None:
-                continue
-            self.recent.append(float(episode["r"]))
-            mean = float(np.mean(self.recent))
-            self.curve.append((self.num_timesteps, mean))
-            if self.solved_at is None and len(self.recent) == self.window and mean >= self.threshold:
-                self.solved_at = self.num_timesteps
+            if episode is not None:
+                self._record(float(episode["r"]))
         return not (self.solved_at is not None and self.num_timesteps >= self.min_steps)
+
+    def _on_rollout_end(self) -> None:
+        if "infos" in self.locals:  # episodes were counted step by step
+            return
+        buffered = list(self.model.ep_info_buffer or [])
+        # The entries after the newest one already counted (all of them if it has left the buffer).
+        start = next((i + 1 for i in range(len(buffered) - 1, -1, -1) if buffered[i] is self._last_buffered), 0)
+        for episode in buffered[start:]:
+            self._record(float(episode["r"]))
+        if buffered:
+            self._last_buffered = buffered[-1]
 
 
 @dataclass

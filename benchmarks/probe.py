@@ -8,7 +8,9 @@ each given step: what a run stopped there would have scored, learning-rate sched
 over ``--budget``; the printed steps/s include the checkpoint evaluations). ``--tuned`` starts from the
 environment's entry of ``hyperparams/localpg.yml``, the JSON then overrides keys (``lin_<start>``
 schedules accepted); without it the JSON is the whole configuration. ``--eval-seed-offset 10000``
-evaluates on the same episodes as ``compare_sb3``.
+evaluates on the same episodes as ``compare_sb3``. ``--backend torch`` trains on the batched torch env
+(:data:`envs.TORCH_ENVS`; no ``VecNormalize``) and still evaluates on Gymnasium's; the training mean is
+then checked once per rollout.
 
 Usage::
 
@@ -34,6 +36,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
+import envs
 from agents.config import resolve_schedules
 from agents.localpg import LocalPG
 from benchmarks.common import ThresholdCallback, evaluate, load_tuned
@@ -103,6 +106,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-seed-offset", type=int, default=1000, help="eval env seed = offset + seed")
     parser.add_argument("--checkpoints", type=int, nargs="*", default=[], help="also evaluate at these steps")
     parser.add_argument("--stochastic", action="store_true", help="also evaluate with sampled units and actions")
+    parser.add_argument(
+        "--backend",
+        choices=["gymnasium", "torch"],
+        default="gymnasium",
+        help="train on Gymnasium envs (DummyVecEnv) or on the batched torch env (evaluation: Gymnasium)",
+    )
     args = parser.parse_args(argv)
     if args.budget <= 0 or args.eval_episodes <= 0 or not 0 <= args.min_steps <= args.budget:
         parser.error("--budget and --eval-episodes must be > 0 and 0 <= --min-steps <= --budget")
@@ -116,8 +125,14 @@ def main(argv: list[str] | None = None) -> None:
     solved: list[int] = []
     finals: list[float] = []
     by_checkpoint: dict[int, list[float]] = {step: [] for step in sorted(args.checkpoints)}
+    if args.backend == "torch" and normalize:
+        parser.error("--backend torch trains without VecNormalize; set normalize to false in the configuration")
     for seed in args.seeds:
-        model = LocalPG("BsnPolicy", make_env(args.env_id, n_envs, seed, normalize, gamma), seed=seed, **config)
+        if args.backend == "torch":
+            train_env = envs.make_torch_vec_env(args.env_id, n_envs, seed=seed)
+        else:
+            train_env = make_env(args.env_id, n_envs, seed, normalize, gamma)
+        model = LocalPG("BsnPolicy", train_env, seed=seed, **config)
 
         def eval_env(seed: int = seed) -> VecEnv:
             return make_env(args.env_id, 1, args.eval_seed_offset + seed, normalize, gamma)

@@ -41,3 +41,19 @@ def test_tuned_entry_is_the_base_and_json_overrides_it_with_schedules() -> None:
 def test_bad_budgets_are_rejected(flags: list[str]) -> None:
     with pytest.raises(SystemExit):
         main(["CartPole-v1", "{}", "--budget", "4096", "--threshold", "0", *flags])
+
+
+def test_torch_backend_tracks_the_training_mean_from_rollouts(capsys: pytest.CaptureFixture[str]) -> None:
+    """The tensor path has no per-step infos: the threshold is read from ep_info_buffer once per rollout."""
+    config = {**TINY, "n_envs": 16}
+    main(["CartPole-v1", json.dumps(config), "--backend", "torch", "--seeds", "0", "--budget", "4096",
+          "--threshold", "0", "--min-steps", "1024", "--eval-episodes", "1"])
+    out = capsys.readouterr().out
+    # Solved at the end of a rollout (a multiple of 16 envs x 32 steps), stopped at the next step after 1024.
+    solved_at, steps = map(int, re.search(r"seed 0: solved_at (\d+) steps (\d+) ", out).groups())
+    assert solved_at % (16 * 32) == 0 and 1024 <= steps <= 1024 + 16 * 32, out
+
+
+def test_torch_backend_refuses_normalize() -> None:
+    with pytest.raises(SystemExit):
+        main(["CartPole-v1", json.dumps({**TINY, "normalize": True}), "--backend", "torch", "--threshold", "0"])
