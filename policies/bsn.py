@@ -64,6 +64,11 @@ class BSNOutput(NamedTuple):
         """What each layer read: the network's input for the first, the samples below for the others."""
         return [self.inputs, *self.samples[:-1]]
 
+    def rows(self, index: slice | torch.Tensor) -> BSNOutput:
+        """The same output restricted to the rows ``index`` selects, in every field."""
+        per_layer = [[tensor[index] for tensor in field] for field in self[:4]]
+        return BSNOutput(*per_layer, self.log_prob[index], self.inputs[index])
+
 
 class BinaryStochasticNetwork(nn.Module):
     """A stack of fully-connected layers of binary stochastic neurons.

@@ -275,3 +275,13 @@ def test_sample_draws_exactly_the_samples_of_forward(estimator: str) -> None:
         torch.testing.assert_close(got, expected)
     with pytest.raises(ValueError, match=r"expected inputs of shape \(batch, 3\)"):
         net.sample(torch.randn(9, 4))
+
+
+def test_output_rows_selects_the_same_rows_in_every_field() -> None:
+    net = BinaryStochasticNetwork(3, [4, 2])
+    inputs = torch.randn(10, 3)
+    out = net(inputs)
+    picked = out.rows(slice(None, None, 3))
+    assert torch.equal(picked.inputs, inputs[::3]) and torch.equal(picked.log_prob, out.log_prob[::3])
+    for whole, part in zip(out[:4], picked[:4], strict=True):
+        assert all(torch.equal(w[::3], p) for w, p in zip(whole, part, strict=True))

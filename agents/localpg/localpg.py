@@ -495,9 +495,8 @@ class LocalPG(OnPolicyAlgorithm):
         unit_firing_rate = torch.cat(output.samples, -1).mean(0)
         stride = max(1, len(advantages) // DIAGNOSTIC_ROWS)
         if stride > 1:  # every stride-th row: a sample across steps and envs
-            features, advantages = features[::stride], advantages[::stride]
-            layers_fields = [[tensor[::stride] for tensor in field] for field in output[:4]]
-            output = BSNOutput(*layers_fields, output.log_prob[::stride], output.inputs[::stride])
+            output, advantages = output.rows(slice(None, None, stride)), advantages[::stride]
+            features = output.inputs
         scalars = {"hidden_entropy": _hidden_entropy(output)}
         entropy = policy._get_action_dist_from_latent(output.output).entropy()
         if entropy is not None:
