@@ -16,6 +16,11 @@ TINY = ["-n", "256", "--n-envs", "2", "--seed", "0", "--eval-freq", "128", "--ev
         "--save-freq", "128", "--no-progress-bar"]
 
 
+def _pythonpath() -> str:
+    """The repository root ahead of the caller's ``PYTHONPATH`` (which may hold the dependencies)."""
+    return os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+
+
 def run_tool(script: str, args: Sequence[str], cwd: Path, timeout: float = 120,
              extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``python <ROOT>/<script> args`` in ``cwd`` with single-threaded torch; capture its output.
@@ -27,14 +32,14 @@ def run_tool(script: str, args: Sequence[str], cwd: Path, timeout: float = 120,
         timeout: seconds before the run is killed (a test failure).
         extra_env: environment variables to add (e.g. ``CUDA_VISIBLE_DEVICES``).
     """
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **(extra_env or {})}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": _pythonpath(), **(extra_env or {})}
     return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, text=True,
                           capture_output=True, timeout=timeout, check=False)
 
 
 def start_tool(script: str, args: Sequence[str], cwd: Path) -> subprocess.Popen[str]:
     """Start ``python <ROOT>/<script> args`` in ``cwd`` in the background (stdout and stderr piped)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": _pythonpath()}
     return subprocess.Popen([sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
