@@ -73,11 +73,11 @@ class SolveConfig:
     """
 
     device: str = "cpu"
-    num_envs: int = 64
+    num_envs: int = 256
     n_steps: int = 16
     batch_fraction: float = 0.25
     n_epochs: int = 4
-    learning_rate: float = 5e-3
+    learning_rate: float = 2e-2
     gamma: float = 0.99
     gae_lambda: float = 0.95
     net_arch: tuple[int, ...] = (64, 64)

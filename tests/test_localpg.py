@@ -426,3 +426,20 @@ def test_runs_on_device_with_torch_env_and_uses_wrappers_when_wrapped() -> None:
     normalized.learn(64)
     assert isinstance(normalized._last_obs, np.ndarray)  # numpy path through the wrapper
     assert wrapped.obs_rms.count > 1  # VecNormalize saw the observations
+
+
+def test_explained_variance_on_the_device_matches_sb3() -> None:
+    from stable_baselines3.common.utils import explained_variance
+
+    from agents.localpg.localpg import _explained_variance
+
+    generator = torch.Generator().manual_seed(0)
+    target = torch.randn(4096, generator=generator)
+    predicted = target + 0.5 * torch.randn(4096, generator=generator)
+    constant = torch.full((4096,), 3.0)
+    assert _explained_variance(predicted, target) == pytest.approx(
+        explained_variance(predicted.numpy(), target.numpy()), abs=1e-6
+    )
+    assert np.isnan(_explained_variance(predicted, constant)) and np.isnan(
+        explained_variance(predicted.numpy(), constant.numpy())
+    )
