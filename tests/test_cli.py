@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from cli_support import TINY, TINY_PARAMS, call_main, run_tool
+from cli_support import ROOT, TINY, TINY_PARAMS, call_main, run_tool
 from torch import nn
 
 from agents.config import build_config, parse_overrides, parse_value, validate_config
@@ -174,6 +174,19 @@ def test_bundled_hyperparameter_files_are_valid() -> None:
         for env in ("CartPole-v1", "Acrobot-v1"):
             config = build_config({"algo": algo, "env": env}, {})
             assert config["algo"] == algo and config["n_timesteps"] > 0
+
+
+def test_torch_backend_hyperparameter_file_is_valid_and_matches_the_solve_time_benchmark() -> None:
+    from benchmarks.solve_time import SolveConfig
+
+    path = ROOT / "hyperparams" / "localpg_torch.yml"
+    solve = SolveConfig()
+    for env in ("CartPole-v1", "Acrobot-v1"):
+        config = build_config({"algo": "localpg", "env": env, "backend": "torch"}, {}, path)
+        assert config["n_envs"] == solve.num_envs and config["n_steps"] == solve.n_steps
+        assert config["batch_size"] == solve.batch_size and config["n_epochs"] == solve.n_epochs
+        assert config["learning_rate"] == solve.learning_rate
+        assert config["policy_kwargs"]["net_arch"] == list(solve.net_arch)
 
 
 def test_activation_names_become_torch_modules() -> None:
