@@ -4,7 +4,10 @@ For each environment and seed, every algorithm trains under the same budget rule
 :class:`benchmarks.common.ThresholdCallback`) and reports the env steps until the 20-episode training
 mean first reaches the threshold, the final deterministic evaluation, and its wall-clock throughput.
 Short timed segments, alternating between the algorithms, then measure training throughput at *equal* ``n_envs`` and
-``n_steps`` (PPO's) for every algorithm. The table gives medians over seeds and each as a ratio to PPO.
+``n_steps`` (PPO's) for every algorithm. LocalPG is timed twice there: keeping its number of minibatches
+per epoch (its ``batch_size`` scaled with the rollout: its CartPole-v1 recipe trains on the whole rollout in
+each epoch, as PPO's does) and keeping its ``batch_size`` (more, smaller minibatches on PPO's larger
+rollout). The table gives medians over seeds and each as a ratio to PPO.
 ``localpg_compiled`` is LocalPG with ``compile_update=True``: the same update, compiled (its runs'
 steps/s include the compilation; the timed segments start after it).
 
@@ -160,27 +163,62 @@ def run_one(job: tuple[str, str, int]) -> tuple[str, str, int, RunResult]:
     return algo, env_id, seed, result
 
 
-def timed_throughput(algos: list[str], env_id: str, steps: int, repeats: int = 5) -> dict[str, float]:
-    """Training steps/second of each algorithm at PPO's ``n_envs`` and ``n_steps`` (each keeps its other
-    settings): ``steps`` env steps per algorithm after one warm-up rollout, timed in ``repeats`` segments
-    that alternate between the algorithms, so that a change of load on a shared machine hits them alike;
-    the median segment of each is reported."""
+#: How LocalPG's minibatches follow PPO's rollout in the equal-``n_envs``/``n_steps`` timing.
+BATCH_RULES = ("minibatches", "batch_size")
+
+
+def equal_rollout_overrides(algo: str, env_id: str, rule: str) -> dict[str, int]:
+    """Settings that put ``algo`` on PPO's ``n_envs`` and ``n_steps`` for ``env_id``.
+
+    Args:
+        algo: a name of :data:`ALGOS`.
+        env_id: a key of :data:`TASKS`.
+        rule: for LocalPG, ``"minibatches"`` keeps its minibatches per epoch (``batch_size`` becomes
+            PPO's rollout divided by them) and ``"batch_size"`` keeps its ``batch_size``; PPO and A2C
+            keep their other settings under either rule.
+    """
+    if rule not in BATCH_RULES:
+        raise ValueError(f"rule must be one of {BATCH_RULES}, got {rule!r}")
+    ppo = ZOO["ppo"][env_id]
+    overrides = {"n_envs": int(ppo["n_envs"]), "n_steps": int(ppo["n_steps"])}
+    if algo in LOCALPG_VARIANTS and rule == "minibatches":
+        own = algo_config(algo, env_id)
+        minibatches = -(-int(own["n_envs"]) * int(own["n_steps"]) // int(own["batch_size"]))  # ceil
+        overrides["batch_size"] = max(2, overrides["n_envs"] * overrides["n_steps"] // minibatches)
+    return overrides
+
+
+def timed_throughput(algos: list[str], env_id: str, steps: int, repeats: int = 5) -> dict[tuple[str, str], float]:
+    """Training steps/second at PPO's ``n_envs`` and ``n_steps``, ``{(algo, rule): steps/s}`` for each rule
+    of :data:`BATCH_RULES` (see :func:`equal_rollout_overrides`; PPO and A2C are timed once, the same
+    under both rules): ``steps`` env steps per model after one warm-up rollout, timed in ``repeats``
+    segments that alternate between the models, so that a change of load on a shared machine hits them
+    alike; the median segment of each is reported."""
     torch.set_num_threads(1)
     ppo = ZOO["ppo"][env_id]
-    overrides = {"n_envs": ppo["n_envs"], "n_steps": ppo["n_steps"]}
     rollout = ppo["n_envs"] * ppo["n_steps"]
-    models = {algo: build(algo, env_id, seed=0, overrides=overrides) for algo in algos}
+    rules = {algo: BATCH_RULES if algo in LOCALPG_VARIANTS else BATCH_RULES[:1] for algo in algos}
+    models = {
+        (algo, rule): build(algo, env_id, seed=0, overrides=equal_rollout_overrides(algo, env_id, rule))
+        for algo in algos
+        for rule in rules[algo]
+    }
     for model in models.values():
         model.learn(total_timesteps=rollout)
     segment = max(rollout, steps // repeats)
-    rates: dict[str, list[float]] = {algo: [] for algo in algos}
+    rates: dict[tuple[str, str], list[float]] = {key: [] for key in models}
     for _ in range(repeats):
-        for algo, model in models.items():
+        for key, model in models.items():
             before = model.num_timesteps
             start = time.perf_counter()
             model.learn(total_timesteps=segment, reset_num_timesteps=False)
-            rates[algo].append((model.num_timesteps - before) / (time.perf_counter() - start))
-    return {algo: float(np.median(values)) for algo, values in rates.items()}
+            rates[key].append((model.num_timesteps - before) / (time.perf_counter() - start))
+    measured = {key: float(np.median(values)) for key, values in rates.items()}
+    return {
+        (algo, rule): measured.get((algo, rule), measured[(algo, BATCH_RULES[0])])
+        for algo in algos
+        for rule in BATCH_RULES
+    }
 
 
 def _median(values: list[float]) -> float:
@@ -188,13 +226,19 @@ def _median(values: list[float]) -> float:
 
 
 def summarise(
-    results: list[tuple[str, str, int, RunResult]], throughput: dict[tuple[str, str], float], env_ids: list[str]
+    results: list[tuple[str, str, int, RunResult]],
+    throughput: dict[tuple[str, str, str], float],
+    env_ids: list[str],
 ) -> str:
-    """The markdown table: medians over seeds and ratios to PPO."""
+    """The markdown table: medians over seeds and ratios to PPO.
+
+    ``throughput``: ``{(algo, env_id, rule): steps/s}`` at PPO's ``n_envs`` and ``n_steps`` (:func:`timed_throughput`).
+    """
     lines = [
         "| env | algo | seeds solved | median steps to threshold | ratio to PPO | median final eval | "
-        "ratio to PPO | steps/s (equal n_envs, n_steps) | ratio to PPO | steps/s in the runs |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "ratio to PPO | steps/s (equal n_envs, n_steps; minibatches kept) | ratio to PPO | "
+        "steps/s (equal n_envs, n_steps; batch_size kept) | ratio to PPO | steps/s in the runs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for env_id in env_ids:
         cap = TASKS[env_id].max_steps
@@ -212,7 +256,7 @@ def summarise(
                 "unsolved_median": sum(r.steps_to_threshold is None for r in mine) * 2 > len(mine),
                 "eval": _median([r.eval_mean for r in mine]),
                 "sps_runs": _median([r.steps / r.seconds for r in mine]),
-                "sps": throughput.get((algo, env_id), float("nan")),
+                **{f"sps_{rule}": throughput.get((algo, env_id, rule), float("nan")) for rule in BATCH_RULES},
             }
         base = rows.get("ppo")
         for algo, row in rows.items():
@@ -225,7 +269,8 @@ def summarise(
             steps = f"{row['steps']:.0f}" + (" (> budget)" if row["unsolved_median"] else "")
             lines.append(
                 f"| {env_id} | {algo} | {row['solved']:.0f}/{row['n']:.0f} | {steps} | {ratio('steps')} | "
-                f"{row['eval']:.1f} | {ratio('eval')} | {row['sps']:.0f} | {ratio('sps')} | {row['sps_runs']:.0f} |"
+                f"{row['eval']:.1f} | {ratio('eval')} | {row['sps_minibatches']:.0f} | {ratio('sps_minibatches')} | "
+                f"{row['sps_batch_size']:.0f} | {ratio('sps_batch_size')} | {row['sps_runs']:.0f} |"
             )
     return "\n".join(lines)
 
@@ -292,9 +337,9 @@ def main(argv: list[str] | None = None) -> None:
         with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
             results = pool.map(run_one, jobs, chunksize=1)
     throughput = {
-        (algo, env_id): rate
+        (algo, env_id, rule): rate
         for env_id in args.envs
-        for algo, rate in timed_throughput(args.algos, env_id, args.throughput_steps).items()
+        for (algo, rule), rate in timed_throughput(args.algos, env_id, args.throughput_steps).items()
     }
     minutes = (time.perf_counter() - start) / 60
     out = Path(args.out)
@@ -312,7 +357,10 @@ def main(argv: list[str] | None = None) -> None:
             "counts as its budget. Budget rule: stop once solved and at least `min_steps` taken, or at the "
             "budget. Final eval: mean of deterministic episodes after training. Steps/s (equal n_envs, n_steps): "
             f"{args.throughput_steps} steps per algorithm at PPO's n_envs and n_steps, timed in 5 segments that "
-            "alternate between the algorithms (median segment); "
+            "alternate between the algorithms (median segment); LocalPG timed twice there, keeping its minibatches "
+            "per epoch (batch_size = PPO's rollout / its own rollout's minibatches: "
+            + ", ".join(f"{e} {equal_rollout_overrides('localpg', e, 'minibatches')['batch_size']}" for e in args.envs)
+            + ") and keeping its batch_size (PPO and A2C: their own settings in both columns); "
             "steps/s in the runs: each algorithm's own settings, while another worker shared the CPU. "
             "Medians over seeds; ratios are to PPO's median (for negative returns, a ratio below 1 is better).",
             "Budgets: "

@@ -1,0 +1,44 @@
+"""benchmarks/compare_sb3.py: the equal-rollout settings of the throughput columns and the summary table."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.common import RunResult
+from benchmarks.compare_sb3 import ZOO, algo_config, equal_rollout_overrides, summarise
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Acrobot-v1"])
+def test_equal_rollout_keeps_localpg_minibatches_per_epoch_or_its_batch_size(env_id: str) -> None:
+    ppo = ZOO["ppo"][env_id]
+    rollout = ppo["n_envs"] * ppo["n_steps"]
+    own = algo_config("localpg", env_id)
+    own_minibatches = own["n_envs"] * own["n_steps"] // own["batch_size"]
+    kept = equal_rollout_overrides("localpg", env_id, "minibatches")
+    assert (kept["n_envs"], kept["n_steps"]) == (ppo["n_envs"], ppo["n_steps"])
+    assert rollout // kept["batch_size"] == own_minibatches
+    assert equal_rollout_overrides("localpg", env_id, "batch_size") == {
+        "n_envs": ppo["n_envs"],
+        "n_steps": ppo["n_steps"],
+    }
+    for rule in ("minibatches", "batch_size"):
+        assert "batch_size" not in equal_rollout_overrides("ppo", env_id, rule)
+    with pytest.raises(ValueError, match="rule must be one of"):
+        equal_rollout_overrides("localpg", env_id, "epochs")
+
+
+def test_summary_gives_both_throughput_columns_as_ratios_to_ppo() -> None:
+    results = [
+        ("ppo", "CartPole-v1", 0, RunResult(30_000, 40_000, 10.0, 500.0)),
+        ("localpg", "CartPole-v1", 0, RunResult(27_000, 40_000, 8.0, 500.0)),
+    ]
+    throughput = {
+        ("ppo", "CartPole-v1", "minibatches"): 4000.0,
+        ("ppo", "CartPole-v1", "batch_size"): 4000.0,
+        ("localpg", "CartPole-v1", "minibatches"): 7000.0,
+        ("localpg", "CartPole-v1", "batch_size"): 3000.0,
+    }
+    table = summarise(results, throughput, ["CartPole-v1"])
+    assert "minibatches kept" in table and "batch_size kept" in table
+    localpg = next(line for line in table.splitlines() if "| localpg |" in line)
+    assert "| 27000 | 0.90 |" in localpg and "| 7000 | 1.75 | 3000 | 0.75 | 5000 |" in localpg
