@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU number the README quotes, in one run: about 6 minutes on one H100 with a cold
+# Every GPU number the README quotes, in one run: about 5 minutes on one H100 with a cold
 # compilation cache. Run from the repository root on a machine with a CUDA device:
 #
 #     bash benchmarks/gpu.sh                  # every step; PYTHON=... picks the interpreter
