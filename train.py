@@ -150,11 +150,18 @@ def resolve_run(args: argparse.Namespace) -> tuple[dict[str, Any], RunLayout | N
     return continue_config(read_run_config(layout), flags, overrides), layout, resume_from
 
 
+#: Below this many envs, a LocalPG run on the torch backend is told about hyperparams/localpg_torch.yml.
+FEW_TORCH_ENVS = 64
+
+
 def _report_start(config: dict[str, Any], result_dir: Path, events: Path, resumed_at: int) -> None:
     action = f"Continuing at step {resumed_at}" if resumed_at else "Training"
     print(f"{action}: {config['algo']} ({config['policy']} policy) on {config['env']} for "
           f"{config['n_timesteps']} steps\n  run folder:  {result_dir}\n  TensorBoard: tensorboard --logdir {events}",
           flush=True)
+    if config["algo"] == "localpg" and config["backend"] == "torch" and config["n_envs"] < FEW_TORCH_ENVS:
+        print(f"  hint: {config['n_envs']} envs leave a batched torch env mostly idle, above all on a GPU; "
+              "-conf hyperparams/localpg_torch.yml trains with 256 envs and few large updates", flush=True)
 
 
 def main(argv: Sequence[str]) -> int:

@@ -104,11 +104,15 @@ TINY_CONF = "default:\n  n_steps: 64\n  batch_size: 64\n  n_epochs: 1\n  policy_
     ids=["ppo-bsn-st-progress-bar", "a2c-mlp-normalize-verbose", "localpg-predictor", "localpg-torch-conf"],
 )
 def test_algorithms_policies_and_estimators_train_and_evaluate(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: list[str], expected: dict
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], flags: list[str],
+    expected: dict,
 ) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tiny.yml").write_text(TINY_CONF)
     assert call_main("train.py", [*TINY, "--device", "cpu", *flags]) == 0
+    # LocalPG on the torch backend with a few envs (TINY's 2) is pointed at the torch-backend recipe.
+    hint = "hint: 2 envs leave a batched torch env mostly idle"
+    assert (hint in capsys.readouterr().out) == (expected.get("backend") == "torch")
     run = RunLayout(next((tmp_path / "logs" / expected["algo"]).iterdir()))
     config = yaml.safe_load(run.config_file.read_text())
     for key, value in expected.items():
