@@ -527,6 +527,7 @@ HYPERPARAM_CHECKS: dict[str, Check] = {
     "vf_coef": NON_NEGATIVE,
     "max_grad_norm": POSITIVE,
     "normalize_advantage": _flag,
+    "rao_blackwell": _flag,
 }
 
 

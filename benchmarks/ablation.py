@@ -56,7 +56,15 @@ class Variant:
 
 
 VARIANTS = [
-    Variant("default", "tuned LocalPG: local estimator, value-critic baseline (the shipped default)"),
+    Variant(
+        "default",
+        "tuned LocalPG: local estimator with Rao-Blackwellised credit, value-critic baseline (the shipped default)",
+    ),
+    Variant(
+        "rao_blackwell=False",
+        "each unit credited with its sample h_i, not its Markov-blanket posterior q_i: the paper's plain estimator",
+        overrides={"rao_blackwell": False},
+    ),
     Variant("baseline=mean", "+ per-neuron running-mean baseline", policy_overrides={"baseline": "mean"}),
     Variant(
         "baseline=optimal", "+ per-neuron variance-optimal c_i* (running)", policy_overrides={"baseline": "optimal"}

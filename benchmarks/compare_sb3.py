@@ -78,7 +78,7 @@ class Task:
     Attributes:
         env_id: Gymnasium id.
         threshold: solved threshold of the 20-episode training mean.
-        max_steps: per-algorithm training budget (env steps).
+        max_steps: per-algorithm training budget (env steps); LocalPG's variants share ``"localpg"``'s.
         min_steps: train at least this many steps even once solved.
         eval_episodes: deterministic evaluation episodes at the end.
     """
@@ -89,6 +89,10 @@ class Task:
     min_steps: int
     eval_episodes: int
 
+    def budget(self, algo: str) -> int:
+        """The training budget of ``algo`` (a name of :data:`ALGOS`)."""
+        return self.max_steps["localpg" if algo in LOCALPG_VARIANTS else algo]
+
 
 #: Budgets sized for a 2-core machine: LocalPG gets the issue's 500k cap on Acrobot-v1; PPO and A2C
 #: caps are where their RL Zoo settings have long reached the threshold (or, for A2C, a fixed budget).
@@ -96,14 +100,14 @@ TASKS = {
     "CartPole-v1": Task(
         "CartPole-v1",
         475.0,
-        {"localpg": 100_000, "localpg_compiled": 100_000, "ppo": 100_000, "a2c": 100_000},
+        {"localpg": 100_000, "ppo": 100_000, "a2c": 100_000},
         30_000,
         10,
     ),
     "Acrobot-v1": Task(
         "Acrobot-v1",
         -100.0,
-        {"localpg": 500_000, "localpg_compiled": 500_000, "ppo": 250_000, "a2c": 200_000},
+        {"localpg": 500_000, "ppo": 250_000, "a2c": 200_000},
         100_000,
         10,
     ),
@@ -137,9 +141,9 @@ def build(algo: str, env_id: str, seed: int, overrides: dict[str, Any] | None = 
     return cls("MlpPolicy", env, seed=seed, **config)
 
 
-def run_one(job: tuple[str, str, int]) -> tuple[str, str, int, RunResult]:
-    """Train and evaluate one (algorithm, environment, seed) under the task's budget."""
-    algo, env_id, seed = job
+def run_one(job: tuple[str, str, int, int]) -> tuple[str, str, int, RunResult]:
+    """Train and evaluate one (algorithm, environment, seed, evaluation episodes) under the task's budget."""
+    algo, env_id, seed, eval_episodes = job
     torch.set_num_threads(1)
     task = TASKS[env_id]
     normalize = bool(algo_config(algo, env_id).get("normalize", False))
@@ -151,9 +155,9 @@ def run_one(job: tuple[str, str, int]) -> tuple[str, str, int, RunResult]:
         lambda: build(algo, env_id, seed),
         eval_env,
         task.threshold,
-        task.max_steps[algo],
+        task.budget(algo),
         task.min_steps,
-        task.eval_episodes,
+        eval_episodes,
     )
     print(
         f"{env_id} {algo} seed {seed}: solved_at={result.steps_to_threshold} steps={result.steps} "
@@ -241,14 +245,14 @@ def summarise(
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for env_id in env_ids:
-        cap = TASKS[env_id].max_steps
+        task = TASKS[env_id]
         rows: dict[str, dict[str, float]] = {}
         for algo in ALGOS:
             mine = [r for a, e, _s, r in results if a == algo and e == env_id]
             if not mine:
                 continue
             # Unsolved runs count as "more than the budget": the budget is used for the median.
-            steps = [r.steps_to_threshold if r.steps_to_threshold is not None else cap[algo] for r in mine]
+            steps = [r.steps_to_threshold if r.steps_to_threshold is not None else task.budget(algo) for r in mine]
             rows[algo] = {
                 "solved": sum(r.steps_to_threshold is not None for r in mine),
                 "n": len(mine),
@@ -320,16 +324,26 @@ def main(argv: list[str] | None = None) -> None:
         "--seeds", type=int, nargs="+", default=[5], help="seeds 0..N-1 (> 0), one value or one per env"
     )
     parser.add_argument("--workers", type=int, default=1, help="training processes in parallel (> 0)")
+    parser.add_argument(
+        "--eval-episodes", type=int, default=None, help="deterministic evaluation episodes (> 0; default: the task's)"
+    )
     parser.add_argument("--throughput-steps", type=int, default=20_000, help="env steps of the timed segment")
     parser.add_argument("--out", default="benchmarks/results/compare_sb3", help="output path without extension")
     args = parser.parse_args(argv)
-    if any(n <= 0 for n in args.seeds) or args.workers <= 0:
-        parser.error("--seeds and --workers must be > 0")
+    bad_episodes = args.eval_episodes is not None and args.eval_episodes <= 0
+    if any(n <= 0 for n in args.seeds) or args.workers <= 0 or bad_episodes:
+        parser.error("--seeds, --workers and --eval-episodes must be > 0")
     if len(args.seeds) not in (1, len(args.envs)):
         parser.error("--seeds takes one value, or one per --envs entry")
     seeds = dict(zip(args.envs, args.seeds * len(args.envs) if len(args.seeds) == 1 else args.seeds, strict=True))
     command = "nice python -m benchmarks.compare_sb3 " + " ".join(sys.argv[1:] if argv is None else argv)
-    jobs = [(algo, env_id, seed) for env_id in args.envs for seed in range(seeds[env_id]) for algo in args.algos]
+    episodes = {env_id: args.eval_episodes or TASKS[env_id].eval_episodes for env_id in args.envs}
+    jobs = [
+        (algo, env_id, seed, episodes[env_id])
+        for env_id in args.envs
+        for seed in range(seeds[env_id])
+        for algo in args.algos
+    ]
     start = time.perf_counter()
     if args.workers == 1:
         results = [run_one(job) for job in jobs]
@@ -365,7 +379,7 @@ def main(argv: list[str] | None = None) -> None:
             "Medians over seeds; ratios are to PPO's median (for negative returns, a ratio below 1 is better).",
             "Budgets: "
             + "; ".join(
-                f"{e}: max {TASKS[e].max_steps}, min_steps {TASKS[e].min_steps}, {TASKS[e].eval_episodes} eval episodes"
+                f"{e}: max {TASKS[e].max_steps}, min_steps {TASKS[e].min_steps}, {episodes[e]} eval episodes"
                 for e in args.envs
             )
             + f". LocalPG settings: `{Path(TUNED_PATH).relative_to(Path(__file__).resolve().parents[1])}`.",

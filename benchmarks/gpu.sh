@@ -40,7 +40,8 @@ wanted profile && step 90 "$python" benchmarks/profile_localpg.py --device cuda 
     --compile-update --out benchmarks/results/localpg_profile_cuda.md
 # The tests that skip without CUDA (device equivalence, no host syncs per step, save/load, training).
 wanted tests && step 100 "$python" -m pytest -q -k cuda tests/test_envs_torch.py tests/test_envs_localpg.py \
-    tests/test_localpg.py tests/test_robust_interrupt.py tests/test_robust_inputs.py tests/test_envs_benchmark.py
+    tests/test_localpg.py tests/test_robust_interrupt.py tests/test_robust_inputs.py tests/test_envs_benchmark.py \
+    tests/test_posterior.py
 # The command line on the GPU: the README's torch-backend example, then its evaluation.
 if wanted cli; then
     runs=$(mktemp -d)

@@ -24,6 +24,7 @@ from policies.estimators import (
 )
 from policies.noise import CounterNoise
 from policies.policy import BinaryStochasticPolicy
+from policies.posterior import bernoulli_children_log_ratio
 
 __all__ = [
     "BASELINES",
@@ -43,6 +44,7 @@ __all__ = [
     "RunningMeanBaseline",
     "StochasticTimesSmoothEstimator",
     "StraightThroughEstimator",
+    "bernoulli_children_log_ratio",
     "bernoulli_log_prob",
     "local_gradient",
     "make_baseline",

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from gymnasium import spaces
-from stable_baselines3.common.distributions import Distribution
+from stable_baselines3.common.distributions import DiagGaussianDistribution, Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.preprocessing import is_image_space, preprocess_obs
 from stable_baselines3.common.torch_layers import (
@@ -48,6 +48,7 @@ from policies.baselines import Baseline, make_baseline
 from policies.bsn import BinaryStochasticNetwork, BSNOutput
 from policies.estimators import ESTIMATORS, LearnedPredictorEstimator
 from policies.noise import CounterNoise
+from policies.posterior import bernoulli_children_log_ratio, flip_log_ratio, flip_shifts
 
 __all__ = [
     "NEURON_BASELINES",
@@ -416,3 +417,53 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
         values = self.value_net(self.mlp_extractor.forward_critic(vf_features))
         entropy = distribution.entropy() if with_entropy else None
         return HiddenEvaluation(values, distribution.log_prob(actions), entropy, output, pi_features)
+
+    def unit_posteriors(self, output: BSNOutput, actions: torch.Tensor) -> list[torch.Tensor]:
+        """Each unit's firing probability given its Markov blanket, ``q_i = P(h_i = 1 | h_{-i}, children, s)``.
+
+        The children of a layer are the samples of the layer above; those of the top layer are the
+        actions. ``q_i = sigmoid(a_i + log P(children | h_i = 1) - log P(children | h_i = 0))`` (see
+        :mod:`policies.posterior`), one (batch, units) tensor per layer, without gradient.
+
+        Args:
+            output: the network's output for the stored samples (as :meth:`evaluate_hidden` returns it).
+            actions: the actions the samples chose, as stored in the rollout.
+
+        Memory: batch x units x (units above, or the action head's outputs) floats per layer.
+        """
+        with torch.no_grad():
+            layers = self.bsn.layers
+            ratios = [
+                bernoulli_children_log_ratio(
+                    output.pre_activations[index + 1], output.samples[index + 1], layers[index + 1].weight, samples
+                )
+                for index, samples in enumerate(output.samples[:-1])
+            ]
+            ratios.append(self._action_log_ratio(output.output, actions))
+            return [torch.sigmoid(pre + ratio) for pre, ratio in zip(output.pre_activations, ratios, strict=True)]
+
+    def _action_log_ratio(self, top_samples: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """``log pi(a | h_i = 1) - log pi(a | h_i = 0)`` for each unit of the top layer, (batch, units).
+
+        The action head is linear (``action_net``), so flipping one unit moves its output by a column
+        of its weight; the log-likelihoods come from the head's own distribution class.
+        """
+        rows, units = top_samples.shape
+        params = self.action_net(top_samples)
+        flipped_params = params.unsqueeze(1) + flip_shifts(top_samples, self.action_net.weight)
+        stored = self._distribution_from_params(params).log_prob(actions)
+        flipped = self._distribution_from_params(flipped_params.reshape(rows * units, -1)).log_prob(
+            actions.repeat_interleave(units, dim=0)
+        )
+        return flip_log_ratio(top_samples, stored, flipped.reshape(rows, units))
+
+    def _get_action_dist_from_latent(self, latent_pi: torch.Tensor) -> Distribution:
+        """SB3's action distribution of the top layer's samples (no gSDE: ``use_sde`` is refused)."""
+        return self._distribution_from_params(self.action_net(latent_pi))
+
+    def _distribution_from_params(self, params: torch.Tensor) -> Distribution:
+        """The action distribution whose parameters are ``params``, the output of ``action_net``."""
+        if isinstance(self.action_dist, DiagGaussianDistribution):
+            return self.action_dist.proba_distribution(params, self.log_std)
+        # Categorical, MultiCategorical, Bernoulli: the head's output is the logits
+        return self.action_dist.proba_distribution(action_logits=params)

@@ -216,3 +216,13 @@ def test_env_wrapper_forms_are_normalised_and_bad_ones_named() -> None:
     wrapped = wrapper_class(env_wrappers([flatten, time_limit]))(gym.make("Blackjack-v1"))
     assert isinstance(wrapped, gym.wrappers.TimeLimit) and wrapped._max_episode_steps == 7
     assert isinstance(wrapped.env, gym.wrappers.FlattenObservation)
+
+
+def test_rao_blackwell_is_a_flag_and_the_tuned_entries_use_it() -> None:
+    from agents.cli_errors import UserInputError
+
+    assert validate_config({"rao_blackwell": True})["rao_blackwell"] is True
+    with pytest.raises(UserInputError, match="rao_blackwell"):
+        validate_config({"rao_blackwell": "maybe"})
+    for env_id in ("CartPole-v1", "Acrobot-v1"):
+        assert build_config({"env": env_id}, {}, None)["rao_blackwell"] is True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.common import RunResult
-from benchmarks.compare_sb3 import ZOO, algo_config, equal_rollout_overrides, summarise
+from benchmarks.compare_sb3 import TASKS, ZOO, algo_config, equal_rollout_overrides, main, summarise
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Acrobot-v1"])
@@ -42,3 +42,18 @@ def test_summary_gives_both_throughput_columns_as_ratios_to_ppo() -> None:
     assert "minibatches kept" in table and "batch_size kept" in table
     localpg = next(line for line in table.splitlines() if "| localpg |" in line)
     assert "| 27000 | 0.90 |" in localpg and "| 7000 | 1.75 | 3000 | 0.75 | 5000 |" in localpg
+
+
+def test_localpg_variants_share_localpg_budget_and_unsolved_runs_count_it() -> None:
+    task = TASKS["Acrobot-v1"]
+    assert task.budget("localpg_compiled") == task.budget("localpg") == task.max_steps["localpg"]
+    assert task.budget("ppo") == task.max_steps["ppo"]
+    unsolved = [("localpg_compiled", "Acrobot-v1", 0, RunResult(None, 500_000, 60.0, -500.0))]
+    row = next(line for line in summarise(unsolved, {}, ["Acrobot-v1"]).splitlines() if "localpg_compiled" in line)
+    assert f"| {task.budget('localpg')} (> budget) |" in row
+
+
+@pytest.mark.parametrize("argv", [["--eval-episodes", "0"], ["--seeds", "0"], ["--workers", "0"]])
+def test_bad_counts_are_refused(argv: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(argv)

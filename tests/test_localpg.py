@@ -273,8 +273,9 @@ def test_compiled_update_matches_eager_and_survives_save_load(tmp_path) -> None:
                 "policy_kwargs": {"net_arch": [8, 8], "estimator": "learned_predictor", "baseline": "optimal"},
             },
         ),
+        (lambda: IdentityEnvMultiDiscrete(2), "BsnPolicy", {"rao_blackwell": True}),
     ],
-    ids=["box_actions", "dict_obs", "predictor_optimal_baseline_entropy"],
+    ids=["box_actions", "dict_obs", "predictor_optimal_baseline_entropy", "rao_blackwell"],
 )
 def test_compiled_update_matches_eager_across_spaces_and_options(env_fn, policy, extra) -> None:
     def train(compile_update: bool) -> LocalPG:

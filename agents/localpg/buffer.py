@@ -26,6 +26,8 @@ class HiddenRolloutSamples(NamedTuple):
             that collected them, shape (batch, total_units).
         advantages: GAE(lambda) advantages, shape (batch,).
         returns: ``advantages + old_values``, the critic's regression target, shape (batch,).
+        old_posterior: per-unit ``P_old(h_i = 1 | Markov blanket)`` for ``LocalPG(rao_blackwell=True)``,
+            shape (batch, total_units); ``None`` otherwise.
     """
 
     observations: TensorObs
@@ -36,6 +38,7 @@ class HiddenRolloutSamples(NamedTuple):
     old_unit_log_prob: torch.Tensor
     advantages: torch.Tensor
     returns: torch.Tensor
+    old_posterior: torch.Tensor | None = None
 
 
 def _index(obs: TensorObs, rows: slice) -> TensorObs:
@@ -108,6 +111,9 @@ class HiddenRolloutBuffer:
         #: per-unit ``log P_old(h_i)`` of the stored samples, (buffer_size, n_envs, total_units): set by the
         #: algorithm once it has scored the full rollout, cleared by :meth:`reset`.
         self.unit_log_probs: torch.Tensor | None = None
+        #: per-unit ``P_old(h_i = 1 | Markov blanket)``, same shape, for ``LocalPG(rao_blackwell=True)``: set
+        #: and cleared like ``unit_log_probs``.
+        self.posteriors: torch.Tensor | None = None
         self.observations: TensorObs | None = None
         self.actions: torch.Tensor | None = None
         self.pos = 0
@@ -120,6 +126,7 @@ class HiddenRolloutBuffer:
         """Start a new rollout (storage is reused)."""
         self.pos = 0
         self.unit_log_probs = None
+        self.posteriors = None
 
     def _allocate_like(self, obs: TensorObs, actions: torch.Tensor) -> None:
         def empty(like: torch.Tensor) -> torch.Tensor:
@@ -184,6 +191,11 @@ class HiddenRolloutBuffer:
         obs = self.observations
         return {k: _flatten(v) for k, v in obs.items()} if isinstance(obs, dict) else _flatten(obs)
 
+    def flat_actions(self) -> torch.Tensor:
+        """All actions of the rollout, rows flattened over (step, env)."""
+        assert self.actions is not None
+        return _flatten(self.actions)
+
     def get(self, batch_size: int | None = None) -> Iterator[HiddenRolloutSamples]:
         """Yield shuffled minibatches of ``batch_size`` rows (the whole rollout if ``None``)."""
         assert self.full, "the rollout buffer is not full yet"
@@ -201,6 +213,8 @@ class HiddenRolloutBuffer:
             _flatten(self.advantages),
             _flatten(self.returns),
         ]
+        if self.posteriors is not None:
+            columns.append(_flatten(self.posteriors))
         # Shuffle every column once; the minibatches are then slices (views), not one gather each.
         order = torch.randperm(total, device=self.device)
         observations = _take_obs(observations, order)

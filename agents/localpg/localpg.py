@@ -85,6 +85,14 @@ class LocalPG(OnPolicyAlgorithm):
             dominates: small minibatches on CPU, and GPUs (numbers in
             ``benchmarks/results/throughput.md`` and ``compare_sb3.md``). Results equal the eager
             update's up to float rounding.
+        rao_blackwell: credit each hidden unit with ``(q_i - p_i)(A - c_i)`` instead of
+            ``(h_i - p_i)(A - c_i)``, where ``q_i`` is the probability that the unit fired given its Markov
+            blanket (its inputs, the other units' samples and what its children did: the layer above,
+            or the action), computed at the start of each update (:mod:`policies.posterior`). Unbiased,
+            with a variance never larger (Rao-Blackwell); no derivative passes between layers. Costs
+            a pass over rows x units x (children) per update. With ``estimator="learned_predictor"``
+            the predictor's regression target becomes ``(q_i - p_i)(A - c_i)``, which has the same
+            expectation (default ``False``; numbers in ``benchmarks/results/ablation.md``).
         stats_window_size, tensorboard_log, policy_kwargs, verbose, seed, device, _init_setup_model:
             as in SB3.
 
@@ -124,6 +132,7 @@ class LocalPG(OnPolicyAlgorithm):
         hidden_lr_scale: float | Sequence[float] = 1.0,
         hidden_clip_range: float | None = None,
         compile_update: bool = False,
+        rao_blackwell: bool = False,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -186,6 +195,9 @@ class LocalPG(OnPolicyAlgorithm):
         if not isinstance(compile_update, bool):
             raise ValueError(f"compile_update must be True or False, got {compile_update!r}")
         self.compile_update = compile_update
+        if not isinstance(rao_blackwell, bool):
+            raise ValueError(f"rao_blackwell must be True or False, got {rao_blackwell!r}")
+        self.rao_blackwell = rao_blackwell
         if _init_setup_model:
             self._setup_model()
 
@@ -468,10 +480,12 @@ class LocalPG(OnPolicyAlgorithm):
         buffer = self.rollout_buffer
         rows = buffer.buffer_size * buffer.n_envs
         hidden, advantages = buffer.hidden.reshape(rows, -1), buffer.advantages.reshape(-1)
-        unit_log_probs, diagnostics = self._call_update_fn(
-            self._score_fn, buffer.flat_observations(), hidden, advantages, stats is not None
+        unit_log_probs, posteriors, diagnostics = self._call_update_fn(
+            self._score_fn, buffer.flat_observations(), buffer.flat_actions(), hidden, advantages, stats is not None
         )
         buffer.unit_log_probs = unit_log_probs.reshape(buffer.buffer_size, buffer.n_envs, -1)
+        if posteriors is not None:
+            buffer.posteriors = posteriors.reshape(buffer.buffer_size, buffer.n_envs, -1)
         if stats is None or diagnostics is None:
             return
         stats.add(**diagnostics.scalars)
@@ -480,9 +494,15 @@ class LocalPG(OnPolicyAlgorithm):
         stats.unit_firing_rate = diagnostics.unit_firing_rate
 
     def _rollout_scores(
-        self, observations: TensorObs, hidden: torch.Tensor, advantages: torch.Tensor, with_diagnostics: bool
-    ) -> tuple[torch.Tensor, _Diagnostics | None]:
-        """The whole rollout's per-unit log-probs (rows, total_units) and, if asked, its :class:`_Diagnostics`.
+        self,
+        observations: TensorObs,
+        actions: torch.Tensor,
+        hidden: torch.Tensor,
+        advantages: torch.Tensor,
+        with_diagnostics: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, _Diagnostics | None]:
+        """The whole rollout's per-unit log-probs (rows, total_units), with ``rao_blackwell`` its per-unit
+        posteriors (same shape; else ``None``), and, if asked, its :class:`_Diagnostics`.
 
         A function of its arguments and the parameters only, so that ``compile_update`` can compile it.
         """
@@ -490,12 +510,16 @@ class LocalPG(OnPolicyAlgorithm):
         features = policy.extract_features(observations, policy.pi_features_extractor)  # type: ignore[arg-type]
         output = policy.bsn(features, given_samples=policy.bsn.unpack_samples(hidden, features.dtype))
         unit_log_probs = torch.cat(output.unit_log_probs, -1)
+        # What each unit is credited with: its sample, or (Rao-Blackwellised) its posterior firing probability.
+        credits = policy.unit_posteriors(output, actions) if self.rao_blackwell else output.samples
+        posteriors = torch.cat(credits, -1) if self.rao_blackwell else None
         if not with_diagnostics:
-            return unit_log_probs, None
+            return unit_log_probs, posteriors, None
         unit_firing_rate = torch.cat(output.samples, -1).mean(0)
         stride = max(1, len(advantages) // DIAGNOSTIC_ROWS)
         if stride > 1:  # every stride-th row: a sample across steps and envs
             output, advantages = output.rows(slice(None, None, stride)), advantages[::stride]
+            credits = [credit[::stride] for credit in credits]
             features = output.inputs
         scalars = {"hidden_entropy": _hidden_entropy(output)}
         entropy = policy._get_action_dist_from_latent(output.output).entropy()
@@ -509,11 +533,13 @@ class LocalPG(OnPolicyAlgorithm):
         layers = [
             {
                 "abs_h_minus_p": (samples - probs).abs().mean(),
-                "grad_snr": _signal_to_noise(local_gradient(samples, probs, signal)),
+                "grad_snr": _signal_to_noise(local_gradient(credit, probs, signal)),
             }
-            for samples, probs, signal in zip(output.samples, output.firing_probs, signals, strict=True)
+            for samples, credit, probs, signal in zip(
+                output.samples, credits, output.firing_probs, signals, strict=True
+            )
         ]
-        return unit_log_probs, _Diagnostics(scalars, layers, unit_firing_rate)
+        return unit_log_probs, posteriors, _Diagnostics(scalars, layers, unit_firing_rate)
 
     def _prepared_advantages(self, advantages: torch.Tensor) -> torch.Tensor:
         """The advantages standardised (zero mean, unit std) if ``normalize_advantage`` and there are 2+ rows."""
@@ -540,11 +566,11 @@ class LocalPG(OnPolicyAlgorithm):
         # A tensor, so that a clip_range schedule does not recompile a compiled loss at every update.
         clip_tensor = torch.tensor(clip_range, device=self.device)
         stats = _Stats()
-        self._score_rollout(stats)
         before = [layer.weight.detach().clone() for layer in self.policy.bsn.layers]
         continue_training = True
         # Stored actions need no argument checks (each one reads a tensor on the host).
         with _distribution_checks(False):
+            self._score_rollout(stats)
             for _epoch in range(self.n_epochs):
                 for batch in self.rollout_buffer.get(self.batch_size):
                     loss, step_stats = self._call_update_fn(self._loss_fn, batch, clip_tensor)
@@ -676,12 +702,19 @@ class LocalPG(OnPolicyAlgorithm):
 
         Local estimator: ``-min(r_i (A - c_i), clip(r_i) (A - c_i))`` per unit, with
         ``r_i = exp(log P_new(h_i) - log P_old(h_i))``; at ``r_i = 1`` its gradient is
-        ``-(h_i - p_i)(A - c_i)`` (:func:`agents.localpg.losses.clipped_local_loss`). Learned predictor
+        ``-(h_i - p_i)(A - c_i)`` (:func:`agents.localpg.losses.clipped_local_loss`); with ``rao_blackwell``,
+        summed over both values of the unit weighted by the stored posterior ``q_i``, its gradient at
+        ``r_i = 1`` is ``-(q_i - p_i)(A - c_i)``. Learned predictor
         (PAPER.md section 3): ``-a_i * g_hat_i`` and the
-        predictor's squared error to ``(h_i - p_i)(A - c_i)``.
+        predictor's squared error to ``(h_i - p_i)(A - c_i)`` (``(q_i - p_i)(A - c_i)`` with ``rao_blackwell``).
         """
         bsn = self.policy.bsn
         old_unit_lp = torch.split(batch.old_unit_log_prob, bsn.hidden_sizes, dim=-1)
+        posteriors: Sequence[torch.Tensor | None] = (
+            [None] * len(bsn.hidden_sizes)
+            if batch.old_posterior is None
+            else torch.split(batch.old_posterior, bsn.hidden_sizes, dim=-1)
+        )
         losses: list[torch.Tensor] = []
         predictor_losses: list[torch.Tensor] = []
         clip_fractions: list[torch.Tensor] = []
@@ -689,7 +722,8 @@ class LocalPG(OnPolicyAlgorithm):
             samples, probs = bsn_out.samples[index], bsn_out.firing_probs[index]
             signal = signals[index]
             if isinstance(estimator, LearnedPredictorEstimator):
-                target = local_gradient(samples, probs, signal)
+                credit = samples if posteriors[index] is None else posteriors[index]
+                target = local_gradient(credit, probs, signal)
                 layer_input = bsn_out.layer_inputs[index]
                 predicted = estimator.predict(samples, probs, bsn_out.pre_activations[index], inputs=layer_input)
                 predictor_losses.append(estimator.predictor_loss(predicted, target))
@@ -703,6 +737,7 @@ class LocalPG(OnPolicyAlgorithm):
                 old_unit_lp[index],
                 signal,
                 clip_range,
+                posteriors[index],
             )
             losses.append(loss)
             clip_fractions.append(clip_fraction)

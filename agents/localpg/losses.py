@@ -16,6 +16,12 @@ and its gradient with respect to the unit's own pre-activation is the paper's lo
 pass as this one product instead of letting autograd differentiate the dozen element-wise ops of
 the forward pass halves the update's element-wise work on large batches and its per-op overhead on
 small ones. ``tests/test_localpg.py`` checks it against autograd's derivative of the forward pass.
+
+Rao-Blackwellised variant (``posterior`` given, :mod:`policies.posterior`): with ``q_i`` the probability
+that unit ``i`` fired given its Markov blanket under ``P_old``, the surrogate is summed over both values
+``v`` of the unit, ``sum_v w_v min(r_i(v) s_i, clip(r_i(v)) s_i)`` with ``w_1 = q_i``, ``w_0 = 1 - q_i`` and
+``r_i(v) = P_new(h_i = v) / P_old(h_i = v)``; its gradient at ``r = 1`` is ``-(1 / B)(q_i - p_i) s_i``. With
+``q_i = h_i`` it is the loss above.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 __all__ = ["MAX_LOG_RATIO", "clipped_local_loss"]
 
@@ -42,25 +49,49 @@ class _ClippedLocalLoss(torch.autograd.Function):
         old_log_prob: torch.Tensor,
         signal: torch.Tensor,
         clip_range: float | torch.Tensor,
+        posterior: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        log_ratio = log_prob - old_log_prob
-        ratio = log_ratio.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO).exp()
-        unclipped = ratio * signal
-        clipped = ratio.clamp(1.0 - clip_range, 1.0 + clip_range) * signal
         rows = pre_activation.shape[0]
-        # The unclipped branch carries the gradient where it is the minimum and the ratio was not clamped.
-        active = (unclipped <= clipped) & (log_ratio.abs() < MAX_LOG_RATIO)
-        coefficient = torch.where(active, unclipped * (samples - firing_prob), 0.0).mul_(-1.0 / rows)
-        ctx.save_for_backward(coefficient)
-        loss = torch.minimum(unclipped, clipped).sum().mul(-1.0 / rows)
-        clip_fraction = ((ratio - 1.0).abs() > clip_range).float().mean()
+        # One branch per value a unit may take: the stored sample with weight 1, or (Rao-Blackwellised)
+        # both values, weighted by their posterior probabilities given the Markov blanket.
+        branches = [(samples, log_prob, old_log_prob, None)]
+        if posterior is not None:
+            other = 1.0 - samples
+            weight_of_sample = torch.where(samples > 0.5, posterior, 1.0 - posterior)
+            other_log_prob = F.logsigmoid((2.0 * other - 1.0) * pre_activation)
+            other_old_log_prob = torch.log(-torch.expm1(old_log_prob))  # log(1 - P_old(h_i)); -inf if P_old = 1
+            branches = [
+                (samples, log_prob, old_log_prob, weight_of_sample),
+                (other, other_log_prob, other_old_log_prob, 1.0 - weight_of_sample),
+            ]
+        loss: torch.Tensor | None = None
+        coefficient: torch.Tensor | None = None
+        clip_fraction: torch.Tensor | None = None
+        for value, new, old, weight in branches:
+            log_ratio = new - old
+            ratio = log_ratio.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO).exp()
+            unclipped = ratio * signal
+            clipped = ratio.clamp(1.0 - clip_range, 1.0 + clip_range) * signal
+            # The unclipped branch carries the gradient where it is the minimum and the ratio was not clamped.
+            active = (unclipped <= clipped) & (log_ratio.abs() < MAX_LOG_RATIO)
+            term = torch.minimum(unclipped, clipped)
+            gradient = torch.where(active, unclipped * (value - firing_prob), 0.0)
+            if weight is not None:
+                term, gradient = term * weight, gradient * weight
+            if loss is None or coefficient is None:  # the stored samples' branch
+                loss, coefficient = term.sum(), gradient
+                clip_fraction = ((ratio - 1.0).abs() > clip_range).float().mean()
+            else:
+                loss, coefficient = loss + term.sum(), coefficient + gradient
+        assert loss is not None and coefficient is not None and clip_fraction is not None
+        ctx.save_for_backward(coefficient.mul_(-1.0 / rows))
         ctx.mark_non_differentiable(clip_fraction)
-        return loss, clip_fraction
+        return loss.mul(-1.0 / rows), clip_fraction
 
     @staticmethod
     def backward(ctx: Any, grad_loss: torch.Tensor, _grad_clip_fraction: torch.Tensor) -> tuple[Any, ...]:
         (coefficient,) = ctx.saved_tensors
-        return grad_loss * coefficient, None, None, None, None, None, None
+        return grad_loss * coefficient, None, None, None, None, None, None, None
 
 
 def clipped_local_loss(
@@ -71,6 +102,7 @@ def clipped_local_loss(
     old_log_prob: torch.Tensor,
     signal: torch.Tensor,
     clip_range: float | torch.Tensor,
+    posterior: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One layer's clipped local loss (module docstring) and the fraction of its clipped ratios.
 
@@ -86,6 +118,10 @@ def clipped_local_loss(
         signal: the learning signal ``A - c``: (batch, 1) shared by the layer's units, or (batch, units).
         clip_range: half-width ``eps > 0`` of the per-neuron trust region ``[1 - eps, 1 + eps]``: a float,
             or a 0-dim tensor (no gradient), which a compiled caller can vary without recompiling.
+        posterior: ``None`` for the local estimator, or the Rao-Blackwellised one
+            (:mod:`policies.posterior`): ``q_i = P_old(h_i = 1 | Markov blanket)``, (batch, units). The
+            loss then sums the clipped surrogate over both values of each unit, weighted by ``q_i`` and
+            ``1 - q_i``; at ``r = 1`` its gradient is ``-(1 / B)(q_i - p_i) s_i``.
 
     Returns:
         ``(loss, clip_fraction)``: the 0-dim loss (summed over units, averaged over rows) and the
@@ -93,4 +129,5 @@ def clipped_local_loss(
     """
     detached = [t.detach() for t in (samples, firing_prob, log_prob, old_log_prob, signal)]
     clip = clip_range.detach() if isinstance(clip_range, torch.Tensor) else float(clip_range)
-    return _ClippedLocalLoss.apply(pre_activation, *detached, clip)  # type: ignore[no-any-return]
+    weights = None if posterior is None else posterior.detach()
+    return _ClippedLocalLoss.apply(pre_activation, *detached, clip, weights)  # type: ignore[no-any-return]
