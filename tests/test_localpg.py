@@ -36,18 +36,19 @@ def small_model(env="CartPole-v1", **kwargs) -> LocalPG:
 
 # ---------------------------------------------------------------- learnability (SB3-style identity envs)
 @pytest.mark.parametrize(
-    "env_fn, steps, deterministic, threshold",
+    "env_fn, steps, deterministic, threshold, extra",
     [
-        (lambda: IdentityEnv(4), 6000, True, 90),
-        (lambda: IdentityEnvMultiDiscrete(2), 6000, True, 90),
-        (lambda: IdentityEnvMultiBinary(2), 8000, True, 90),
+        (lambda: IdentityEnv(4), 6000, True, 90, {}),
+        (lambda: IdentityEnv(4), 6000, True, 90, {"rao_blackwell": True}),
+        (lambda: IdentityEnvMultiDiscrete(2), 6000, True, 90, {}),
+        (lambda: IdentityEnvMultiBinary(2), 8000, True, 90, {}),
         # Continuous outputs from binary features: the deterministic (p > 0.5) code is coarser than the
         # stochastic one the Gaussian head was trained on, so this row evaluates stochastic neurons.
-        (lambda: IdentityEnvBox(eps=0.5), 20000, False, 75),
+        (lambda: IdentityEnvBox(eps=0.5), 20000, False, 75, {}),
     ],
-    ids=["Discrete", "MultiDiscrete", "MultiBinary", "Box"],
+    ids=["Discrete", "Discrete_rao_blackwell", "MultiDiscrete", "MultiBinary", "Box"],
 )
-def test_identity_envs_are_learned(env_fn, steps, deterministic, threshold) -> None:
+def test_identity_envs_are_learned(env_fn, steps, deterministic, threshold, extra) -> None:
     env = make_vec_env(env_fn, n_envs=4, seed=0)
     model = LocalPG(
         "BsnPolicy",
@@ -58,6 +59,7 @@ def test_identity_envs_are_learned(env_fn, steps, deterministic, threshold) -> N
         learning_rate=3e-3,
         seed=0,
         policy_kwargs={"net_arch": [32], "bsn_init_gain": 8.0},
+        **extra,
     )
     model.learn(steps)
     mean_reward, _ = evaluate_policy(model, model.get_env(), n_eval_episodes=5, deterministic=deterministic)

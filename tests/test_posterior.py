@@ -11,7 +11,6 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import IdentityEnv
-from stable_baselines3.common.evaluation import evaluate_policy
 
 from agents import LocalPG
 from agents.localpg import clipped_local_loss
@@ -175,26 +174,17 @@ def test_two_branch_loss_at_ratio_one_and_with_hard_posteriors() -> None:
 
 
 # ---------------------------------------------------------------- LocalPG(rao_blackwell=True)
-def test_rao_blackwell_learns_identity_and_round_trips(tmp_path) -> None:
-    env = make_vec_env(lambda: IdentityEnv(4), n_envs=4, seed=0)
-    model = LocalPG(
-        "BsnPolicy",
-        env,
-        n_steps=64,
-        batch_size=128,
-        n_epochs=4,
-        learning_rate=3e-3,
-        seed=0,
-        rao_blackwell=True,
-        policy_kwargs={"net_arch": [32], "bsn_init_gain": 8.0},
-    ).learn(6000)
+def test_rao_blackwell_round_trips_through_save_and_load(tmp_path) -> None:
+    """The option is saved with the model and a loaded model keeps training with it (learning on an
+    identity env: ``tests/test_localpg.py::test_identity_envs_are_learned[Discrete_rao_blackwell]``)."""
+    env = make_vec_env(lambda: IdentityEnv(4), n_envs=2, seed=0)
+    model = LocalPG("BsnPolicy", env, n_steps=32, batch_size=32, seed=0, rao_blackwell=True).learn(64)
     assert model.rollout_buffer.posteriors is not None
-    mean_reward, _ = evaluate_policy(model, model.get_env(), n_eval_episodes=5, deterministic=True)
-    assert mean_reward >= 90
     model.save(tmp_path / "rb.zip")
     loaded = LocalPG.load(tmp_path / "rb.zip", env=env)
     assert loaded.rao_blackwell is True
-    loaded.learn(256, reset_num_timesteps=False)
+    loaded.learn(64, reset_num_timesteps=False)
+    assert loaded.rollout_buffer.posteriors is not None
 
 
 def test_rao_blackwell_bad_value_raises() -> None:
