@@ -21,7 +21,8 @@ their samples is the "local expectation gradient" of Titsias & Lazaro-Gredilla (
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from policies.estimators import bernoulli_log_prob
 
 __all__ = ["bernoulli_children_log_ratio", "flip_log_ratio", "flip_shifts"]
 
@@ -64,8 +65,7 @@ def bernoulli_children_log_ratio(
     Returns:
         (batch, units). Memory: batch x units x children floats.
     """
-    sign = 2.0 * child_samples - 1.0  # log P(c_j) = logsigmoid((2 c_j - 1) a_j)
-    stored = F.logsigmoid(sign * child_pre_activation).sum(-1)
+    stored = bernoulli_log_prob(child_samples, child_pre_activation).sum(-1)
     shifted = child_pre_activation.unsqueeze(1) + flip_shifts(samples, child_weight)
-    flipped = F.logsigmoid(sign.unsqueeze(1) * shifted).sum(-1)
+    flipped = bernoulli_log_prob(child_samples.unsqueeze(1), shifted).sum(-1)
     return flip_log_ratio(samples, stored, flipped)

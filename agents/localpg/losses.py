@@ -29,7 +29,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+
+from policies.estimators import bernoulli_log_prob
 
 __all__ = ["MAX_LOG_RATIO", "clipped_local_loss"]
 
@@ -58,15 +59,13 @@ class _ClippedLocalLoss(torch.autograd.Function):
         if posterior is not None:
             other = 1.0 - samples
             weight_of_sample = torch.where(samples > 0.5, posterior, 1.0 - posterior)
-            other_log_prob = F.logsigmoid((2.0 * other - 1.0) * pre_activation)
+            other_log_prob = bernoulli_log_prob(other, pre_activation)
             other_old_log_prob = torch.log(-torch.expm1(old_log_prob))  # log(1 - P_old(h_i)); -inf if P_old = 1
             branches = [
                 (samples, log_prob, old_log_prob, weight_of_sample),
                 (other, other_log_prob, other_old_log_prob, 1.0 - weight_of_sample),
             ]
-        loss: torch.Tensor | None = None
-        coefficient: torch.Tensor | None = None
-        clip_fraction: torch.Tensor | None = None
+        terms, gradients = [], []
         for value, new, old, weight in branches:
             log_ratio = new - old
             ratio = log_ratio.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO).exp()
@@ -78,12 +77,11 @@ class _ClippedLocalLoss(torch.autograd.Function):
             gradient = torch.where(active, unclipped * (value - firing_prob), 0.0)
             if weight is not None:
                 term, gradient = term * weight, gradient * weight
-            if loss is None or coefficient is None:  # the stored samples' branch
-                loss, coefficient = term.sum(), gradient
+            if not terms:  # the stored samples' branch
                 clip_fraction = ((ratio - 1.0).abs() > clip_range).float().mean()
-            else:
-                loss, coefficient = loss + term.sum(), coefficient + gradient
-        assert loss is not None and coefficient is not None and clip_fraction is not None
+            terms.append(term.sum())
+            gradients.append(gradient)
+        loss, coefficient = sum(terms), sum(gradients[1:], gradients[0])
         ctx.save_for_backward(coefficient.mul_(-1.0 / rows))
         ctx.mark_non_differentiable(clip_fraction)
         return loss.mul(-1.0 / rows), clip_fraction
