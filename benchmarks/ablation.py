@@ -131,6 +131,10 @@ def build(variant: Variant, env_id: str, seed: int) -> BaseAlgorithm:
         env = make_env(env_id, n_envs, seed, normalize, float(config.get("gamma", 0.99)))
         return LocalPG("BsnPolicy", env, seed=seed, **config)
     zoo = dict(ZOO["ppo"][env_id])
+    # BinaryStochasticPolicy refuses gSDE (its hidden units already explore): RL Zoo's Pendulum-v1 PPO
+    # explores with plain Gaussian noise here.
+    zoo.pop("use_sde", None)
+    zoo.pop("sde_sample_freq", None)
     n_envs = int(zoo.pop("n_envs"))
     normalize = bool(zoo.pop("normalize", False))
     env = make_env(env_id, n_envs, seed, normalize, float(zoo.get("gamma", 0.99)))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from benchmarks.common import RunResult
-from benchmarks.compare_sb3 import TASKS, ZOO, algo_config, equal_rollout_overrides, main, summarise
+from benchmarks.compare_sb3 import TASKS, ZOO, algo_config, equal_rollout_overrides, has_config, main, summarise
 
 
-@pytest.mark.parametrize("env_id", ["CartPole-v1", "Acrobot-v1"])
+@pytest.mark.parametrize("env_id", list(TASKS))
 def test_equal_rollout_keeps_localpg_minibatches_per_epoch_or_its_batch_size(env_id: str) -> None:
     ppo = ZOO["ppo"][env_id]
     rollout = ppo["n_envs"] * ppo["n_steps"]
@@ -57,3 +59,13 @@ def test_localpg_variants_share_localpg_budget_and_unsolved_runs_count_it() -> N
 def test_bad_counts_are_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         main(argv)
+
+
+def test_an_algorithm_without_rl_zoo_settings_sits_the_task_out(tmp_path: Path) -> None:
+    assert has_config("localpg_compiled", "Pendulum-v1") and has_config("ppo", "Pendulum-v1")
+    assert not has_config("a2c", "Pendulum-v1")
+    out = tmp_path / "compare"
+    main(["--envs", "Pendulum-v1", "--algos", "a2c", "--seeds", "1", "--out", str(out)])
+    text = out.with_suffix(".md").read_text()
+    assert "Not run (no RL Zoo settings): a2c on Pendulum-v1." in text
+    assert "| Pendulum-v1 |" not in text
