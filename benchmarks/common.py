@@ -21,9 +21,9 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from torch import nn
 
-from agents.config import resolve_schedules
+from agents.config import RUN_DEFAULTS, resolve_schedules
 
-__all__ = ["RunResult", "ThresholdCallback", "evaluate", "load_tuned", "train_until"]
+__all__ = ["RunResult", "ThresholdCallback", "benchmark_settings", "evaluate", "load_tuned", "train_until"]
 
 
 class ThresholdCallback(BaseCallback):
@@ -159,3 +159,15 @@ def load_tuned(path: str, env_id: str) -> dict[str, Any]:
     if isinstance(entry.get("policy_kwargs"), str):
         entry["policy_kwargs"] = eval(entry["policy_kwargs"], {"__builtins__": {}, "dict": dict, "nn": nn})
     return resolve_schedules(entry)
+
+
+#: the run settings of a ``hyperparams/localpg.yml`` entry that the benchmarks use; they build their own
+#: envs, budgets and evaluations, so :func:`benchmark_settings` drops ``train.py``'s other run settings.
+BENCHMARK_RUN_SETTINGS = ("n_envs", "normalize")
+
+
+def benchmark_settings(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry's algorithm arguments plus :data:`BENCHMARK_RUN_SETTINGS`: the other run settings of
+    ``train.py`` (:data:`agents.config.RUN_DEFAULTS`: ``n_timesteps``, ``policy``, ``eval_freq``,
+    ``deterministic_eval``, ...) are not LocalPG arguments and are left out."""
+    return {key: value for key, value in entry.items() if key not in RUN_DEFAULTS or key in BENCHMARK_RUN_SETTINGS}

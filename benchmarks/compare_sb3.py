@@ -41,7 +41,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from agents.config import linear_schedule
 from agents.localpg import LocalPG
-from benchmarks.common import RunResult, load_tuned, train_until
+from benchmarks.common import RunResult, benchmark_settings, load_tuned, train_until
 
 ALGOS = ("localpg", "localpg_compiled", "ppo", "a2c")
 #: Variants of LocalPG: the shipped settings plus these keyword arguments (``localpg_compiled``: the same
@@ -152,9 +152,7 @@ def has_config(algo: str, env_id: str) -> bool:
 def algo_config(algo: str, env_id: str) -> dict[str, Any]:
     """The algorithm's hyperparameters for ``env_id`` (LocalPG: ``hyperparams/localpg.yml``)."""
     if algo in LOCALPG_VARIANTS:
-        config = load_tuned(TUNED_PATH, env_id)
-        config.pop("n_timesteps", None)
-        config.pop("policy", None)
+        config = benchmark_settings(load_tuned(TUNED_PATH, env_id))
         return {**config, **LOCALPG_VARIANTS[algo]}
     return dict(ZOO[algo][env_id])
 

@@ -39,7 +39,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 import envs
 from agents.config import resolve_schedules
 from agents.localpg import LocalPG
-from benchmarks.common import ThresholdCallback, evaluate, load_tuned
+from benchmarks.common import ThresholdCallback, benchmark_settings, evaluate, load_tuned
 from benchmarks.compare_sb3 import TUNED_PATH, make_env
 
 
@@ -87,9 +87,7 @@ def evaluate_both(model: BaseAlgorithm, make_eval_env: Any, n_episodes: int, sto
 
 def probe_config(env_id: str, overrides: dict[str, Any], tuned: bool) -> dict[str, Any]:
     """The run's LocalPG configuration: the tuned entry updated by ``overrides`` (or ``overrides`` alone)."""
-    base = load_tuned(TUNED_PATH, env_id) if tuned else {}
-    base.pop("n_timesteps", None)
-    base.pop("policy", None)
+    base = benchmark_settings(load_tuned(TUNED_PATH, env_id)) if tuned else {}
     return {**base, **resolve_schedules(overrides)}
 
 

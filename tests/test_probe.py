@@ -6,7 +6,11 @@ import json
 import re
 
 import pytest
+import yaml
 
+from agents.localpg import LocalPG
+from benchmarks.common import BENCHMARK_RUN_SETTINGS
+from benchmarks.compare_sb3 import TUNED_PATH, algo_config, build
 from benchmarks.probe import main, probe_config
 
 TINY = {"n_envs": 2, "n_steps": 32, "batch_size": 64, "n_epochs": 1, "policy_kwargs": {"net_arch": [8]}}
@@ -35,6 +39,21 @@ def test_tuned_entry_is_the_base_and_json_overrides_it_with_schedules() -> None:
     assert config["n_epochs"] == 4 and config["n_envs"] == 16 and "n_timesteps" not in config
     assert config["learning_rate"](0.5) == pytest.approx(5e-4)
     assert probe_config("Acrobot-v1", {"n_steps": 8}, tuned=False) == {"n_steps": 8}
+
+
+with open(TUNED_PATH) as _handle:
+    TUNED_IDS = [env_id for env_id in yaml.safe_load(_handle) if env_id != "default"]
+
+
+@pytest.mark.parametrize("env_id", TUNED_IDS)
+def test_every_tuned_entry_gives_the_benchmarks_localpg_arguments_only(env_id: str) -> None:
+    # train.py's run settings (deterministic_eval, n_timesteps, eval_freq, ...) are not LocalPG arguments.
+    for config in (probe_config(env_id, {}, tuned=True), algo_config("localpg", env_id)):
+        arguments = set(config) - set(BENCHMARK_RUN_SETTINGS)
+        assert arguments <= set(LocalPG.__init__.__code__.co_varnames), arguments
+    model = build("localpg", env_id, seed=0, overrides={"n_envs": 1})
+    assert isinstance(model, LocalPG)
+    model.get_env().close()
 
 
 @pytest.mark.parametrize("flags", [["--checkpoints", "5000"], ["--min-steps", "5000"], ["--eval-episodes", "0"]])
