@@ -11,15 +11,19 @@ rollout). The table gives medians over seeds and each as a ratio to PPO.
 ``localpg_compiled`` is LocalPG with ``compile_update=True``: the same update, compiled (its runs'
 steps/s include the compilation; the timed segments start after it).
 
-The tasks (:data:`TASKS`) are CartPole-v1, Acrobot-v1 and Pendulum-v1; an algorithm without RL Zoo
-settings for a task (A2C on Pendulum-v1) sits it out, and the table says so.
+The tasks (:data:`TASKS`) are CartPole-v1, Acrobot-v1, Pendulum-v1, MountainCar-v0 and LunarLander-v3; an
+algorithm without RL Zoo settings for a task (A2C on Pendulum-v1) sits it out, and the table says so.
 
 Usage (each committed table's command is written at its top; ``benchmarks/results/compare_sb3.md`` holds
-CartPole-v1 and Acrobot-v1, 6 min, ``compare_sb3_pendulum.md`` Pendulum-v1, 19 min)::
+CartPole-v1 and Acrobot-v1, 6 min, ``compare_sb3_pendulum.md`` Pendulum-v1, 19 min,
+``compare_sb3_mountaincar_lunarlander.md`` the two 1M-step tasks, without A2C and with 3 seeds of
+LunarLander-v3, whose runs take about 10 minutes each here, 50 min)::
 
     nice python -m benchmarks.compare_sb3 --envs Acrobot-v1 CartPole-v1 --seeds 5 --workers 2
     nice python -m benchmarks.compare_sb3 --envs Pendulum-v1 --seeds 5 --workers 2 \
         --out benchmarks/results/compare_sb3_pendulum
+    nice python -m benchmarks.compare_sb3 --envs MountainCar-v0 LunarLander-v3 --algos localpg ppo --seeds 5 3 \
+        --workers 2 --out benchmarks/results/compare_sb3_mountaincar_lunarlander
 """
 
 from __future__ import annotations
@@ -82,12 +86,23 @@ ZOO: dict[str, dict[str, dict[str, Any]]] = {
             use_sde=True,
             sde_sample_freq=4,
         ),
+        "MountainCar-v0": dict(
+            n_envs=16, normalize=True, n_steps=16, gae_lambda=0.98, gamma=0.99, n_epochs=4, ent_coef=0.0
+        ),
+        # RL Zoo's entry is for LunarLander-v2; v3 fixed bugs of v2 without changing the task's dynamics.
+        "LunarLander-v3": dict(
+            n_envs=16, n_steps=1024, batch_size=64, gae_lambda=0.98, gamma=0.999, n_epochs=4, ent_coef=0.01
+        ),
     },
     # RL Zoo has no A2C entry for Pendulum-v1 (only an "almost tuned" Pendulum-v0 at 1M steps), so A2C
     # sits that task out (:func:`has_config`).
     "a2c": {
         "CartPole-v1": dict(n_envs=8, ent_coef=0.0),
         "Acrobot-v1": dict(n_envs=16, normalize=True, ent_coef=0.0),
+        "MountainCar-v0": dict(n_envs=16, normalize=True, ent_coef=0.0),
+        "LunarLander-v3": dict(
+            n_envs=8, gamma=0.995, n_steps=5, learning_rate=linear_schedule(0.00083), ent_coef=0.00001
+        ),
     },
 }
 
@@ -139,6 +154,22 @@ TASKS = {
         -200.0,
         {"localpg": 400_000, "ppo": 400_000},
         400_000,
+        10,
+    ),
+    # A fixed, equal budget of 1M steps for every algorithm (min_steps = budget): RL Zoo's PPO budget on both
+    # tasks (its A2C budget on LunarLander is 200k). Thresholds: Gymnasium's reward_threshold of each task.
+    "MountainCar-v0": Task(
+        "MountainCar-v0",
+        -110.0,
+        {"localpg": 1_000_000, "ppo": 1_000_000, "a2c": 1_000_000},
+        1_000_000,
+        10,
+    ),
+    "LunarLander-v3": Task(
+        "LunarLander-v3",
+        200.0,
+        {"localpg": 1_000_000, "ppo": 1_000_000, "a2c": 1_000_000},
+        1_000_000,
         10,
     ),
 }

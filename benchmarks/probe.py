@@ -68,6 +68,10 @@ class CheckpointEvaluations(BaseCallback):
         while self.pending and self.num_timesteps >= self.pending[0]:
             checkpoint = self.pending.pop(0)
             self.results[checkpoint] = evaluate_both(self.model, self.make_eval_env, self.n_episodes, self.stochastic)
+            deterministic, stochastic = self.results[checkpoint]
+            # Printed as it happens, so that a run stopped early (a time limit) still shows its checkpoints.
+            print(f"  at {self.num_timesteps} steps: eval {deterministic:.1f} (stochastic {stochastic:.1f})",
+                  flush=True)
         return True
 
 

@@ -224,5 +224,5 @@ def test_rao_blackwell_is_a_flag_and_the_tuned_entries_use_it() -> None:
     assert validate_config({"rao_blackwell": True})["rao_blackwell"] is True
     with pytest.raises(UserInputError, match="rao_blackwell"):
         validate_config({"rao_blackwell": "maybe"})
-    for env_id in ("CartPole-v1", "Acrobot-v1"):
+    for env_id in ("CartPole-v1", "Acrobot-v1", "Pendulum-v1", "MountainCar-v0", "LunarLander-v3"):
         assert build_config({"env": env_id}, {}, None)["rao_blackwell"] is True

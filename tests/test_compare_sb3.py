@@ -7,7 +7,27 @@ from pathlib import Path
 import pytest
 
 from benchmarks.common import RunResult
-from benchmarks.compare_sb3 import TASKS, ZOO, algo_config, equal_rollout_overrides, has_config, main, summarise
+from benchmarks.compare_sb3 import (
+    ALGOS,
+    TASKS,
+    ZOO,
+    algo_config,
+    build,
+    equal_rollout_overrides,
+    has_config,
+    main,
+    summarise,
+)
+
+
+@pytest.mark.parametrize("env_id", list(TASKS))
+def test_every_algorithm_with_settings_builds_on_every_task(env_id: str) -> None:
+    for algo in ALGOS:
+        if has_config(algo, env_id):
+            model = build(algo, env_id, seed=0, overrides={"n_envs": 1})
+            assert model.get_env().num_envs == 1 and model.observation_space.shape is not None
+            model.get_env().close()
+    assert has_config("ppo", env_id)
 
 
 @pytest.mark.parametrize("env_id", list(TASKS))

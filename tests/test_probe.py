@@ -26,6 +26,8 @@ def test_a_solved_run_trains_until_min_steps_and_is_evaluated_at_each_checkpoint
     assert re.search(r"seed 0: solved_at \d+ steps 1024 .* sps ", out), out
     assert re.search(r"@512 -?\d+\.\d/-?\d+\.\d @800 ", out), out
     assert "eval at 512, 1 of 1 seeds" in out and "eval at 800, 1 of 1 seeds" in out
+    # Each checkpoint is also printed when it is evaluated, before the run ends.
+    assert len(re.findall(r"^  at \d+ steps: eval -?\d+\.\d \(stochastic -?\d+\.\d\)$", out, re.M)) == 2, out
 
 
 def test_checkpoints_after_the_stop_are_reported_as_not_reached(capsys: pytest.CaptureFixture[str]) -> None:
