@@ -17,7 +17,7 @@ algorithm without RL Zoo settings for a task (A2C on Pendulum-v1) sits it out, a
 Usage (each committed table's command is written at its top; ``benchmarks/results/compare_sb3.md`` holds
 CartPole-v1 and Acrobot-v1, 6 min, ``compare_sb3_pendulum.md`` Pendulum-v1, 19 min,
 ``compare_sb3_mountaincar_lunarlander.md`` the two 1M-step tasks, without A2C and with 3 seeds of
-LunarLander-v3, whose runs take about 10 minutes each here, 50 min)::
+LunarLander-v3, whose runs take about 10 minutes each here, 53 min)::
 
     nice python -m benchmarks.compare_sb3 --envs Acrobot-v1 CartPole-v1 --seeds 5 --workers 2
     nice python -m benchmarks.compare_sb3 --envs Pendulum-v1 --seeds 5 --workers 2 \
