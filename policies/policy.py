@@ -196,7 +196,9 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
             Per-neuron baselines are applied by LocalPG; stock PPO/A2C use the value critic.
         baseline_kwargs: constructor arguments of the per-neuron baseline (``decay``, ``net_arch``).
         bsn_init_gain: gain of the orthogonal initialisation of the BSN layers (> 0). Smaller gains
-            start every unit near ``p = 0.5``, the most exploratory point.
+            start every unit near ``p = 0.5``, the most exploratory point; large ones (tens to 128, as in
+            ``hyperparams/localpg.yml``'s Acrobot-v1 entry) start each unit as a near-deterministic threshold
+            unit, noisy only near its hyperplane, so the trained policy is close to the deterministic one.
     """
 
     def __init__(
