@@ -5,8 +5,9 @@ at least 4 of 5 seeds; Pendulum-v1 reaches -200 (a swing-up from every start; a 
 about -1200) within its entry's 400k steps for at least 2 of 3 seeds; Acrobot-v1 (issue #4's target)
 evaluates to -80 or better over 30 deterministic episodes after 500k steps for at least 2 of 3 seeds
 (one evaluation, at the budget: a 10-episode evaluation wanders by +-8, so the best of many would pass by
-luck; 9 of 10 seeds of the entry pass, tuning log "Acrobot-v1: near-deterministic units"). Each seed stops
-as soon as a periodic deterministic evaluation reaches the target, so a seed that learns quickly costs little.
+luck; 9 of 10 seeds of the entry reached -80 in the tuning log's evaluation, "Acrobot-v1:
+near-deterministic units"). Each seed stops as soon as a periodic deterministic evaluation reaches the
+target, so a seed that learns quickly costs little.
 """
 
 from __future__ import annotations
