@@ -352,8 +352,7 @@ def firing_probabilities(model: BaseAlgorithm, observations: Any) -> list[torch.
     """
     policy = model.policy
     with torch.random.fork_rng(devices=[]):
-        features = policy.extract_features(observations, policy.pi_features_extractor)
-        return list(policy.bsn(features).firing_probs)
+        return list(policy.bsn(policy.actor_features(observations)).firing_probs)
 
 
 def effective_hyperparameters(config: Mapping[str, Any], model: BaseAlgorithm) -> dict[str, Any]:

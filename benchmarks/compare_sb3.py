@@ -1,5 +1,8 @@
 """LocalPG against SB3's back-propagated PPO and A2C (MlpPolicy, RL Zoo hyperparameters), side by side.
 
+``ppo_bsn`` and ``a2c_bsn`` are the SB3 plug-in route: stock PPO and A2C training ``BinaryStochasticPolicy``
+with its defaults and RL Zoo's settings (:data:`PLUGINS`).
+
 For each environment and seed, every algorithm trains under the same budget rule (see
 :class:`benchmarks.common.ThresholdCallback`) and reports the env steps until the 20-episode training
 mean first reaches the threshold, the final deterministic evaluation, and its wall-clock throughput.
@@ -46,8 +49,13 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from agents.config import linear_schedule
 from agents.localpg import LocalPG
 from benchmarks.common import RunResult, benchmark_settings, load_tuned, train_until
+from policies import BinaryStochasticPolicy
 
-ALGOS = ("localpg", "localpg_compiled", "ppo", "a2c")
+ALGOS = ("localpg", "localpg_compiled", "ppo", "a2c", "ppo_bsn", "a2c_bsn")
+#: The SB3 plug-in route: stock PPO / A2C training ``BinaryStochasticPolicy`` with its default settings and
+#: RL Zoo's settings of the named algorithm (those of the MLP policy, unchanged but for gSDE, which the BSN
+#: policy refuses: its hidden units already explore).
+PLUGINS = {"ppo_bsn": "ppo", "a2c_bsn": "a2c"}
 #: Variants of LocalPG: the shipped settings plus these keyword arguments (``localpg_compiled``: the same
 #: update compiled with ``torch.compile``, equal to the eager one up to float rounding).
 LOCALPG_VARIANTS: dict[str, dict[str, Any]] = {"localpg": {}, "localpg_compiled": {"compile_update": True}}
@@ -126,8 +134,10 @@ class Task:
     eval_episodes: int
 
     def budget(self, algo: str) -> int:
-        """The training budget of ``algo`` (a name of :data:`ALGOS`)."""
-        return self.max_steps["localpg" if algo in LOCALPG_VARIANTS else algo]
+        """The training budget of ``algo`` (a name of :data:`ALGOS`; a plug-in without one: its base algorithm's)."""
+        if algo in LOCALPG_VARIANTS:
+            return self.max_steps["localpg"]
+        return self.max_steps.get(algo, self.max_steps[PLUGINS.get(algo, algo)])
 
 
 #: Budgets sized for a 2-core machine. CartPole-v1: stop once solved (and 30k steps taken) or at 100k.
@@ -136,7 +146,7 @@ TASKS = {
     "CartPole-v1": Task(
         "CartPole-v1",
         475.0,
-        {"localpg": 100_000, "ppo": 100_000, "a2c": 100_000},
+        {"localpg": 100_000, "ppo": 100_000, "a2c": 100_000, "ppo_bsn": 200_000, "a2c_bsn": 200_000},
         30_000,
         10,
     ),
@@ -180,7 +190,7 @@ TASKS = {
 
 def has_config(algo: str, env_id: str) -> bool:
     """Whether ``algo`` has settings for ``env_id`` (LocalPG always: ``hyperparams/localpg.yml``'s default)."""
-    return algo in LOCALPG_VARIANTS or env_id in ZOO[algo]
+    return algo in LOCALPG_VARIANTS or env_id in ZOO[PLUGINS.get(algo, algo)]
 
 
 def algo_config(algo: str, env_id: str) -> dict[str, Any]:
@@ -188,7 +198,11 @@ def algo_config(algo: str, env_id: str) -> dict[str, Any]:
     if algo in LOCALPG_VARIANTS:
         config = benchmark_settings(load_tuned(TUNED_PATH, env_id))
         return {**config, **LOCALPG_VARIANTS[algo]}
-    return dict(ZOO[algo][env_id])
+    config = dict(ZOO[PLUGINS.get(algo, algo)][env_id])
+    if algo in PLUGINS:
+        config.pop("use_sde", None)
+        config.pop("sde_sample_freq", None)
+    return config
 
 
 def make_env(env_id: str, n_envs: int, seed: int, normalize: bool, gamma: float) -> VecEnv:
@@ -204,8 +218,8 @@ def build(algo: str, env_id: str, seed: int, overrides: dict[str, Any] | None = 
     env = make_env(env_id, n_envs, seed, normalize, float(config.get("gamma", 0.99)))
     if algo in LOCALPG_VARIANTS:
         return LocalPG("BsnPolicy", env, seed=seed, **config)
-    cls = PPO if algo == "ppo" else A2C
-    return cls("MlpPolicy", env, seed=seed, **config)
+    cls = PPO if PLUGINS.get(algo, algo) == "ppo" else A2C
+    return cls(BinaryStochasticPolicy if algo in PLUGINS else "MlpPolicy", env, seed=seed, **config)
 
 
 def run_one(job: tuple[str, str, int, int]) -> tuple[str, str, int, RunResult]:
@@ -367,7 +381,14 @@ def plot(results: list[tuple[str, str, int, RunResult]], env_ids: list[str], pat
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(env_ids), figsize=(6 * len(env_ids), 4), squeeze=False)
-    colours = {"localpg": "tab:red", "localpg_compiled": "tab:orange", "ppo": "tab:blue", "a2c": "tab:green"}
+    colours = {
+        "localpg": "tab:red",
+        "localpg_compiled": "tab:orange",
+        "ppo": "tab:blue",
+        "a2c": "tab:green",
+        "ppo_bsn": "tab:purple",
+        "a2c_bsn": "tab:olive",
+    }
     for ax, env_id in zip(axes[0], env_ids, strict=True):
         for algo in ALGOS:
             curves = [r.curve for a, e, _s, r in results if a == algo and e == env_id and r.curve]

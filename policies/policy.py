@@ -15,17 +15,23 @@ Two ways to learn the hidden units:
 2. Stock SB3 ``PPO`` / ``A2C`` call ``forward`` and ``evaluate_actions``. To let them score the
    *same* hidden samples that chose the actions, those two methods draw the hidden units from
    counter-based noise (:mod:`policies.noise`), a hash of the preprocessed observation and a
-   per-rollout key; the key advances each time the policy goes from training mode back to
-   evaluation mode (the start of every ``collect_rollouts``). For the local family, the returned
-   log-probability is that of the joint (hidden units and action), so PPO's ratio and A2C's policy
-   gradient apply the local estimator ``(h - p) * advantage`` to every hidden unit with no
-   back-propagation between layers; for propagating estimators it is the action's only, and
-   autograd back-propagates through the samples. Limit: bit-identical observations within one
-   rollout share their hidden samples (see :mod:`policies.noise`).
+   per-rollout key. Each time the policy goes from training mode back to evaluation mode (the start
+   of every ``collect_rollouts``) the key advances and the policy freezes a copy of its actor (the
+   features extractor and the BSN layers: the *behaviour* parameters that draw this rollout's
+   samples). ``evaluate_actions`` re-draws each row's hidden samples with that frozen copy and the
+   same noise, then scores them under the current parameters, so every minibatch of every epoch
+   scores exactly the samples that acted. For the local family, the returned log-probability is
+   that of the joint (hidden units and action), so PPO's ratio and A2C's policy gradient apply the
+   local estimator ``(h - p) * advantage`` to every hidden unit with no back-propagation between
+   layers; for propagating estimators it is the action's only, the samples are re-drawn from the
+   same noise under the current parameters (the reparametrised draw their pathwise derivative
+   differentiates), and autograd back-propagates through them. Limit: bit-identical observations
+   within one rollout share their hidden samples (see :mod:`policies.noise`).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -33,7 +39,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.distributions import DiagGaussianDistribution, Distribution
-from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.policies import ActorCriticPolicy, BaseModel
 from stable_baselines3.common.preprocessing import is_image_space, preprocess_obs
 from stable_baselines3.common.torch_layers import (
     BaseFeaturesExtractor,
@@ -74,6 +80,8 @@ SUPPORTED_OBSERVATION_SPACES: tuple[type[spaces.Space], ...] = (
     spaces.MultiBinary,
     spaces.Dict,
 )
+#: BSN layer sizes of the actor when ``net_arch`` does not give them (for every features extractor).
+DEFAULT_PI_SIZES = (64, 64)
 #: Per-neuron baselines applied to the advantage, on top of the value critic (see ``baseline``).
 NEURON_BASELINES = ("value", "mean", "optimal", "learned")
 
@@ -175,6 +183,38 @@ class BsnExtractor(nn.Module):
         return self.value_body(features)
 
 
+class BehaviourActor:
+    """A frozen copy of the actor path that collected the current rollout (not a registered module).
+
+    Holds copies of the BSN network and, when it has parameters, of the actor's features extractor.
+    :meth:`refresh` copies the live values in place (re-allocating only when a module moved to another
+    device); the copies never receive gradients and are not part of the policy's ``state_dict``.
+    """
+
+    def __init__(self) -> None:
+        self.bsn: BinaryStochasticNetwork | None = None
+        self.extractor: BaseFeaturesExtractor | None = None
+
+    def refresh(self, bsn: BinaryStochasticNetwork, extractor: BaseFeaturesExtractor) -> None:
+        """Copy the current values of ``bsn`` and ``extractor`` (the extractor only if it has parameters)."""
+        self.bsn = _frozen_copy(bsn, self.bsn)
+        has_parameters = any(True for _ in extractor.parameters())
+        self.extractor = _frozen_copy(extractor, self.extractor) if has_parameters else None
+
+
+def _frozen_copy(module: nn.Module, previous: nn.Module | None) -> nn.Module:
+    """``previous`` with ``module``'s current values copied in, or a new gradient-free deep copy."""
+    if previous is not None:
+        try:
+            previous.load_state_dict(module.state_dict())
+            return previous
+        except (RuntimeError, ValueError):  # another device, dtype or shape: copy anew
+            pass
+    frozen = copy.deepcopy(module)
+    frozen.requires_grad_(False)
+    return frozen
+
+
 class BinaryStochasticPolicy(ActorCriticPolicy):
     """Actor-critic policy with a binary-stochastic-neuron actor (SB3 ``ActorCriticPolicy`` API).
 
@@ -249,8 +289,12 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
         self.baseline_name = baseline
         self.baseline_kwargs = dict(baseline_kwargs or {})
         self.bsn_init_gain = float(bsn_init_gain)
+        if net_arch is None:  # SB3 would turn None into [] (no layer) when it picks NatureCNN
+            net_arch = dict(pi=list(DEFAULT_PI_SIZES), vf=[64, 64])
         # Per-rollout key of the counter-based noise; advanced on every train -> eval transition.
         self.noise_key = int(torch.randint(0, 2**31 - 1, ()).item())
+        # The actor's parameters at the start of the current rollout (refreshed with the key).
+        self.behaviour = BehaviourActor()
         super().__init__(
             observation_space,
             action_space,
@@ -278,9 +322,9 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
             unknown = set(arch) - {"pi", "vf"}
             if unknown:
                 raise ValueError(f"net_arch dict takes keys 'pi' and 'vf', got {sorted(unknown)}")
-            pi, vf = list(arch.get("pi", [64, 64])), list(arch.get("vf", [64, 64]))
+            pi, vf = list(arch.get("pi", DEFAULT_PI_SIZES)), list(arch.get("vf", [64, 64]))
         else:
-            pi, vf = list(arch) if arch is not None else [64, 64], [64, 64]
+            pi, vf = list(arch), [64, 64]
         if not pi:
             raise ValueError("net_arch must give at least one BSN layer for the actor (e.g. net_arch=[64])")
         for size in [*pi, *vf]:
@@ -332,9 +376,12 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
 
     # ------------------------------------------------------------------ noise
     def set_training_mode(self, mode: bool) -> None:
-        """SB3 hook; a train -> eval transition starts a new rollout, so the noise key advances."""
+        """SB3 hook; a train -> eval transition starts a new rollout: the noise key advances and the
+        actor's behaviour copy is refreshed (local family only: the others do not re-score samples)."""
         if self.training and not mode:
             self.noise_key = (self.noise_key + 1) & 0x7FFFFFFF
+            if self.bsn.is_local:
+                self.behaviour.refresh(self.bsn, self.pi_features_extractor)
         super().set_training_mode(mode)
 
     def _noise_rows(self, obs: PyTorchObs) -> torch.Tensor:
@@ -344,11 +391,28 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
             return torch.cat([processed[key].reshape(processed[key].shape[0], -1) for key in sorted(processed)], 1)
         return processed.reshape(processed.shape[0], -1)
 
+    def actor_features(self, obs: PyTorchObs) -> torch.Tensor:
+        """The BSN network's input: ``obs`` preprocessed and passed through the actor's features extractor."""
+        return BaseModel.extract_features(self, obs, self.pi_features_extractor)
+
     def _split_features(self, obs: PyTorchObs) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.extract_features(obs)
+        """The actor's and the critic's features (one pass when the extractor is shared)."""
+        pi_features = self.actor_features(obs)
         if self.share_features_extractor:
-            return features, features  # type: ignore[return-value]
-        return features  # type: ignore[return-value]
+            return pi_features, pi_features
+        return pi_features, BaseModel.extract_features(self, obs, self.vf_features_extractor)
+
+    @torch.no_grad()
+    def behaviour_samples(self, obs: PyTorchObs, noise: CounterNoise) -> list[torch.Tensor]:
+        """Every layer's hidden samples as the rollout drew them: ``noise`` under the behaviour copy.
+
+        Before the first rollout (no copy yet) the current parameters draw them.
+        """
+        bsn, extractor = self.behaviour.bsn, self.behaviour.extractor
+        if bsn is None:
+            return self.bsn.sample(self.actor_features(obs), noise=noise)
+        actor_extractor = extractor if extractor is not None else self.pi_features_extractor
+        return bsn.sample(BaseModel.extract_features(self, obs, actor_extractor), noise=noise)
 
     def _hidden_log_prob(self, output: BSNOutput) -> torch.Tensor | float:
         """The hidden units' joint log-prob added to the action's (local family only)."""
@@ -373,9 +437,18 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
     def evaluate_actions(
         self, obs: PyTorchObs, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Re-create the rollout's hidden samples (same counter noise) and score the actions."""
+        """Score the actions with the hidden samples that chose them, under the current parameters.
+
+        Local family: the samples are re-drawn by the behaviour copy from the rollout's counter noise
+        (:meth:`behaviour_samples`), identical to the rollout's at every minibatch of every epoch, and
+        re-scored. Propagating estimators: re-drawn from the same noise by the current parameters.
+        """
         pi_features, vf_features = self._split_features(obs)
-        output = self.bsn(pi_features, noise=CounterNoise(self._noise_rows(obs), self.noise_key))
+        noise = CounterNoise(self._noise_rows(obs), self.noise_key)
+        if self.bsn.is_local:
+            output = self.bsn(pi_features, given_samples=self.behaviour_samples(obs, noise))
+        else:
+            output = self.bsn(pi_features, noise=noise)
         distribution = self._get_action_dist_from_latent(output.output)
         log_prob = distribution.log_prob(actions) + self._hidden_log_prob(output)
         values = self.value_net(self.mlp_extractor.forward_critic(vf_features))
@@ -383,10 +456,9 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
 
     def get_distribution(self, obs: PyTorchObs, deterministic: bool = False) -> Distribution:
         """Action distribution given a draw of the hidden units (noise-free if ``deterministic``)."""
-        features = super().extract_features(obs, self.pi_features_extractor)
         noise = None if deterministic else CounterNoise(self._noise_rows(obs), self.noise_key)
-        output = self.bsn(features, deterministic=deterministic, noise=noise)
-        return self._get_action_dist_from_latent(output.output)
+        samples = self.bsn.sample(self.actor_features(obs), deterministic=deterministic, noise=noise)
+        return self._get_action_dist_from_latent(samples[-1])
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> torch.Tensor:
         """``predict(deterministic=True)`` also makes the hidden units deterministic (fire iff p > 0.5)."""

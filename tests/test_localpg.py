@@ -381,6 +381,12 @@ def test_propagating_estimators_are_refused_with_advice(estimator) -> None:
         small_model(policy_kwargs={"estimator": estimator})
 
 
+def test_straight_through_predictor_feature_is_refused_with_the_reason() -> None:
+    kwargs = {"estimator": "learned_predictor", "estimator_kwargs": {"use_straight_through": True}}
+    with pytest.raises(ValueError, match="LocalPG cannot train a learned predictor with use_straight_through=True"):
+        small_model(policy_kwargs={**kwargs, "net_arch": [4]})
+
+
 @pytest.mark.parametrize(
     "kwargs, fragment",
     [

@@ -50,11 +50,51 @@ def test_only_the_bsn_layers_get_the_scaled_rate() -> None:
         ({"hidden_lr_scale": []}, "hidden_lr_scale must be > 0"),
         ({"hidden_lr_scale": [1.0, 2.0, 3.0]}, "gives 3 values for 2 BSN layers"),
         ({"hidden_clip_range": -0.1}, "hidden_clip_range must be > 0 or None"),
+        ({"hidden_target_kl": 0.0}, "hidden_target_kl must be > 0 or None"),
     ],
 )
 def test_bad_levers_raise(kwargs, fragment) -> None:
     with pytest.raises(ValueError, match=fragment):
         model(**kwargs)
+
+
+def gradient_steps(agent: LocalPG) -> int:
+    """Gradient steps of one update of ``agent`` (a rollout is collected first)."""
+    agent.learn(agent.n_steps * agent.n_envs)  # collects a rollout and updates
+    steps = 0
+    step = agent.policy.optimizer.step
+
+    def counting_step(*args, **kwargs):
+        nonlocal steps
+        steps += 1
+        return step(*args, **kwargs)
+
+    agent.policy.optimizer.step = counting_step  # type: ignore[method-assign]
+    agent.learn(agent.n_steps * agent.n_envs, reset_num_timesteps=False)
+    return steps
+
+
+@pytest.mark.parametrize("hidden_target_kl, steps", [(None, 8), (1e6, 8), (1e-9, 1)])
+def test_hidden_target_kl_stops_the_epochs_once_a_layer_drifts(hidden_target_kl, steps) -> None:
+    """4 epochs x 2 minibatches; a tiny target stops after the first step (the first minibatch is at ratio 1)."""
+    agent = model(n_epochs=4, batch_size=8, learning_rate=1e-2, hidden_target_kl=hidden_target_kl)
+    assert gradient_steps(agent) == steps
+
+
+def test_layer_kl_is_per_layer_and_zero_at_the_collecting_parameters() -> None:
+    agent = model(n_epochs=1, batch_size=None)
+    agent.learn(16)
+    agent._score_rollout()  # P_old = the current parameters
+    batch = next(agent.rollout_buffer.get(None))
+    _loss, stats = agent._minibatch_loss(batch, 0.2)
+    assert float(stats["layer_kl_0"]) == pytest.approx(0.0, abs=1e-6)
+    assert float(stats["layer_kl_1"]) == pytest.approx(0.0, abs=1e-6)
+    with torch.no_grad():  # move the upper layer only: only its KL may grow
+        agent.policy.bsn.layers[1].bias.add_(1.0)
+    _loss, stats = agent._minibatch_loss(batch, 0.2)
+    assert float(stats["layer_kl_0"]) == pytest.approx(0.0, abs=1e-6)
+    # Each of the 4 units' log-odds moved by 1: every unit contributes, so the joint KL is of order 4 x 0.1.
+    assert 0.1 < float(stats["layer_kl_1"]) < 2.0
 
 
 def test_bernoulli_entropy_matches_the_definition_and_stays_finite() -> None:

@@ -99,8 +99,69 @@ def test_predict_shapes_all_spaces(env_fn, action_shape) -> None:
     model.learn(16)  # one update on every kind of space and extractor
 
 
-def test_stock_ppo_scores_the_rollouts_own_hidden_samples() -> None:
-    """PPO's evaluate_actions re-creates the hidden samples that chose each action during the rollout."""
+class SampleRecorder:
+    """Wraps ``policy.bsn.forward`` to record, per observation row, the hidden samples drawn while acting
+    (``forward`` with noise) and those scored by the update (``given_samples``, or re-drawn noise)."""
+
+    def __init__(self, policy: BinaryStochasticPolicy) -> None:
+        self.acted: dict[bytes, torch.Tensor] = {}
+        self.scored: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.policy = policy
+        self.forward = policy.bsn.forward
+        policy.bsn.forward = self  # type: ignore[method-assign]
+
+    def __call__(self, inputs, deterministic=False, noise=None, given_samples=None):
+        output = self.forward(inputs, deterministic=deterministic, noise=noise, given_samples=given_samples)
+        packed = self.policy.bsn.pack_samples(output.samples)
+        if self.policy.training:
+            self.scored.append((inputs.detach().clone(), packed))
+        else:
+            for row, sample in zip(inputs, packed, strict=True):
+                self.acted[row.numpy().tobytes()] = sample
+        return output
+
+    def differing_units(self) -> tuple[int, int]:
+        """(units that differ between the scored and the acting samples, units scored)."""
+        differing = total = 0
+        for inputs, packed in self.scored:
+            acted = torch.stack([self.acted[row.numpy().tobytes()] for row in inputs])
+            differing += int((acted != packed).sum())
+            total += packed.numel()
+        return differing, total
+
+
+@pytest.mark.parametrize("algo", [PPO, A2C])
+def test_stock_algorithms_score_the_samples_that_acted_in_every_minibatch_and_epoch(algo) -> None:
+    """PPO (4 epochs x 4 minibatches) and A2C re-score exactly the hidden samples that chose the actions.
+
+    Negative control: with the behaviour copy dropped (samples re-drawn from the same noise by the
+    *current* parameters) the units differ after the first gradient step, so the check can fail.
+    """
+    env = make_vec_env("CartPole-v1", n_envs=4, seed=1)
+    extra = {"batch_size": 32, "n_epochs": 4, "learning_rate": 3e-3} if algo is PPO else {"learning_rate": 3e-3}
+    model = algo(BinaryStochasticPolicy, env, n_steps=32, seed=1, policy_kwargs={"net_arch": [16, 16]}, **extra)
+    model._setup_learn(256, callback=None)
+    for _rollout in range(2):
+        recorder = SampleRecorder(model.policy)
+        model.collect_rollouts(model.env, model._init_callback(None), model.rollout_buffer, n_rollout_steps=32)
+        model.train()
+        model.policy.bsn.forward = recorder.forward
+        differing, total = recorder.differing_units()
+        assert total >= 128 * 32 * (4 if algo is PPO else 1), "every minibatch of every epoch was scored"
+        assert differing == 0, f"{differing} of {total} scored hidden units differ from those that acted"
+    if algo is A2C:
+        return  # one gradient step per rollout: nothing to contrast
+    recorder = SampleRecorder(model.policy)
+    model.collect_rollouts(model.env, model._init_callback(None), model.rollout_buffer, n_rollout_steps=32)
+    model.policy.behaviour.bsn = None  # the flaw this design removes: scoring with the current parameters
+    model.train()
+    model.policy.bsn.forward = recorder.forward
+    assert recorder.differing_units()[0] > 0
+
+
+def test_stock_ppo_joint_ratio_is_exactly_one_on_the_first_minibatch() -> None:
+    """Before any step the re-scored joint log-probability equals the rollout's (ratio 1), and only
+    with this rollout's noise key."""
     env = make_vec_env("CartPole-v1", n_envs=4, seed=1)
     model = PPO(BinaryStochasticPolicy, env, n_steps=16, batch_size=64, seed=1, policy_kwargs={"net_arch": [16, 16]})
     model._setup_learn(64, callback=None)
@@ -110,13 +171,22 @@ def test_stock_ppo_scores_the_rollouts_own_hidden_samples() -> None:
     actions = data.actions.long().flatten()
     with torch.no_grad():
         _, log_prob, _ = model.policy.evaluate_actions(data.observations, actions)
-    # Bit-exact: the same hidden samples, so the same joint log-probability (ratio exactly 1).
     torch.testing.assert_close(log_prob, data.old_log_prob, rtol=0, atol=1e-5)
     # Negative control: with another rollout key the samples differ and so does the joint log-probability.
     model.policy.noise_key += 1
     with torch.no_grad():
         _, other, _ = model.policy.evaluate_actions(data.observations, actions)
     assert (other - data.old_log_prob).abs().max() > 1e-2
+
+
+def test_behaviour_copy_is_frozen_and_not_saved() -> None:
+    model = PPO(BinaryStochasticPolicy, "CartPole-v1", n_steps=16, batch_size=16, policy_kwargs={"net_arch": [8]})
+    model.learn(32)
+    policy = model.policy
+    behaviour = policy.behaviour.bsn
+    assert behaviour is not None and not any(p.requires_grad for p in behaviour.parameters())
+    assert not any("behaviour" in key for key in policy.state_dict())
+    assert {id(p) for p in behaviour.parameters()}.isdisjoint(id(p) for p in policy.parameters())
 
 
 def test_noise_key_advances_once_per_rollout_not_during_eval() -> None:
@@ -142,15 +212,58 @@ def test_joint_log_prob_includes_hidden_units_for_local_family_only() -> None:
         assert torch.allclose(log_prob, action_only) is not includes_hidden
 
 
+def local_estimator_gradients(policy, observations, acted, advantages) -> list[torch.Tensor]:
+    """Per BSN layer, ``-(1/B) sum_rows A (h - p) x^T`` from the acting samples, written from the layers' weights."""
+    samples = policy.bsn.unpack_samples(acted)
+    layer_input = policy.actor_features(observations)
+    gradients = []
+    for layer, sample in zip(policy.bsn.layers, samples, strict=True):
+        firing_prob = torch.sigmoid(layer_input @ layer.weight.T + layer.bias)
+        signal = (sample - firing_prob) * advantages.unsqueeze(-1)
+        gradients.append(-(signal.T @ layer_input) / len(observations))
+        layer_input = sample
+    return gradients
+
+
 @pytest.mark.parametrize("algo", [PPO, A2C])
-def test_stock_algorithms_train_bsn_policy(algo) -> None:
-    env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
-    extra = {"batch_size": 32} if algo is PPO else {}
-    model = algo(BinaryStochasticPolicy, env, n_steps=16, seed=0, policy_kwargs={"net_arch": [8, 8]}, **extra)
-    before = [p.detach().clone() for p in model.policy.bsn.parameters()]
-    model.learn(64)
-    after = list(model.policy.bsn.parameters())
-    assert all(not torch.equal(b, a) for b, a in zip(before, after, strict=True)), "hidden layers must learn"
+def test_stock_algorithms_apply_the_local_estimator_in_every_layer(algo) -> None:
+    """The first gradient step of PPO / A2C on a 3-layer BSN actor: every layer's weight gradient is the
+    paper's local estimate ``-(h - p) A x^T`` (mean over the minibatch) on the samples that acted."""
+    env = make_vec_env("CartPole-v1", n_envs=4, seed=2)
+    extra = {"batch_size": 64, "n_epochs": 1} if algo is PPO else {"normalize_advantage": True}
+    model = algo(
+        BinaryStochasticPolicy,
+        env,
+        n_steps=16,
+        seed=2,
+        max_grad_norm=1e9,
+        policy_kwargs={"net_arch": [6, 5, 4], "bsn_init_gain": 2.0},
+        **extra,
+    )
+    model._setup_learn(64, callback=None)
+    recorder = SampleRecorder(model.policy)
+    model.collect_rollouts(model.env, model._init_callback(None), model.rollout_buffer, n_rollout_steps=16)
+    model.policy.bsn.forward = recorder.forward
+    captured = []
+    step = model.policy.optimizer.step
+
+    def capturing_step(*args, **kwargs):
+        if not captured:
+            captured.append([layer.weight.grad.clone() for layer in model.policy.bsn.layers])
+        return step(*args, **kwargs)
+
+    model.policy.optimizer.step = capturing_step
+    with torch.no_grad():
+        data = next(model.rollout_buffer.get(batch_size=None))  # PPO: one minibatch of the whole rollout
+        observations = data.observations
+        advantages = (data.advantages - data.advantages.mean()) / (data.advantages.std() + 1e-8)
+        rows = model.policy.actor_features(observations)
+        acted = torch.stack([recorder.acted[row.numpy().tobytes()] for row in rows])
+        expected = local_estimator_gradients(model.policy, observations, acted, advantages)
+    model.train()
+    for index, (got, want) in enumerate(zip(captured[0], expected, strict=True)):
+        assert want.abs().max() > 1e-3, f"layer {index}: the expected gradient must be far from 0"
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6, msg=lambda m, i=index: f"layer {i}: {m}")
 
 
 def test_save_load_round_trip_keeps_policy_kwargs(tmp_path) -> None:

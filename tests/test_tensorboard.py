@@ -21,6 +21,7 @@ SCALARS = [
     "bsn/baseline_explained_variance",
     "bsn/layer<l>/firing_rate", "bsn/layer<l>/frac_always_on", "bsn/layer<l>/frac_never_on",
     "bsn/layer<l>/mean_abs_h_minus_p", "bsn/layer<l>/grad_snr", "bsn/layer<l>/update_norm",
+    "bsn/layer<l>/approx_kl",
 ]
 #: histogram keys documented in the README's TensorBoard table.
 HISTOGRAMS = ["bsn/firing_prob_layer<l>"]

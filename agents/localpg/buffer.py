@@ -18,7 +18,7 @@ class HiddenRolloutSamples(NamedTuple):
 
     Attributes:
         observations: raw observations (preprocessing happens in the policy).
-        actions: actions as the policy produced them.
+        actions: actions as the policy produced them (flattened per row for multi-dimensional spaces).
         old_values: ``V(s)`` at collection time, shape (batch,).
         old_log_prob: ``log pi(a | h)`` at collection time, shape (batch,).
         hidden: packed ``uint8`` hidden samples, shape (batch, total_units).
@@ -145,7 +145,13 @@ class HiddenRolloutBuffer:
         log_probs: torch.Tensor,
         hidden: torch.Tensor,
     ) -> None:
-        """Store one step of every environment (first dimension of every tensor: ``n_envs``)."""
+        """Store one step of every environment (first dimension of every tensor: ``n_envs``).
+
+        Actions of a multi-dimensional space (a ``Box`` of shape (2, 2), say) are stored flattened per
+        environment, as the policy's action distribution scores them.
+        """
+        if actions.dim() > 2:
+            actions = actions.reshape(actions.shape[0], -1)
         if self.full:
             raise RuntimeError("rollout buffer is full; call reset() before adding a new rollout")
         if self.observations is None or self.actions is None:

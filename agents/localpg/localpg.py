@@ -31,7 +31,7 @@ from torch.distributions import Distribution
 from torch.nn import functional as F
 
 from agents.localpg.buffer import HiddenRolloutBuffer, HiddenRolloutSamples, TensorObs
-from agents.localpg.losses import clipped_local_loss
+from agents.localpg.losses import MAX_LOG_RATIO, clipped_local_loss
 from envs.torch_vec_env import TorchVecEnv
 from policies.bsn import BSNOutput
 from policies.estimators import LearnedPredictorEstimator, local_gradient
@@ -70,7 +70,14 @@ class LocalPG(OnPolicyAlgorithm):
         hidden_coef: weight of the hidden units' local loss relative to the action head's (> 0).
         vf_coef: weight of the value (baseline) loss (>= 0).
         max_grad_norm: gradient-norm clipping threshold (> 0).
-        target_kl: stop an update's epochs early when the action head's approximate KL exceeds it.
+        target_kl: stop an update's epochs early when the action head's approximate KL exceeds
+            ``1.5 * target_kl`` (SB3's rule); ``None`` never stops.
+        hidden_target_kl: the same rule for the hidden layers: stop an update's epochs early when any BSN
+            layer's approximate joint KL (``bsn/layer<l>/approx_kl``) exceeds ``1.5 * hidden_target_kl``
+            (> 0, or ``None``, the default, to never stop on it). A layer's joint KL is that of all its
+            units given the layer's stored inputs, ``E[sum_i ((r_i - 1) - log r_i)]`` with the per-unit
+            ratios ``r_i = P_new(h_i) / P_old(h_i)``: the per-neuron clip bounds each ``r_i``, not their
+            product, which grows with the layer's width.
         hidden_lr_scale: learning-rate multiplier of the BSN layers relative to ``learning_rate`` (> 0):
             one float for every layer, or one per layer, bottom to top (default 1.0). The local
             estimate of a unit is far noisier than the action head's gradient, and Adam normalises
@@ -129,6 +136,7 @@ class LocalPG(OnPolicyAlgorithm):
         vf_coef: float = 0.5,
         max_grad_norm: float = 0.5,
         target_kl: float | None = None,
+        hidden_target_kl: float | None = None,
         hidden_lr_scale: float | Sequence[float] = 1.0,
         hidden_clip_range: float | None = None,
         compile_update: bool = False,
@@ -155,6 +163,8 @@ class LocalPG(OnPolicyAlgorithm):
         scales = [hidden_lr_scale] if isinstance(hidden_lr_scale, (int, float)) else list(hidden_lr_scale)
         if not scales or any(not float(scale) > 0 for scale in scales):
             raise ValueError(f"hidden_lr_scale must be > 0 (a float or one per BSN layer), got {hidden_lr_scale}")
+        if hidden_target_kl is not None and not hidden_target_kl > 0:
+            raise ValueError(f"hidden_target_kl must be > 0 or None, got {hidden_target_kl}")
         if hidden_clip_range is not None and not hidden_clip_range > 0:
             raise ValueError(f"hidden_clip_range must be > 0 or None, got {hidden_clip_range}")
         if batch_size is not None and batch_size <= 1:
@@ -190,6 +200,7 @@ class LocalPG(OnPolicyAlgorithm):
         self.hidden_ent_coef = hidden_ent_coef
         self.hidden_coef = hidden_coef
         self.target_kl = target_kl
+        self.hidden_target_kl = hidden_target_kl
         self.hidden_lr_scale = hidden_lr_scale
         self.hidden_clip_range = hidden_clip_range
         if not isinstance(compile_update, bool):
@@ -214,6 +225,12 @@ class LocalPG(OnPolicyAlgorithm):
             raise ValueError(
                 f"LocalPG trains with local estimators ('local', 'learned_predictor'); estimator "
                 f"{self.policy.estimator_name!r} back-propagates: use PPO or A2C with BinaryStochasticPolicy"
+            )
+        if any(getattr(estimator, "use_straight_through", False) for estimator in self.policy.bsn.estimators):
+            raise ValueError(
+                "LocalPG cannot train a learned predictor with use_straight_through=True: that feature is the "
+                "back-propagated dL/dh, which LocalPG never computes; drop it, or use the predictor on a "
+                "differentiable loss with BinaryStochasticNetwork directly (as benchmarks/estimators.py does)"
             )
         self.policy = self.policy.to(self.device)
         self.rollout_buffer = HiddenRolloutBuffer(
@@ -507,7 +524,7 @@ class LocalPG(OnPolicyAlgorithm):
         A function of its arguments and the parameters only, so that ``compile_update`` can compile it.
         """
         policy = self.policy
-        features = policy.extract_features(observations, policy.pi_features_extractor)  # type: ignore[arg-type]
+        features = policy.actor_features(observations)
         output = policy.bsn(features, given_samples=policy.bsn.unpack_samples(hidden, features.dtype))
         unit_log_probs = torch.cat(output.unit_log_probs, -1)
         # What each unit is credited with: its sample, or (Rao-Blackwellised) its posterior firing probability.
@@ -575,11 +592,11 @@ class LocalPG(OnPolicyAlgorithm):
                 for batch in self.rollout_buffer.get(self.batch_size):
                     loss, step_stats = self._call_update_fn(self._loss_fn, batch, clip_tensor)
                     stats.add(**step_stats)
-                    approx_kl = step_stats["approx_kl"]
-                    if self.target_kl is not None and float(approx_kl) > 1.5 * self.target_kl:
+                    reason = self._kl_stop_reason(step_stats)
+                    if reason is not None:
                         continue_training = False
                         if self.verbose >= 1:
-                            print(f"Early stopping at epoch {_epoch} due to reaching max kl: {float(approx_kl):.2f}")
+                            print(f"Early stopping at epoch {_epoch} due to reaching max kl: {reason}")
                         break
                     if not torch.isfinite(loss):
                         raise FloatingPointError(
@@ -594,6 +611,19 @@ class LocalPG(OnPolicyAlgorithm):
                 if not continue_training:
                     break
         self._log_update(stats, clip_range, before)
+
+    def _kl_stop_reason(self, step_stats: dict[str, torch.Tensor]) -> str | None:
+        """Why the update's epochs stop here (``target_kl`` or ``hidden_target_kl`` passed), else ``None``."""
+        if self.target_kl is not None and float(step_stats["approx_kl"]) > 1.5 * self.target_kl:
+            return f"action head {float(step_stats['approx_kl']):.2f}"
+        hidden_target = getattr(self, "hidden_target_kl", None)  # models saved before the option existed
+        if hidden_target is None:
+            return None
+        for index in range(len(self.policy.bsn.layers)):
+            layer_kl = float(step_stats[f"layer_kl_{index}"])
+            if layer_kl > 1.5 * hidden_target:
+                return f"BSN layer {index} {layer_kl:.2f}"
+        return None
 
     @staticmethod
     def _call_update_fn(function: Callable[..., _Result], *args: Any) -> _Result:
@@ -679,6 +709,7 @@ class LocalPG(OnPolicyAlgorithm):
                 "value_loss": value_loss.detach(),
                 "hidden_loss": hidden_loss.detach(),
                 "approx_kl": ((ratio - 1) - log_ratio).mean(),
+                **self._layer_kls(batch, bsn_out),
                 "clip_fraction": ((ratio - 1).abs() > clip_range).float().mean(),
                 "loss": loss.detach(),
             }
@@ -687,6 +718,16 @@ class LocalPG(OnPolicyAlgorithm):
             if predictor_loss.requires_grad:
                 step_stats["predictor_loss"] = predictor_loss.detach()
         return loss, step_stats
+
+    def _layer_kls(self, batch: HiddenRolloutSamples, bsn_out: BSNOutput) -> dict[str, torch.Tensor]:
+        """``{"layer_kl_<l>": approximate joint KL of layer l}``, mean over the rows of
+        ``sum_i ((r_i - 1) - log r_i)`` (Schulman's non-negative estimator, per unit, summed)."""
+        old = torch.split(batch.old_unit_log_prob, self.policy.bsn.hidden_sizes, dim=-1)
+        kls = {}
+        for index, (new_lp, old_lp) in enumerate(zip(bsn_out.unit_log_probs, old, strict=True)):
+            log_ratio = (new_lp.detach() - old_lp).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
+            kls[f"layer_kl_{index}"] = (torch.expm1(log_ratio) - log_ratio).sum(-1).mean()
+        return kls
 
     def _hidden_loss(
         self,
@@ -777,6 +818,7 @@ class LocalPG(OnPolicyAlgorithm):
             record(f"{prefix}/mean_abs_h_minus_p", stats.layer_mean(index, "abs_h_minus_p"))
             record(f"{prefix}/grad_snr", stats.layer_mean(index, "grad_snr"))
             record(f"{prefix}/update_norm", float((layer.weight.detach() - old_weight).norm()))
+            record(f"{prefix}/approx_kl", stats.mean(f"layer_kl_{index}"))
         baseline = self.policy.neuron_baseline
         if baseline is not None:
             record("bsn/baseline_explained_variance", stats.mean("baseline_explained_variance", default=float("nan")))
