@@ -89,6 +89,16 @@ VARIANTS = [
         overrides={"hidden_clip_range": None},
     ),
     Variant("n_epochs=1", "one pass per rollout: the plain local estimator, no reuse", overrides={"n_epochs": 1}),
+    Variant(
+        "hidden_target_kl=0.2",
+        "stop an update's epochs once any BSN layer's joint approximate KL passes 1.5 x 0.2",
+        overrides={"hidden_target_kl": 0.2},
+    ),
+    Variant(
+        "hidden_target_kl=0.05",
+        "stop an update's epochs once any BSN layer's joint approximate KL passes 1.5 x 0.05",
+        overrides={"hidden_target_kl": 0.05},
+    ),
     Variant("normalize_advantage=False", "raw GAE advantages", overrides={"normalize_advantage": False}),
     Variant(
         "bsn_init_gain=1", "orthogonal init gain 1 (units start near p = 0.5)", policy_overrides={"bsn_init_gain": 1.0}

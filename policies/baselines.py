@@ -114,7 +114,8 @@ class OptimalBaseline(Baseline):
 
     Numerator and denominator are exponential running averages over past batches (bias-corrected
     by the shared ``1 - decay^t`` factor, which cancels in the ratio). Units with no statistics yet
-    get ``c = 0``.
+    get ``c = 0``. Optimal for the sample credit ``(h_i - p_i)(L - c_i)``; with LocalPG's posterior credit
+    ``(q_i - p_i)(L - c_i)`` it stays unbiased, but the variance-optimal weights would be ``(q_i - p_i)^2``.
 
     Args:
         hidden_sizes: number of units of each layer of the network it serves.

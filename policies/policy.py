@@ -82,6 +82,8 @@ SUPPORTED_OBSERVATION_SPACES: tuple[type[spaces.Space], ...] = (
 )
 #: BSN layer sizes of the actor when ``net_arch`` does not give them (for every features extractor).
 DEFAULT_PI_SIZES = (64, 64)
+#: Default orthogonal-initialisation gain of the BSN layers (see ``bsn_init_gain``).
+DEFAULT_INIT_GAIN = 128.0
 #: Per-neuron baselines applied to the advantage, on top of the value critic (see ``baseline``).
 NEURON_BASELINES = ("value", "mean", "optimal", "learned")
 
@@ -235,10 +237,13 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
             ``c_i*`` (PAPER.md section 2) or an input-dependent per-neuron regressor ``c_i(s)``.
             Per-neuron baselines are applied by LocalPG; stock PPO/A2C use the value critic.
         baseline_kwargs: constructor arguments of the per-neuron baseline (``decay``, ``net_arch``).
-        bsn_init_gain: gain of the orthogonal initialisation of the BSN layers (> 0). Smaller gains
-            start every unit near ``p = 0.5``, the most exploratory point; large ones (tens to 128, as in
-            ``hyperparams/localpg.yml``'s Acrobot-v1 entry) start each unit as a near-deterministic threshold
-            unit, noisy only near its hyperplane, so the trained policy is close to the deterministic one.
+        bsn_init_gain: gain of the orthogonal initialisation of the BSN layers (> 0; default 128). Small
+            gains (about 1) start every unit near ``p = 0.5``, the most exploratory point, and the policy
+            stays as noisy as its units; large ones (tens to 128) start each unit as a near-deterministic
+            threshold unit, noisy only near its hyperplane, so the stochastic policy that is trained is close
+            to the deterministic one that is evaluated. The default is the gain with which stock PPO and A2C
+            learn CartPole-v1 and SB3's identity tasks with RL Zoo's settings
+            (``benchmarks/results/compare_sb3.md``); ``hyperparams/localpg.yml`` sets it per task.
     """
 
     def __init__(
@@ -264,7 +269,7 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
         estimator_kwargs: dict[str, Any] | None = None,
         baseline: str = "value",
         baseline_kwargs: dict[str, Any] | None = None,
-        bsn_init_gain: float = 1.0,
+        bsn_init_gain: float = DEFAULT_INIT_GAIN,
     ) -> None:
         check_spaces(observation_space, action_space)
         if use_sde:

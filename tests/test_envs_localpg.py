@@ -58,15 +58,16 @@ def test_trains_with_buffer_and_update_on_the_env_device(device: str) -> None:
     before = [p.detach().clone() for p in model.policy.parameters()]
     model.learn(16 * 8 * 4)
     buffer = model.rollout_buffer
+    columns = buffer.tensors
     stored = {
-        "observations": buffer.observations,
-        "actions": buffer.actions,
-        "rewards": buffer.rewards,
-        "values": buffer.values,
+        "observations": columns.observations,
+        "actions": columns.actions,
+        "rewards": columns.rewards,
+        "values": columns.values,
         "hidden": buffer.hidden,
         "unit_log_probs": buffer.unit_log_probs,
-        "advantages": buffer.advantages,
-        "returns": buffer.returns,
+        "advantages": columns.advantages,
+        "returns": columns.returns,
     }
     for name, tensor in stored.items():
         assert isinstance(tensor, torch.Tensor) and tensor.device == env_device, name
@@ -131,15 +132,15 @@ def test_distribution_checks_are_restored_after_a_rollout() -> None:
 def test_cut_episodes_are_bootstrapped_with_the_critic(select_rows: bool) -> None:
     model = torch_model("cpu", num_envs=3, n_steps=2)
     buffer = model.rollout_buffer
-    buffer.rewards.copy_(torch.tensor([[1.0, 0.0, 2.0], [0.5, 1.0, 0.0]]))
-    expected = buffer.rewards.clone()
+    buffer.tensors.rewards.copy_(torch.tensor([[1.0, 0.0, 2.0], [0.5, 1.0, 0.0]]))
+    expected = buffer.tensors.rewards.clone()
     final_obs = torch.randn(2, 3, 4)
     cut = torch.tensor([[True, False, False], [False, False, True]])
     with torch.no_grad():
         values = model.policy.predict_values(final_obs.reshape(6, 4)).reshape(2, 3)
     expected[cut] += model.gamma * values[cut]
     model._bootstrap_cut_episodes(buffer, final_obs, cut, select_rows=select_rows)
-    torch.testing.assert_close(buffer.rewards, expected)
+    torch.testing.assert_close(buffer.tensors.rewards, expected)
 
 
 def test_tensor_path_bootstraps_only_time_limit_cuts() -> None:
@@ -147,7 +148,7 @@ def test_tensor_path_bootstraps_only_time_limit_cuts() -> None:
     # the last step of each 3-step rollout, where the env's final observation is the one to bootstrap from.
     model = torch_model("cpu", num_envs=8, n_steps=3, max_episode_steps=3)
     callback = ready_to_collect(model)
-    rewards = collect(model, callback, 3).rewards
+    rewards = collect(model, callback, 3).tensors.rewards
     with torch.no_grad():
         final_values = model.policy.predict_values(model.env.final_obs).reshape(-1)
     torch.testing.assert_close(rewards[:2], torch.ones(2, 8))  # CartPole pays 1 per step

@@ -173,8 +173,8 @@ def test_gae_matches_sb3_rollout_buffer() -> None:
     dones = np.array([True, False, False])
     sb3.compute_returns_and_advantage(last_values, dones)
     ours.compute_returns_and_advantage(last_values, torch.as_tensor(dones, dtype=torch.float32))
-    np.testing.assert_allclose(ours.advantages.numpy(), sb3.advantages, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(ours.returns.numpy(), sb3.returns, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ours.advantages, sb3.advantages, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ours.returns, sb3.returns, rtol=1e-5, atol=1e-5)
 
 
 def test_buffer_stores_hidden_compactly() -> None:
@@ -409,7 +409,7 @@ def test_non_finite_loss_stops_before_writing_weights() -> None:
     model = small_model()
     model.learn(16)
     before = [p.detach().clone() for p in model.policy.parameters()]
-    model.rollout_buffer.advantages.fill_(float("nan"))
+    model.rollout_buffer.tensors.advantages.fill_(float("nan"))
     model.rollout_buffer.pos = model.rollout_buffer.buffer_size
     with pytest.raises(FloatingPointError, match="diverged"):
         model.train()

@@ -191,8 +191,8 @@ def expected_update_gradient(model: LocalPG, table: torch.Tensor) -> dict[str, t
         zero = torch.zeros(1)
         one = slice(row, row + 1)
         buffer.add(observations[one], actions[one], zero, zero, zero, old_log_prob[one], hidden[one])
-    buffer.advantages = advantages.reshape(-1, 1).clone()
-    buffer.returns = buffer.advantages.clone()
+    buffer.tensors.advantages = advantages.reshape(-1, 1).clone()
+    buffer.tensors.returns = advantages.reshape(-1, 1).clone()
     model._score_rollout()  # LocalPG's own scoring: P_old of every unit and, if asked, the posteriors
     weight_of = {
         (obs.numpy().tobytes(), h.numpy().tobytes(), a.numpy().tobytes()): w

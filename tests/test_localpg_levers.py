@@ -82,7 +82,7 @@ def test_hidden_target_kl_stops_the_epochs_once_a_layer_drifts(hidden_target_kl,
 
 
 def test_layer_kl_is_per_layer_and_zero_at_the_collecting_parameters() -> None:
-    agent = model(n_epochs=1, batch_size=None)
+    agent = model(n_epochs=1, batch_size=None, policy_kwargs={"net_arch": [8, 4], "bsn_init_gain": 1.0})
     agent.learn(16)
     agent._score_rollout()  # P_old = the current parameters
     batch = next(agent.rollout_buffer.get(None))

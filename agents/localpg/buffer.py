@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
-__all__ = ["HiddenRolloutBuffer", "HiddenRolloutSamples", "TensorObs"]
+__all__ = ["HiddenRolloutBuffer", "HiddenRolloutSamples", "RolloutTensors", "TensorObs"]
 
 #: An observation batch: one tensor, or a dict of tensors for ``Dict`` observation spaces.
 TensorObs = torch.Tensor | dict[str, torch.Tensor]
@@ -69,12 +71,45 @@ def _flatten(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.reshape(-1, *tensor.shape[2:])
 
 
+@dataclass
+class RolloutTensors:
+    """The columns SB3's ``RolloutBuffer`` names, as torch tensors of shape (buffer_size, n_envs, ...).
+
+    ``observations`` and ``actions`` are allocated by the first :meth:`HiddenRolloutBuffer.add`
+    (``None`` before); ``observations`` is a dict of tensors for ``Dict`` observation spaces.
+    """
+
+    rewards: torch.Tensor
+    episode_starts: torch.Tensor
+    values: torch.Tensor
+    log_probs: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    observations: TensorObs | None = None
+    actions: torch.Tensor | None = None
+
+
+def _to_numpy(value: TensorObs | None) -> Any:
+    """A tensor (or dict of tensors) as NumPy: a view sharing memory on CPU, a copy on other devices."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return {key: tensor.detach().cpu().numpy() for key, tensor in value.items()}
+    return value.detach().cpu().numpy()
+
+
 class HiddenRolloutBuffer:
     """Rollout buffer in torch, on any device; stores hidden samples as ``uint8`` (one byte per unit).
 
     Storage is allocated lazily from the first :meth:`add` (shapes and dtypes of observations and
     actions are taken as they come), so the same buffer serves numpy VecEnvs (tensors made once per
     step) and torch-batched envs (tensors that never leave the device).
+
+    SB3's ``RolloutBuffer`` API for callbacks: ``size()``, ``full``, ``pos``, ``buffer_size``,
+    ``n_envs`` and NumPy arrays of shape (buffer_size, n_envs, ...) under SB3's names (``rewards``,
+    ``values``, ``returns``, ``advantages``, ``log_probs``, ``episode_starts``, ``observations``,
+    ``actions``): views that share memory with the tensors on CPU, copies on other devices. The
+    tensors themselves are :attr:`tensors` (:class:`RolloutTensors`).
 
     Args:
         buffer_size: steps per environment in one rollout (``n_steps``, > 0).
@@ -101,12 +136,7 @@ class HiddenRolloutBuffer:
         self.gamma = float(gamma)
         self.gae_lambda = float(gae_lambda)
         shape = (self.buffer_size, self.n_envs)
-        self.rewards = torch.zeros(shape, device=self.device)
-        self.episode_starts = torch.zeros(shape, device=self.device)
-        self.values = torch.zeros(shape, device=self.device)
-        self.log_probs = torch.zeros(shape, device=self.device)
-        self.advantages = torch.zeros(shape, device=self.device)
-        self.returns = torch.zeros(shape, device=self.device)
+        self.tensors = RolloutTensors(*(torch.zeros(shape, device=self.device) for _ in range(6)))
         self.hidden = torch.zeros((*shape, self.total_units), dtype=torch.uint8, device=self.device)
         #: per-unit ``log P_old(h_i)`` of the stored samples, (buffer_size, n_envs, total_units): set by the
         #: algorithm once it has scored the full rollout, cleared by :meth:`reset`.
@@ -114,13 +144,48 @@ class HiddenRolloutBuffer:
         #: per-unit ``P_old(h_i = 1 | Markov blanket)``, same shape, for ``LocalPG(rao_blackwell=True)``: set
         #: and cleared like ``unit_log_probs``.
         self.posteriors: torch.Tensor | None = None
-        self.observations: TensorObs | None = None
-        self.actions: torch.Tensor | None = None
         self.pos = 0
 
     @property
     def full(self) -> bool:
         return self.pos == self.buffer_size
+
+    def size(self) -> int:
+        """Steps stored per environment (SB3's ``BaseBuffer.size``)."""
+        return self.buffer_size if self.full else self.pos
+
+    # SB3's NumPy columns, (buffer_size, n_envs, ...)
+    @property
+    def rewards(self) -> np.ndarray:
+        return _to_numpy(self.tensors.rewards)
+
+    @property
+    def episode_starts(self) -> np.ndarray:
+        return _to_numpy(self.tensors.episode_starts)
+
+    @property
+    def values(self) -> np.ndarray:
+        return _to_numpy(self.tensors.values)
+
+    @property
+    def log_probs(self) -> np.ndarray:
+        return _to_numpy(self.tensors.log_probs)
+
+    @property
+    def advantages(self) -> np.ndarray:
+        return _to_numpy(self.tensors.advantages)
+
+    @property
+    def returns(self) -> np.ndarray:
+        return _to_numpy(self.tensors.returns)
+
+    @property
+    def observations(self) -> np.ndarray | dict[str, np.ndarray] | None:
+        return _to_numpy(self.tensors.observations)
+
+    @property
+    def actions(self) -> np.ndarray | None:
+        return _to_numpy(self.tensors.actions)
 
     def reset(self) -> None:
         """Start a new rollout (storage is reused)."""
@@ -132,8 +197,8 @@ class HiddenRolloutBuffer:
         def empty(like: torch.Tensor) -> torch.Tensor:
             return torch.zeros((self.buffer_size, *like.shape), dtype=like.dtype, device=self.device)
 
-        self.observations = {k: empty(v) for k, v in obs.items()} if isinstance(obs, dict) else empty(obs)
-        self.actions = empty(actions)
+        self.tensors.observations = {k: empty(v) for k, v in obs.items()} if isinstance(obs, dict) else empty(obs)
+        self.tensors.actions = empty(actions)
 
     def add(
         self,
@@ -154,19 +219,20 @@ class HiddenRolloutBuffer:
             actions = actions.reshape(actions.shape[0], -1)
         if self.full:
             raise RuntimeError("rollout buffer is full; call reset() before adding a new rollout")
-        if self.observations is None or self.actions is None:
+        columns = self.tensors
+        if columns.observations is None or columns.actions is None:
             self._allocate_like(obs, actions)
-        assert self.observations is not None and self.actions is not None
+        assert columns.observations is not None and columns.actions is not None
         if isinstance(obs, dict):
             for key, value in obs.items():
-                self.observations[key][self.pos] = value  # type: ignore[index]
+                columns.observations[key][self.pos] = value  # type: ignore[index]
         else:
-            self.observations[self.pos] = obs  # type: ignore[index]
-        self.actions[self.pos] = actions
-        self.rewards[self.pos] = rewards.reshape(-1)
-        self.episode_starts[self.pos] = episode_starts.reshape(-1)
-        self.values[self.pos] = values.reshape(-1)
-        self.log_probs[self.pos] = log_probs.reshape(-1)
+            columns.observations[self.pos] = obs  # type: ignore[index]
+        columns.actions[self.pos] = actions
+        columns.rewards[self.pos] = rewards.reshape(-1)
+        columns.episode_starts[self.pos] = episode_starts.reshape(-1)
+        columns.values[self.pos] = values.reshape(-1)
+        columns.log_probs[self.pos] = log_probs.reshape(-1)
         self.hidden[self.pos] = hidden
         self.pos += 1
 
@@ -178,46 +244,48 @@ class HiddenRolloutBuffer:
             last_values: ``V`` of the observation after the last step, shape (n_envs,) or (n_envs, 1).
             dones: whether the last step ended an episode, shape (n_envs,).
         """
-        last_values = last_values.reshape(-1).to(self.values)
-        next_non_terminal = 1.0 - dones.reshape(-1).to(self.values)
+        columns = self.tensors
+        last_values = last_values.reshape(-1).to(columns.values)
+        next_non_terminal = 1.0 - dones.reshape(-1).to(columns.values)
         next_values = last_values
         last_gae = torch.zeros_like(last_values)
         for step in reversed(range(self.buffer_size)):
             if step < self.buffer_size - 1:
-                next_non_terminal = 1.0 - self.episode_starts[step + 1]
-                next_values = self.values[step + 1]
-            delta = self.rewards[step] + self.gamma * next_values * next_non_terminal - self.values[step]
+                next_non_terminal = 1.0 - columns.episode_starts[step + 1]
+                next_values = columns.values[step + 1]
+            delta = columns.rewards[step] + self.gamma * next_values * next_non_terminal - columns.values[step]
             last_gae = delta + self.gamma * self.gae_lambda * next_non_terminal * last_gae
-            self.advantages[step] = last_gae
-        self.returns = self.advantages + self.values
+            columns.advantages[step] = last_gae
+        columns.returns = columns.advantages + columns.values
 
     def flat_observations(self) -> TensorObs:
         """All observations of the rollout, rows flattened over (step, env)."""
-        assert self.observations is not None
-        obs = self.observations
+        assert self.tensors.observations is not None
+        obs = self.tensors.observations
         return {k: _flatten(v) for k, v in obs.items()} if isinstance(obs, dict) else _flatten(obs)
 
     def flat_actions(self) -> torch.Tensor:
         """All actions of the rollout, rows flattened over (step, env)."""
-        assert self.actions is not None
-        return _flatten(self.actions)
+        assert self.tensors.actions is not None
+        return _flatten(self.tensors.actions)
 
     def get(self, batch_size: int | None = None) -> Iterator[HiddenRolloutSamples]:
         """Yield shuffled minibatches of ``batch_size`` rows (the whole rollout if ``None``)."""
         assert self.full, "the rollout buffer is not full yet"
-        assert self.actions is not None
+        assert self.tensors.actions is not None
         assert self.unit_log_probs is not None, "set unit_log_probs (score the rollout) before reading minibatches"
         total = self.buffer_size * self.n_envs
         batch_size = total if batch_size is None else int(batch_size)
         observations = self.flat_observations()
+        stored = self.tensors
         columns = [
-            _flatten(self.actions),
-            _flatten(self.values),
-            _flatten(self.log_probs),
+            _flatten(stored.actions),
+            _flatten(stored.values),
+            _flatten(stored.log_probs),
             _flatten(self.hidden),
             _flatten(self.unit_log_probs),
-            _flatten(self.advantages),
-            _flatten(self.returns),
+            _flatten(stored.advantages),
+            _flatten(stored.returns),
         ]
         if self.posteriors is not None:
             columns.append(_flatten(self.posteriors))

@@ -57,8 +57,10 @@ class LocalPG(OnPolicyAlgorithm):
         learning_rate: Adam's learning rate (> 0), or a schedule of the progress remaining (1 -> 0).
         n_steps: steps per environment per rollout (> 0); the rollout has ``n_steps * n_envs`` rows.
         batch_size: minibatch size (> 1; rollout rows if ``None``).
-        n_epochs: passes over each rollout (>= 1). With 1 epoch the update is exactly the local
-            estimator (all ratios are 1); more epochs reuse data inside per-neuron trust regions.
+        n_epochs: passes over each rollout (>= 1). With 1 epoch and one minibatch (``batch_size`` of the
+            whole rollout or ``None``) every ratio is 1 and the update is exactly the local estimator; later
+            minibatches and epochs reuse data collected under older parameters inside per-neuron trust
+            regions (clipped ratios), a biased estimate as in PPO.
         gamma: discount factor in [0, 1].
         gae_lambda: GAE's lambda in [0, 1]; 1 gives Monte-Carlo returns from the delayed reward.
         clip_range: half-width ``eps`` of the clipped ratios ``[1 - eps, 1 + eps]`` (> 0), applied to
@@ -96,7 +98,12 @@ class LocalPG(OnPolicyAlgorithm):
             ``(h_i - p_i)(A - c_i)``, where ``q_i`` is the probability that the unit fired given its Markov
             blanket (its inputs, the other units' samples and what its children did: the layer above,
             or the action), computed at the start of each update (:mod:`policies.posterior`). Unbiased,
-            with a variance never larger (Rao-Blackwell); no derivative passes between layers. Costs
+            with a variance never larger (Rao-Blackwell); no derivative passes between layers, but a unit's
+            credit reads the layer above (its children's samples and pre-activations through its outgoing
+            weights, or the action head's output): one layer's reach, not the paper's strictly local rule,
+            which ``False`` keeps (each unit reads its inputs, its sample and probability, and the
+            broadcast advantage). With the ``optimal`` per-neuron baseline, that baseline keeps its
+            ``(h_i - p_i)^2`` weights: unbiased, but no longer variance-optimal for this credit. Costs
             a pass over rows x units x (children) per update. With ``estimator="learned_predictor"``
             the predictor's regression target becomes ``(q_i - p_i)(A - c_i)``, which has the same
             expectation (default ``False``; numbers in ``benchmarks/results/ablation.md``).
@@ -431,14 +438,14 @@ class LocalPG(OnPolicyAlgorithm):
         (the critic does not change during a rollout, so the values equal per-step ones).
 
         Args:
-            rollout_buffer: the full rollout; its ``rewards`` (n_steps, n_envs) are updated in place.
+            rollout_buffer: the full rollout; its ``tensors.rewards`` (n_steps, n_envs) are updated in place.
             final_obs: (n_steps, n_envs, *obs_shape) observations where each step ended, before resets.
             cut: (n_steps, n_envs) bool, the episode was truncated and not terminated at that step.
             select_rows: score only the cut rows (reads the mask on the host: for CPU tensors), or
                 score every row and let the mask select (no host read: for accelerators).
         """
         rows = final_obs.reshape(-1, *final_obs.shape[2:])
-        rewards = rollout_buffer.rewards.view(-1)
+        rewards = rollout_buffer.tensors.rewards.view(-1)
         if select_rows:
             index = cut.reshape(-1).nonzero().squeeze(-1)
             if len(index):
@@ -496,7 +503,7 @@ class LocalPG(OnPolicyAlgorithm):
         """
         buffer = self.rollout_buffer
         rows = buffer.buffer_size * buffer.n_envs
-        hidden, advantages = buffer.hidden.reshape(rows, -1), buffer.advantages.reshape(-1)
+        hidden, advantages = buffer.hidden.reshape(rows, -1), buffer.tensors.advantages.reshape(-1)
         unit_log_probs, posteriors, diagnostics = self._call_update_fn(
             self._score_fn, buffer.flat_observations(), buffer.flat_actions(), hidden, advantages, stats is not None
         )
@@ -789,7 +796,7 @@ class LocalPG(OnPolicyAlgorithm):
     # ------------------------------------------------------------------ logging
     def _log_update(self, stats: _Stats, clip_range: float, before: list[torch.Tensor]) -> None:
         buffer = self.rollout_buffer
-        explained_var = _explained_variance(buffer.values.flatten(), buffer.returns.flatten())
+        explained_var = _explained_variance(buffer.tensors.values.flatten(), buffer.tensors.returns.flatten())
         record = self.logger.record
         record("train/entropy_loss", stats.mean("entropy_loss"))
         record("train/policy_gradient_loss", stats.mean("action_loss"))
