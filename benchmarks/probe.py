@@ -1,4 +1,5 @@
-"""Probe one LocalPG configuration: steps to threshold and final deterministic evaluation per seed.
+"""Probe one configuration of LocalPG (or of stock PPO / A2C with the BSN policy): steps to threshold and
+final deterministic evaluation per seed.
 
 The tool behind ``benchmarks/results/tuning_log.md``. Each run trains under the budget rule of
 :class:`benchmarks.common.ThresholdCallback` (stop once the 20-episode training mean reaches the threshold
@@ -10,7 +11,9 @@ environment's entry of ``hyperparams/localpg.yml``, the JSON then overrides keys
 schedules accepted); without it the JSON is the whole configuration. ``--eval-seed-offset 10000``
 evaluates on the same episodes as ``compare_sb3``. ``--backend torch`` trains on the batched torch env
 (:data:`envs.TORCH_ENVS`; no ``VecNormalize``) and still evaluates on Gymnasium's; the training mean is
-then checked once per rollout.
+then checked once per rollout. ``--algo ppo`` / ``--algo a2c`` train stock SB3 PPO / A2C with
+``BinaryStochasticPolicy`` instead; ``--tuned`` then starts from RL Zoo's settings (as ``compare_sb3``'s
+``ppo_bsn`` / ``a2c_bsn``).
 
 Usage::
 
@@ -19,6 +22,8 @@ Usage::
     nice python -m benchmarks.probe Acrobot-v1 '{"learning_rate": "lin_3e-3"}' --tuned --seeds 0 1 2 3 4 \\
         --budget 500000 --threshold -100 --min-steps 100000 --eval-episodes 10 --eval-seed-offset 10000 \\
         --checkpoints 100000 200000
+    nice python -m benchmarks.probe CartPole-v1 '{"policy_kwargs": {"bsn_init_gain": 32}}' --algo ppo --tuned \
+        --seeds 0 1 2 3 4 --budget 200000 --threshold 475 --eval-episodes 10 --eval-seed-offset 10000
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.evaluation import evaluate_policy
@@ -40,7 +46,8 @@ import envs
 from agents.config import resolve_schedules
 from agents.localpg import LocalPG
 from benchmarks.common import ThresholdCallback, benchmark_settings, evaluate, load_tuned
-from benchmarks.compare_sb3 import TUNED_PATH, make_env
+from benchmarks.compare_sb3 import PLUGINS, TUNED_PATH, algo_config, make_env
+from policies import BinaryStochasticPolicy
 
 
 class CheckpointEvaluations(BaseCallback):
@@ -89,17 +96,39 @@ def evaluate_both(model: BaseAlgorithm, make_eval_env: Any, n_episodes: int, sto
     return deterministic, float(mean)
 
 
-def probe_config(env_id: str, overrides: dict[str, Any], tuned: bool) -> dict[str, Any]:
-    """The run's LocalPG configuration: the tuned entry updated by ``overrides`` (or ``overrides`` alone)."""
-    base = benchmark_settings(load_tuned(TUNED_PATH, env_id)) if tuned else {}
+def probe_config(env_id: str, overrides: dict[str, Any], tuned: bool, algo: str = "localpg") -> dict[str, Any]:
+    """The run's configuration: the shipped one (LocalPG's tuned entry, or RL Zoo's settings for ``ppo`` /
+    ``a2c``) updated by ``overrides``, or ``overrides`` alone."""
+    if not tuned:
+        base: dict[str, Any] = {}
+    elif algo == "localpg":
+        base = benchmark_settings(load_tuned(TUNED_PATH, env_id))
+    else:
+        base = algo_config(f"{algo}_bsn", env_id)
     return {**base, **resolve_schedules(overrides)}
+
+
+def build_model(algo: str, env: VecEnv, seed: int, config: dict[str, Any]) -> BaseAlgorithm:
+    """LocalPG, or stock PPO / A2C with ``BinaryStochasticPolicy``, seeded, on ``env``."""
+    if algo == "localpg":
+        return LocalPG("BsnPolicy", env, seed=seed, **config)
+    algorithm = PPO if algo == "ppo" else A2C
+    return algorithm(BinaryStochasticPolicy, env, seed=seed, **config)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("env_id", help="Gymnasium id")
-    parser.add_argument("config", help="JSON object of LocalPG arguments, plus n_envs (default 8) and normalize")
-    parser.add_argument("--tuned", action="store_true", help="start from hyperparams/localpg.yml's entry")
+    parser.add_argument("config", help="JSON object of the algorithm's arguments, plus n_envs (default 8), normalize")
+    parser.add_argument(
+        "--algo",
+        choices=["localpg", *sorted(PLUGINS.values())],
+        default="localpg",
+        help="LocalPG, or stock PPO / A2C training BinaryStochasticPolicy",
+    )
+    parser.add_argument(
+        "--tuned", action="store_true", help="start from hyperparams/localpg.yml's entry (ppo, a2c: RL Zoo's settings)"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--budget", type=int, default=100_000, help="env steps per run (> 0)")
     parser.add_argument("--threshold", type=float, required=True, help="solved 20-episode training mean")
@@ -120,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     if any(not 0 < step <= args.budget for step in args.checkpoints):
         parser.error("--checkpoints must lie in (0, --budget]")
     torch.set_num_threads(1)
-    config = probe_config(args.env_id, json.loads(args.config), args.tuned)
+    config = probe_config(args.env_id, json.loads(args.config), args.tuned, args.algo)
     n_envs = int(config.pop("n_envs", 8))
     normalize = bool(config.pop("normalize", False))
     gamma = float(config.get("gamma", 0.99))
@@ -134,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
             train_env = envs.make_torch_vec_env(args.env_id, n_envs, seed=seed)
         else:
             train_env = make_env(args.env_id, n_envs, seed, normalize, gamma)
-        model = LocalPG("BsnPolicy", train_env, seed=seed, **config)
+        model = build_model(args.algo, train_env, seed, config)
 
         def eval_env(seed: int = seed) -> VecEnv:
             return make_env(args.env_id, 1, args.eval_seed_offset + seed, normalize, gamma)

@@ -43,6 +43,15 @@ def test_tuned_entry_is_the_base_and_json_overrides_it_with_schedules() -> None:
     assert probe_config("Acrobot-v1", {"n_steps": 8}, tuned=False) == {"n_steps": 8}
 
 
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+def test_stock_algorithms_with_the_bsn_policy_start_from_rl_zoos_settings(algo, capsys) -> None:
+    config = probe_config("CartPole-v1", {"policy_kwargs": {"bsn_init_gain": 32}}, tuned=True, algo=algo)
+    assert config["n_envs"] == 8 and config["policy_kwargs"] == {"bsn_init_gain": 32}
+    main(["CartPole-v1", json.dumps({"n_envs": 2, "n_steps": 8, "policy_kwargs": {"net_arch": [8]}}), "--algo", algo,
+          "--seeds", "0", "--budget", "64", "--threshold", "475", "--eval-episodes", "1"])
+    assert re.search(r"seed 0: solved_at None steps 64 ", capsys.readouterr().out)
+
+
 with open(TUNED_PATH) as _handle:
     TUNED_IDS = [env_id for env_id in yaml.safe_load(_handle) if env_id != "default"]
 
