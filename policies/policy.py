@@ -241,9 +241,9 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
             gains (about 1) start every unit near ``p = 0.5``, the most exploratory point, and the policy
             stays as noisy as its units; large ones (tens to 128) start each unit as a near-deterministic
             threshold unit, noisy only near its hyperplane, so the stochastic policy that is trained is close
-            to the deterministic one that is evaluated. The default is the gain with which stock PPO and A2C
-            learn CartPole-v1 and SB3's identity tasks with RL Zoo's settings
-            (``benchmarks/results/compare_sb3.md``); ``hyperparams/localpg.yml`` sets it per task.
+            to the deterministic one that is evaluated. The default is a gain with which stock PPO and A2C
+            learn CartPole-v1 with RL Zoo's settings and SB3's identity tasks
+            (``benchmarks/results/compare_sb3_plugin.md``); ``hyperparams/localpg.yml`` sets it per task.
     """
 
     def __init__(
