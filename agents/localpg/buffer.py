@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 
 __all__ = ["HiddenRolloutBuffer", "HiddenRolloutSamples", "RolloutTensors", "TensorObs"]
@@ -98,6 +97,17 @@ def _to_numpy(value: TensorObs | None) -> Any:
     return value.detach().cpu().numpy()
 
 
+class _NumpyColumn:
+    """Read-only attribute: the column of the same name in the buffer's :attr:`~HiddenRolloutBuffer.tensors`,
+    as NumPy (:func:`_to_numpy`)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, buffer: HiddenRolloutBuffer, owner: type | None = None) -> Any:
+        return _to_numpy(getattr(buffer.tensors, self.name))
+
+
 class HiddenRolloutBuffer:
     """Rollout buffer in torch, on any device; stores hidden samples as ``uint8`` (one byte per unit).
 
@@ -155,37 +165,14 @@ class HiddenRolloutBuffer:
         return self.buffer_size if self.full else self.pos
 
     # SB3's NumPy columns, (buffer_size, n_envs, ...)
-    @property
-    def rewards(self) -> np.ndarray:
-        return _to_numpy(self.tensors.rewards)
-
-    @property
-    def episode_starts(self) -> np.ndarray:
-        return _to_numpy(self.tensors.episode_starts)
-
-    @property
-    def values(self) -> np.ndarray:
-        return _to_numpy(self.tensors.values)
-
-    @property
-    def log_probs(self) -> np.ndarray:
-        return _to_numpy(self.tensors.log_probs)
-
-    @property
-    def advantages(self) -> np.ndarray:
-        return _to_numpy(self.tensors.advantages)
-
-    @property
-    def returns(self) -> np.ndarray:
-        return _to_numpy(self.tensors.returns)
-
-    @property
-    def observations(self) -> np.ndarray | dict[str, np.ndarray] | None:
-        return _to_numpy(self.tensors.observations)
-
-    @property
-    def actions(self) -> np.ndarray | None:
-        return _to_numpy(self.tensors.actions)
+    rewards = _NumpyColumn()
+    episode_starts = _NumpyColumn()
+    values = _NumpyColumn()
+    log_probs = _NumpyColumn()
+    advantages = _NumpyColumn()
+    returns = _NumpyColumn()
+    observations = _NumpyColumn()
+    actions = _NumpyColumn()
 
     def reset(self) -> None:
         """Start a new rollout (storage is reused)."""
