@@ -205,16 +205,19 @@ class BehaviourActor:
 
 
 def _frozen_copy(module: nn.Module, previous: nn.Module | None) -> nn.Module:
-    """``previous`` with ``module``'s current values copied in, or a new gradient-free deep copy."""
-    if previous is not None:
-        try:
-            previous.load_state_dict(module.state_dict())
-            return previous
-        except (RuntimeError, ValueError):  # another device, dtype or shape: copy anew
-            pass
+    """``previous`` with ``module``'s current values copied in, or a new gradient-free deep copy when there is
+    none or ``module`` has moved to another device or dtype since (``policy.to(...)``)."""
+    current = module.state_dict()
+    if previous is not None and _placements(previous.state_dict()) == _placements(current):
+        previous.load_state_dict(current)
+        return previous
     frozen = copy.deepcopy(module)
     frozen.requires_grad_(False)
     return frozen
+
+
+def _placements(state: dict[str, torch.Tensor]) -> list[tuple[str, torch.device, torch.dtype, torch.Size]]:
+    return [(name, tensor.device, tensor.dtype, tensor.shape) for name, tensor in state.items()]
 
 
 class BinaryStochasticPolicy(ActorCriticPolicy):

@@ -187,6 +187,17 @@ def test_behaviour_copy_is_frozen_and_not_saved() -> None:
     assert behaviour is not None and not any(p.requires_grad for p in behaviour.parameters())
     assert not any("behaviour" in key for key in policy.state_dict())
     assert {id(p) for p in behaviour.parameters()}.isdisjoint(id(p) for p in policy.parameters())
+    model.learn(32, reset_num_timesteps=False)
+    policy.set_training_mode(True)
+    policy.set_training_mode(False)  # the start of a rollout: refreshed in place with the current values
+    assert policy.behaviour.bsn is behaviour
+    for live, frozen in zip(policy.bsn.parameters(), behaviour.parameters(), strict=True):
+        assert torch.equal(live, frozen)
+    policy.double()  # moved to another dtype (as to another device): a new copy where the policy now lives
+    policy.set_training_mode(True)
+    policy.set_training_mode(False)
+    assert policy.behaviour.bsn is not behaviour
+    assert next(policy.behaviour.bsn.parameters()).dtype == torch.float64
 
 
 def test_noise_key_advances_once_per_rollout_not_during_eval() -> None:
