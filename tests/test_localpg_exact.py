@@ -180,8 +180,9 @@ def enumerated_rows(policy, space: spaces.Space, table: torch.Tensor):
         return observations, hidden, actions.reshape(len(repeat), *actions.shape[2:]), advantages.reshape(-1), weights
 
 
-def expected_update_gradient(model: LocalPG, table: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Sum over the enumerated rows of (row probability) x (gradient of LocalPG's minibatch loss on that row)."""
+def fill_rollout(model: LocalPG, table: torch.Tensor) -> dict[tuple[bytes, ...], torch.Tensor]:
+    """Put every enumerated row into LocalPG's buffer, score it with LocalPG's own code, and return each
+    row's probability weight keyed by its (observation, hidden, action) bytes."""
     policy = model.policy
     observations, hidden, actions, advantages, weights = enumerated_rows(policy, model.action_space, table)
     buffer = model.rollout_buffer
@@ -194,15 +195,24 @@ def expected_update_gradient(model: LocalPG, table: torch.Tensor) -> dict[str, t
     buffer.tensors.advantages = advantages.reshape(-1, 1).clone()
     buffer.tensors.returns = advantages.reshape(-1, 1).clone()
     model._score_rollout()  # LocalPG's own scoring: P_old of every unit and, if asked, the posteriors
-    weight_of = {
+    return {
         (obs.numpy().tobytes(), h.numpy().tobytes(), a.numpy().tobytes()): w
         for obs, h, a, w in zip(observations, hidden, actions, weights, strict=True)
     }
+
+
+def row_key(batch) -> tuple[bytes, ...]:
+    return tuple(column[0].numpy().tobytes() for column in (batch.observations, batch.hidden, batch.actions))
+
+
+def expected_update_gradient(model: LocalPG, table: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Sum over the enumerated rows of (row probability) x (gradient of LocalPG's minibatch loss on that row)."""
+    policy = model.policy
+    weight_of = fill_rollout(model, table)
     policy.optimizer.zero_grad()
-    for batch in buffer.get(batch_size=1):  # one row at a time, in the buffer's own (shuffled) order
-        key = tuple(column[0].numpy().tobytes() for column in (batch.observations, batch.hidden, batch.actions))
+    for batch in model.rollout_buffer.get(batch_size=1):  # one row at a time, in the buffer's (shuffled) order
         loss, _stats = model._minibatch_loss(batch, 0.2)
-        (weight_of[key] * loss).backward()
+        (weight_of[row_key(batch)] * loss).backward()
     return {name: p.grad.clone() for name, p in policy.named_parameters() if p.grad is not None}
 
 
@@ -239,3 +249,35 @@ def test_update_gradient_is_exact_in_every_layer(space_name: str, rao_blackwell:
         expected = -scale * exact[name]
         assert expected.abs().max() > 1e-3, f"{name}: the exact gradient must be far from 0 for the check to bite"
         torch.testing.assert_close(update[name], expected, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("baseline", ["optimal", "learned"])
+@pytest.mark.parametrize("rao_blackwell", [False, True], ids=["sample_credit", "posterior_credit"])
+def test_each_row_is_credited_against_its_own_layers_baseline(rao_blackwell: bool, baseline: str) -> None:
+    """Row by row, every layer's gradient is ``-hidden_coef (credit - p)(A - c_l) x^T`` with ``c_l`` that layer's
+    per-neuron baseline. A baseline leaves the expectation unchanged, so the exact check above cannot see a
+    baseline added instead of subtracted, or taken from another layer; this one can (the two baselines here
+    differ per unit and per layer)."""
+    hidden_coef = 1.7
+    space = ACTION_SPACES["Discrete"]
+    table = advantage_table(space)
+    model = make_model("Discrete", rao_blackwell, baseline, len(STATES) * 2 ** sum(HIDDEN_SIZES) * 3, hidden_coef)
+    fill_rollout(model, table)
+    policy = model.policy
+    for batch, _ in zip(model.rollout_buffer.get(batch_size=1), range(12), strict=False):
+        policy.optimizer.zero_grad()
+        loss, _stats = model._minibatch_loss(batch, 0.2)
+        loss.backward()
+        with torch.no_grad():
+            features = policy.actor_features(batch.observations)
+            output = policy.bsn(features, given_samples=policy.bsn.unpack_samples(batch.hidden))
+            corrections = policy.neuron_baseline(features, output)
+            credits = (
+                torch.split(batch.old_posterior, HIDDEN_SIZES, dim=-1) if rao_blackwell else output.samples
+            )
+        for index, layer in enumerate(policy.bsn.layers):
+            signal = batch.advantages.unsqueeze(-1) - corrections[index]
+            unit = (credits[index] - output.firing_probs[index]) * signal
+            expected = -hidden_coef * unit.T @ output.layer_inputs[index]
+            torch.testing.assert_close(layer.weight.grad, expected, rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(layer.bias.grad, -hidden_coef * unit.sum(0), rtol=1e-4, atol=1e-6)
