@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.cli_errors import OneLineArgumentParser, UserInputError, run_cli
-from agents.config import ALGORITHM_NAMES, parse_value, positive_int
+from bsn_zoo.cli_errors import OneLineArgumentParser, UserInputError, run_cli
+from bsn_zoo.config import ALGORITHM_NAMES, parse_value, positive_int
 
 
 def build_parser() -> OneLineArgumentParser:
@@ -65,10 +65,10 @@ def evaluate_target(target: Path, args: argparse.Namespace, n_episodes: int) -> 
     """
     from stable_baselines3.common.vec_env import VecNormalize
 
-    from agents.checkpoint import load_model, vecnormalize_path
-    from agents.config import RUN_DEFAULTS, algorithm_class, validate_config
-    from agents.evaluation import run_episodes, save_gif
-    from agents.run import find_run, load_run_config, make_env
+    from bsn_zoo.checkpoint import load_model, vecnormalize_path
+    from bsn_zoo.config import RUN_DEFAULTS, algorithm_class, validate_config
+    from bsn_zoo.evaluation import run_episodes, save_gif
+    from bsn_zoo.run import find_run, load_run_config, make_env
 
     layout, model_path = find_run(target)
     if layout is None and not args.env:
@@ -111,8 +111,8 @@ def plot_targets(targets: Sequence[Path], path: Path, keys: Sequence[str]) -> Pa
     Raises:
         UserInputError: if nothing can be plotted (no run folder, no finished episode, unknown keys).
     """
-    from agents.evaluation import load_monitor_curve, load_tensorboard_scalars, plot_learning_curves
-    from agents.run import find_run, read_run_config, tensorboard_dir
+    from bsn_zoo.evaluation import load_monitor_curve, load_tensorboard_scalars, plot_learning_curves
+    from bsn_zoo.run import find_run, read_run_config, tensorboard_dir
 
     panels: dict[str, dict] = {key: {} for key in keys} if keys else {"training episode return": {}}
     for target in targets:

@@ -15,8 +15,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from agents.cli_errors import OneLineArgumentParser, UserInputError, run_cli
-from agents.config import ALGORITHM_NAMES
+from bsn_zoo.cli_errors import OneLineArgumentParser, UserInputError, run_cli
+from bsn_zoo.config import ALGORITHM_NAMES
 
 
 def build_parser() -> OneLineArgumentParser:
@@ -33,9 +33,9 @@ def build_parser() -> OneLineArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     """Parse ``argv``, load the model and write the files; print what was written and the graph's signature."""
-    from agents.checkpoint import load_model, vecnormalize_path
-    from agents.config import algorithm_class
-    from agents.run import find_run, read_run_config
+    from bsn_zoo.checkpoint import load_model, vecnormalize_path
+    from bsn_zoo.config import algorithm_class
+    from bsn_zoo.run import find_run, read_run_config
     from deploy import export_numpy, export_onnx
 
     args = build_parser().parse_args(argv)

@@ -1,7 +1,7 @@
 """Train an agent with a policy of binary stochastic neurons (or an MLP, for comparison).
 
 With no arguments: LocalPG with the BSN policy on CartPole-v1. Options follow RL Baselines3 Zoo's names.
-Runs go to ``<log-folder>/<algo>/<env>_<N>/`` (see ``agents/run.py``). Examples::
+Runs go to ``<log-folder>/<algo>/<env>_<N>/`` (see ``bsn_zoo/run.py``). Examples::
 
     python train.py
     python train.py --algo ppo --env Acrobot-v1 -n 200000 --estimator st --seed 1
@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agents.cli_errors import OneLineArgumentParser, UserInputError, run_cli
-from agents.config import (
+from bsn_zoo.cli_errors import OneLineArgumentParser, UserInputError, run_cli
+from bsn_zoo.config import (
     ALGORITHM_NAMES,
     BACKEND_NAMES,
     BASELINE_NAMES,
@@ -37,7 +37,7 @@ from agents.config import (
 )
 
 if TYPE_CHECKING:
-    from agents.run import RunLayout
+    from bsn_zoo.run import RunLayout
 
 #: run settings that cannot change when a run is continued (they define the model or its data).
 FIXED_ON_CONTINUE = ("algo", "env", "env_kwargs", "env_wrapper", "policy", "policy_kwargs", "normalize")
@@ -134,8 +134,8 @@ def resolve_run(args: argparse.Namespace) -> tuple[dict[str, Any], RunLayout | N
     Raises:
         UserInputError: for a bad ``-i`` target, ``-conf`` together with a run to continue, or a bad setting.
     """
-    from agents.checkpoint import check_model_file
-    from agents.run import find_run, read_run_config
+    from bsn_zoo.checkpoint import check_model_file
+    from bsn_zoo.run import find_run, read_run_config
 
     flags, overrides = _flags(args), parse_overrides(args.hyperparams)
     if args.trained_agent is None:
@@ -166,16 +166,16 @@ def _report_start(config: dict[str, Any], result_dir: Path, events: Path, resume
 
 def main(argv: Sequence[str]) -> int:
     """Parse ``argv``, train, and print where the model and logs went. Returns the exit status."""
-    # Sweeps and searches have parsers of their own (agents.sweep, agents.tune); they take the same argv.
+    # Sweeps and searches have parsers of their own (bsn_zoo.sweep, bsn_zoo.tune); they take the same argv.
     if "--sweep" in argv:
-        from agents.sweep import main as sweep_main
+        from bsn_zoo.sweep import main as sweep_main
 
         return sweep_main(argv)
     if "--optimize" in argv:
-        from agents.tune import main as tune_main
+        from bsn_zoo.tune import main as tune_main
 
         return tune_main(argv)
-    from agents.run import create_run_dir, make_env, run_training, tensorboard_dir
+    from bsn_zoo.run import create_run_dir, make_env, run_training, tensorboard_dir
 
     args = build_parser().parse_args(argv)
     if args.threads is not None:

@@ -21,7 +21,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from torch import nn
 
-from agents.config import RUN_DEFAULTS, resolve_schedules
+from bsn_zoo.config import RUN_DEFAULTS, resolve_schedules
 
 __all__ = ["RunResult", "ThresholdCallback", "benchmark_settings", "evaluate", "load_tuned", "train_until"]
 
@@ -149,7 +149,7 @@ def load_tuned(path: str, env_id: str) -> dict[str, Any]:
 
     Raises:
         KeyError: if the file has no entry for ``env_id`` (the message lists the entries).
-        agents.cli_errors.UserInputError: for a ``lin_`` value whose start is not a positive number.
+        bsn_zoo.cli_errors.UserInputError: for a ``lin_`` value whose start is not a positive number.
     """
     with open(path) as handle:
         table = yaml.safe_load(handle)
@@ -168,6 +168,6 @@ BENCHMARK_RUN_SETTINGS = ("n_envs", "normalize")
 
 def benchmark_settings(entry: dict[str, Any]) -> dict[str, Any]:
     """An entry's algorithm arguments plus :data:`BENCHMARK_RUN_SETTINGS`: the other run settings of
-    ``train.py`` (:data:`agents.config.RUN_DEFAULTS`: ``n_timesteps``, ``policy``, ``eval_freq``,
+    ``train.py`` (:data:`bsn_zoo.config.RUN_DEFAULTS`: ``n_timesteps``, ``policy``, ``eval_freq``,
     ``deterministic_eval``, ...) are not LocalPG arguments and are left out."""
     return {key: value for key, value in entry.items() if key not in RUN_DEFAULTS or key in BENCHMARK_RUN_SETTINGS}

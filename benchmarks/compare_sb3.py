@@ -46,7 +46,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from agents.config import linear_schedule
+from bsn_zoo.config import linear_schedule
 from agents.localpg import LocalPG
 from benchmarks.common import RunResult, benchmark_settings, load_tuned, train_until
 from policies import BinaryStochasticPolicy

@@ -43,7 +43,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 import envs
-from agents.config import resolve_schedules
+from bsn_zoo.config import resolve_schedules
 from agents.localpg import LocalPG
 from benchmarks.common import ThresholdCallback, benchmark_settings, evaluate, load_tuned
 from benchmarks.compare_sb3 import PLUGINS, TUNED_PATH, algo_config, make_env

@@ -46,7 +46,7 @@ def start_tool(script: str, args: Sequence[str], cwd: Path) -> subprocess.Popen[
 
 def call_main(script: str, args: Sequence[str]) -> int:
     """Run a tool's ``main`` in this process through ``run_cli`` and return its exit status."""
-    from agents.cli_errors import run_cli
+    from bsn_zoo.cli_errors import run_cli
 
     module = __import__(script.removesuffix(".py"))
     try:

@@ -11,8 +11,8 @@ import yaml
 from cli_support import ROOT, TINY, TINY_PARAMS, call_main, run_tool
 from torch import nn
 
-from agents.config import build_config, parse_overrides, parse_value, validate_config
-from agents.run import RunLayout, algorithm_kwargs, saved_timesteps
+from bsn_zoo.config import build_config, parse_overrides, parse_value, validate_config
+from bsn_zoo.run import RunLayout, algorithm_kwargs, saved_timesteps
 
 TRAIN_FLAGS = ["--algo", "--env", "--policy", "--estimator", "--baseline", "--trained-agent", "--n-timesteps",
                "--seed", "--n-envs", "--device", "--threads", "--log-folder", "--tensorboard-log", "--eval-freq",
@@ -200,8 +200,8 @@ def test_activation_names_become_torch_modules() -> None:
 
 
 def test_env_wrapper_forms_are_normalised_and_bad_ones_named() -> None:
-    from agents.cli_errors import UserInputError
-    from agents.config import env_wrappers, wrapper_class
+    from bsn_zoo.cli_errors import UserInputError
+    from bsn_zoo.config import env_wrappers, wrapper_class
 
     flatten = "gymnasium.wrappers.FlattenObservation"
     assert env_wrappers(None) is None and env_wrappers([]) is None
@@ -219,7 +219,7 @@ def test_env_wrapper_forms_are_normalised_and_bad_ones_named() -> None:
 
 
 def test_rao_blackwell_is_a_flag_and_the_tuned_entries_use_it() -> None:
-    from agents.cli_errors import UserInputError
+    from bsn_zoo.cli_errors import UserInputError
 
     assert validate_config({"rao_blackwell": True})["rao_blackwell"] is True
     with pytest.raises(UserInputError, match="rao_blackwell"):

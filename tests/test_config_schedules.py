@@ -9,10 +9,10 @@ import pytest
 import yaml
 from stable_baselines3.common.env_util import make_vec_env
 
-from agents.cli_errors import UserInputError
-from agents.config import build_config, linear_schedule, parse_overrides, resolve_schedules, validate_config
+from bsn_zoo.cli_errors import UserInputError
+from bsn_zoo.config import build_config, linear_schedule, parse_overrides, resolve_schedules, validate_config
 from agents.localpg import LocalPG
-from agents.run import algorithm_kwargs
+from bsn_zoo.run import algorithm_kwargs
 from benchmarks.common import load_tuned
 
 

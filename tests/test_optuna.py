@@ -9,9 +9,9 @@ import optuna
 import pytest
 import yaml
 
-from agents.cli_errors import UserInputError
-from agents.config import build_config
-from agents.tune import (
+from bsn_zoo.cli_errors import UserInputError
+from bsn_zoo.config import build_config
+from bsn_zoo.tune import (
     BEST_FILE,
     EvaluationReporter,
     SearchParam,
@@ -144,7 +144,7 @@ def test_a_small_study_records_failures_resumes_and_writes_a_usable_best_config(
 
 
 def test_cli_rejects_a_missing_search_file_and_bad_counts(tmp_path: Path) -> None:
-    from agents.tune import main
+    from bsn_zoo.tune import main
 
     with pytest.raises(UserInputError, match="cannot read search file"):
         main(["--optimize", str(tmp_path / "none.yml")])

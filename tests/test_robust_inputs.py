@@ -15,8 +15,8 @@ import pytest
 import torch
 from cli_support import TINY_PARAMS, call_main, cli_docs, run_tool
 
-from agents.config import validate_config
-from agents.run import run_training
+from bsn_zoo.config import validate_config
+from bsn_zoo.run import run_training
 
 TINY_TRAIN = ["-n", "256", "--n-envs", "2", "--eval-freq", "0", "--save-freq", "0", "--no-progress-bar"]
 
@@ -159,7 +159,7 @@ def test_finite_check_handles_discrete_and_box_terminal_observations(env_id: str
     """Terminal observations of Discrete spaces are plain ints, of Box spaces arrays: both are checked."""
     from stable_baselines3.common.env_util import make_vec_env
 
-    from agents.env_checks import VecCheckFinite
+    from bsn_zoo.env_checks import VecCheckFinite
 
     env = VecCheckFinite(make_vec_env(env_id, n_envs=2, seed=0))
     env.reset()

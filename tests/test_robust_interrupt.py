@@ -19,10 +19,10 @@ from cli_support import TINY_PARAMS, call_main, read_events, run_tool, scalar_st
 from stable_baselines3.common.vec_env import VecNormalize
 
 from agents import LocalPG
-from agents.checkpoint import atomic_write, save_model, vecnormalize_path
-from agents.cli_errors import DivergenceError
-from agents.config import validate_config
-from agents.run import RunLayout, run_training, saved_timesteps
+from bsn_zoo.checkpoint import atomic_write, save_model, vecnormalize_path
+from bsn_zoo.cli_errors import DivergenceError
+from bsn_zoo.config import validate_config
+from bsn_zoo.run import RunLayout, run_training, saved_timesteps
 
 
 def tiny_config(**changes: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.summary import (
+from bsn_zoo.summary import (
     env_threshold,
     iqm_interval,
     main,
@@ -17,9 +17,9 @@ from agents.summary import (
     summarize,
     write_summary,
 )
-from agents.sweep import STATE_FILE, save_sweep
-from agents.sweep.spec import parse_sweep
-from agents.sweep.state import LearningCurve, SweepState, TrialRecord
+from bsn_zoo.sweep import STATE_FILE, save_sweep
+from bsn_zoo.sweep.spec import parse_sweep
+from bsn_zoo.sweep.state import LearningCurve, SweepState, TrialRecord
 
 
 def make_record(config: str, seed: int, returns: Sequence[float] | None, steps: Sequence[int] | None = None,
@@ -112,7 +112,7 @@ def test_write_summary_and_cli_write_table_and_plots(tmp_path: Path, capsys: pyt
 
 
 def test_summary_of_a_folder_that_is_not_a_sweep_is_refused(tmp_path: Path) -> None:
-    from agents.cli_errors import UserInputError
+    from bsn_zoo.cli_errors import UserInputError
 
     with pytest.raises(UserInputError, match="not a sweep folder"):
         write_summary(tmp_path)

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agents.cli_errors import UserInputError
-from agents.config import parse_overrides
-from agents.sweep import STATE_FILE, load_saved_sweep, main, run_sweep
-from agents.sweep.executors import LocalExecutor, RayExecutor, TrialSettings
-from agents.sweep.spec import TrialSpec, load_sweep, parse_sweep, unflatten_options
-from agents.sweep.state import LearningCurve, SweepState, TrialRecord
-from agents.sweep.trial import check_train_script, classify_exit, read_curve, run_trial
+from bsn_zoo.cli_errors import UserInputError
+from bsn_zoo.config import parse_overrides
+from bsn_zoo.sweep import STATE_FILE, load_saved_sweep, main, run_sweep
+from bsn_zoo.sweep.executors import LocalExecutor, RayExecutor, TrialSettings
+from bsn_zoo.sweep.spec import TrialSpec, load_sweep, parse_sweep, unflatten_options
+from bsn_zoo.sweep.state import LearningCurve, SweepState, TrialRecord
+from bsn_zoo.sweep.trial import check_train_script, classify_exit, read_curve, run_trial
 from tests.conftest import ROOT
 
 #: a sweep small enough for a test: 2 configurations x 2 seeds of 256 CartPole steps, plus a configuration
@@ -255,7 +255,7 @@ def check_finished_sweep(sweep_dir: Path) -> dict[str, TrialRecord]:
 def test_local_sweep_end_to_end_with_crash_interrupt_resume_and_summary(tmp_path: Path) -> None:
     sweep_file, sweep_dir = write_sweep(tmp_path, TINY_SWEEP), tmp_path / "sweep"
     interrupted = subprocess.Popen(
-        [sys.executable, "-m", "agents.sweep", "--sweep", str(sweep_file), "--sweep-dir", str(sweep_dir),
+        [sys.executable, "-m", "bsn_zoo.sweep", "--sweep", str(sweep_file), "--sweep-dir", str(sweep_dir),
          "--n-jobs", "1", "--no-summary"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wait_for_records(sweep_dir / STATE_FILE, 1, timeout_s=120)
     interrupted.send_signal(signal.SIGINT)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from cli_support import cli_docs, read_events, scalar_steps
 
-from agents.config import validate_config
-from agents.run import run_training
+from bsn_zoo.config import validate_config
+from bsn_zoo.run import run_training
 
 #: scalar keys documented in the README's TensorBoard table (``<l>`` is a BSN layer index).
 SCALARS = [

@@ -5,7 +5,7 @@
 * :func:`save_model` refuses to save non-finite weights (a diverged run must not overwrite a good
   checkpoint) and saves the ``VecNormalize`` statistics next to the model.
 * :func:`load_model` turns a missing, truncated or foreign file, or a model that does not fit the
-  environment, into a one-line :class:`~agents.cli_errors.UserInputError`.
+  environment, into a one-line :class:`~bsn_zoo.cli_errors.UserInputError`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from agents.cli_errors import DivergenceError, UserInputError
+from bsn_zoo.cli_errors import DivergenceError, UserInputError
 
 __all__ = [
     "TEMP_SUFFIX",

@@ -29,7 +29,7 @@ from gymnasium import spaces
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from torch import nn
 
-from agents.cli_errors import UserInputError
+from bsn_zoo.cli_errors import UserInputError
 from policies.estimators import ESTIMATORS
 from policies.policy import NEURON_BASELINES
 

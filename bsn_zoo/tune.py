@@ -19,7 +19,7 @@
     sampler: {n_startup_trials: 10}    # optuna.samplers.TPESampler arguments
     pruner: {n_startup_trials: 5, n_warmup_steps: 2}   # optuna.pruners.MedianPruner arguments
 
-Every trial is a normal ``train.py`` run in its own process (:func:`agents.sweep.trial.run_trial`), in
+Every trial is a normal ``train.py`` run in its own process (:func:`bsn_zoo.sweep.trial.run_trial`), in
 ``<study folder>/trials/trial_<number>``. While it trains, its evaluations (``eval/evaluations.npz``)
 are reported to Optuna as they appear, the k-th evaluation as step k, and the median pruner stops
 trials whose evaluation return is below the median of earlier trials at the same step. The objective
@@ -50,16 +50,16 @@ from typing import Any
 
 import yaml
 
-from agents.cli_errors import OneLineArgumentParser, UserInputError
-from agents.sweep.spec import (
+from bsn_zoo.cli_errors import OneLineArgumentParser, UserInputError
+from bsn_zoo.sweep.spec import (
     TrialSpec,
     check_keys,
     check_name,
     parse_options,
     read_yaml,
 )
-from agents.sweep.state import TrialRecord
-from agents.sweep.trial import TrialInterrupted, check_train_script, read_evaluations, run_trial
+from bsn_zoo.sweep.state import TrialRecord
+from bsn_zoo.sweep.trial import TrialInterrupted, check_train_script, read_evaluations, run_trial
 
 __all__ = [
     "BEST_FILE",
@@ -309,7 +309,7 @@ class EvaluationReporter:
         return True
 
     def __call__(self, run_dir: Path) -> bool:
-        """``should_prune`` of :func:`~agents.sweep.trial.run_trial`: report, then ask the pruner."""
+        """``should_prune`` of :func:`~bsn_zoo.sweep.trial.run_trial`: report, then ask the pruner."""
         return self.report_new(run_dir) and bool(self.trial.should_prune())
 
 
@@ -557,7 +557,7 @@ def main(argv: Sequence[str]) -> int:
     """``train.py --optimize FILE ...``: run or resume a study. Returns the exit status (130 if interrupted)."""
     import sys
 
-    from agents.sweep import EXIT_INTERRUPTED, signals_as_interrupt
+    from bsn_zoo.sweep import EXIT_INTERRUPTED, signals_as_interrupt
 
     args = build_parser().parse_args(argv)
     spec = load_tune_spec(args.optimize)
@@ -580,6 +580,6 @@ def main(argv: Sequence[str]) -> int:
 if __name__ == "__main__":
     import sys
 
-    from agents.cli_errors import run_cli
+    from bsn_zoo.cli_errors import run_cli
 
     sys.exit(run_cli(main, prog="train.py --optimize"))

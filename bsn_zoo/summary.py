@@ -1,6 +1,6 @@
 """Summaries of a sweep: interquartile means and bootstrap confidence intervals across seeds.
 
-For each configuration of a sweep (see :mod:`agents.sweep`), over the seeds whose trial finished:
+For each configuration of a sweep (see :mod:`bsn_zoo.sweep`), over the seeds whose trial finished:
 
 * **final return**: the mean return of the run's last evaluation (or, for a run without evaluations,
   of its last training episodes);
@@ -13,7 +13,7 @@ as recommended by Agarwal et al., "Deep RL at the edge of the statistical precip
 computed with their ``rliable`` library. The learning-curve plot shows the IQM across seeds at each
 evaluation step with its bootstrap band.
 
-``python -m agents.summary <sweep folder> [--threshold R]`` rewrites ``summary.md``,
+``python -m bsn_zoo.summary <sweep folder> [--threshold R]`` rewrites ``summary.md``,
 ``learning_curves.png`` and ``final_return.png`` in the sweep folder.
 """
 
@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from agents.cli_errors import OneLineArgumentParser, UserInputError, run_cli
-from agents.sweep.state import TrialRecord
+from bsn_zoo.cli_errors import OneLineArgumentParser, UserInputError, run_cli
+from bsn_zoo.sweep.state import TrialRecord
 
 __all__ = [
     "ConfigSummary",
@@ -73,7 +73,7 @@ class ConfigSummary:
 
     Attributes:
         config_id: the configuration's label.
-        options: its flat options (see :class:`~agents.sweep.spec.TrialSpec`).
+        options: its flat options (see :class:`~bsn_zoo.sweep.spec.TrialSpec`).
         n_trials: trials recorded for it.
         statuses: trial status to count (``ok``, ``failed``, ``diverged``...).
         final_return: IQM and CI of the final return over the ``ok`` seeds, or ``None`` if none has returns.
@@ -176,7 +176,7 @@ def env_threshold(env_id: str) -> float | None:
 
 
 def _config_env(options: Mapping[str, Any]) -> str:
-    from agents.config import RUN_DEFAULTS
+    from bsn_zoo.config import RUN_DEFAULTS
 
     return str(options.get("env", RUN_DEFAULTS["env"]))
 
@@ -366,8 +366,8 @@ def write_summary(sweep_dir: Path, threshold: float | None = None, reps: int = 2
     Raises:
         UserInputError: if ``sweep_dir`` is not a sweep folder.
     """
-    from agents.sweep import STATE_FILE, load_saved_sweep
-    from agents.sweep.state import SweepState
+    from bsn_zoo.sweep import STATE_FILE, load_saved_sweep
+    from bsn_zoo.sweep.state import SweepState
 
     sweep_dir = Path(sweep_dir)
     spec = load_saved_sweep(sweep_dir)
@@ -384,8 +384,8 @@ def write_summary(sweep_dir: Path, threshold: float | None = None, reps: int = 2
 
 
 def build_parser() -> OneLineArgumentParser:
-    """The command-line parser of ``python -m agents.summary``."""
-    parser = OneLineArgumentParser(prog="python -m agents.summary", description=__doc__.split("\n\n")[0])
+    """The command-line parser of ``python -m bsn_zoo.summary``."""
+    parser = OneLineArgumentParser(prog="python -m bsn_zoo.summary", description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir", type=Path, help="the sweep folder (written by train.py --sweep)")
     parser.add_argument("--threshold", type=float, help="return defining steps-to-threshold "
                                                         "(default: the sweep file's, else the environment's)")
@@ -407,4 +407,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main, prog="python -m agents.summary"))
+    sys.exit(run_cli(main, prog="python -m bsn_zoo.summary"))

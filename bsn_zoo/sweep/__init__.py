@@ -1,18 +1,18 @@
 """Sweeps: many training runs (configurations x seeds) on this machine or on a Ray cluster, resumable.
 
 ``python train.py --sweep sweeps/estimators_cartpole.yml`` expands the sweep file (see
-:mod:`agents.sweep.spec`) into trials, runs each as a normal ``train.py`` run in its own process, records
-every finished trial in ``<sweep folder>/state.jsonl`` (:mod:`agents.sweep.state`), and ends with a
-summary of interquartile means and bootstrap confidence intervals (:mod:`agents.summary`). The sweep
+:mod:`bsn_zoo.sweep.spec`) into trials, runs each as a normal ``train.py`` run in its own process, records
+every finished trial in ``<sweep folder>/state.jsonl`` (:mod:`bsn_zoo.sweep.state`), and ends with a
+summary of interquartile means and bootstrap confidence intervals (:mod:`bsn_zoo.summary`). The sweep
 folder (default ``logs/sweeps/<name>``) holds::
 
     sweep.yml          the expanded sweep (configurations with all their options, seeds, threshold)
     state.jsonl        one line per finished trial: status, error, learning curve
     trials/<trial id>/ the trial's run folder <algo>/<env>_1/ (models, TensorBoard, config.yml) and logs
-    summary.md, *.png  the summary (agents.summary)
+    summary.md, *.png  the summary (bsn_zoo.summary)
 
 Rerunning the same command resumes an interrupted sweep: recorded trials are skipped. With
-``--ray-address`` the same trials run through Ray Tune (:class:`~agents.sweep.executors.RayExecutor`).
+``--ray-address`` the same trials run through Ray Tune (:class:`~bsn_zoo.sweep.executors.RayExecutor`).
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from types import FrameType
 
 import yaml
 
-from agents.cli_errors import OneLineArgumentParser, UserInputError
-from agents.sweep.executors import Executor, LocalExecutor, RayExecutor, TrialSettings
-from agents.sweep.spec import SweepSpec, TrialSpec, load_sweep, parse_sweep
-from agents.sweep.state import FINISHED_STATUSES, SweepState, TrialRecord
-from agents.sweep.trial import check_train_script
+from bsn_zoo.cli_errors import OneLineArgumentParser, UserInputError
+from bsn_zoo.sweep.executors import Executor, LocalExecutor, RayExecutor, TrialSettings
+from bsn_zoo.sweep.spec import SweepSpec, TrialSpec, load_sweep, parse_sweep
+from bsn_zoo.sweep.state import FINISHED_STATUSES, SweepState, TrialRecord
+from bsn_zoo.sweep.trial import check_train_script
 
 __all__ = [
     "STATE_FILE",
@@ -167,7 +167,7 @@ def run_sweep(
     executor.run(pending, TrialSettings(sweep_dir, timeout_s, threads), record)
     summary_path = None
     if summary:
-        from agents.summary import write_summary
+        from bsn_zoo.summary import write_summary
 
         summary_path = write_summary(sweep_dir, reps=bootstrap_reps)
         print(f"Summary: {summary_path}", flush=True)

@@ -58,7 +58,7 @@ class TrialRecord:
     """What the sweep remembers of one finished trial.
 
     Attributes:
-        trial_id: the trial (see :class:`~agents.sweep.spec.TrialSpec`).
+        trial_id: the trial (see :class:`~bsn_zoo.sweep.spec.TrialSpec`).
         config_id: its configuration's label.
         seed: its seed.
         fingerprint: hash of the trial's options and seed when it ran (a changed sweep file is detected).

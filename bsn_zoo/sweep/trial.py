@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from agents.cli_errors import UserInputError
-from agents.sweep.spec import TrialSpec
-from agents.sweep.state import LearningCurve, TrialRecord
+from bsn_zoo.cli_errors import UserInputError
+from bsn_zoo.sweep.spec import TrialSpec
+from bsn_zoo.sweep.state import LearningCurve, TrialRecord
 
 __all__ = [
     "REPO_ROOT",
@@ -49,9 +49,9 @@ __all__ = [
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: the training command-line tool every trial runs.
 TRAIN_SCRIPT = REPO_ROOT / "train.py"
-#: how ``train.py`` starts the message of a run whose weights or losses became non-finite (agents/checkpoint.py).
+#: how ``train.py`` starts the message of a run whose weights or losses became non-finite (bsn_zoo/checkpoint.py).
 DIVERGENCE_MESSAGE = "training diverged"
-#: prefix of ``train.py``'s one-line errors (agents/cli_errors.run_cli), removed from recorded errors.
+#: prefix of ``train.py``'s one-line errors (bsn_zoo/cli_errors.run_cli), removed from recorded errors.
 ERROR_PREFIX = "train.py: error: "
 #: seconds a stopped child gets to save its checkpoint after SIGTERM before it is killed.
 STOP_GRACE_S = 30.0

@@ -9,7 +9,7 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
-from agents.cli_errors import NonFiniteEnvError, UserInputError
+from bsn_zoo.cli_errors import NonFiniteEnvError, UserInputError
 from policies.policy import check_spaces as check_policy_spaces
 
 __all__ = ["VecCheckFinite", "check_env_id", "check_spaces"]

@@ -17,7 +17,7 @@ A sweep file is a mapping with these keys (only ``grid`` or ``configs`` is requi
     seeds: 5                           # seeds 0..4, or a list such as [0, 7, 42]
     threshold: 475                     # return threshold of steps-to-threshold (default: the env's)
 
-An *option* is any key of a run configuration (``agents.config``): a run setting (``algo``, ``env``,
+An *option* is any key of a run configuration (``bsn_zoo.config``): a run setting (``algo``, ``env``,
 ``n_timesteps``, ``n_envs``, ``policy``, ``eval_freq``...) or an algorithm argument; dotted keys
 (``policy_kwargs.estimator``) reach into mappings. Every (configuration, seed) pair is one *trial*, run as
 ``python train.py --algo A --env E --seed S -f <trial folder> -params key:value ...``.
@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from agents.cli_errors import UserInputError
+from bsn_zoo.cli_errors import UserInputError
 
 __all__ = [
     "FLAG_OPTIONS",
@@ -139,12 +139,12 @@ class TrialSpec:
         return arguments
 
     def run_config(self) -> dict[str, Any]:
-        """The validated run configuration ``train.py`` will build for this trial (``agents.config``).
+        """The validated run configuration ``train.py`` will build for this trial (``bsn_zoo.config``).
 
         Raises:
             UserInputError: naming the trial and the bad option.
         """
-        from agents.config import build_config
+        from bsn_zoo.config import build_config
 
         flags = {key: self.options.get(key) for key in FLAG_OPTIONS}
         flags["seed"] = self.seed
@@ -191,7 +191,7 @@ class SweepSpec:
                 for config_id, options in self.configs.items() for seed in self.seeds]
 
     def validate(self) -> None:
-        """Check every configuration with ``agents.config`` before anything runs.
+        """Check every configuration with ``bsn_zoo.config`` before anything runs.
 
         Raises:
             UserInputError: naming the first configuration with an unknown or bad option.

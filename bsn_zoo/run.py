@@ -2,7 +2,7 @@
 
 Run folder layout (``<log-folder>/<algo>/<env>_<N>/``, see :class:`RunLayout`)::
 
-    config.yml                      the exact configuration used (agents.config)
+    config.yml                      the exact configuration used (bsn_zoo.config)
     final_model.zip                 the model at the end of training (+ _vecnormalize.pkl if normalised)
     best_model.zip                  the model with the best evaluation return so far
     checkpoints/ckpt_<steps>_steps.zip   periodic checkpoints, and the one saved on SIGINT / SIGTERM
@@ -35,7 +35,7 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize, unwrap_vec_wrapper
 
-from agents.callbacks import (
+from bsn_zoo.callbacks import (
     CheckpointCallback,
     FiniteParametersCallback,
     FiringHistogramCallback,
@@ -45,7 +45,7 @@ from agents.callbacks import (
     StopRequest,
     catch_stop_signals,
 )
-from agents.checkpoint import (
+from bsn_zoo.checkpoint import (
     TEMP_SUFFIX,
     atomic_write,
     check_finite_parameters,
@@ -54,8 +54,8 @@ from agents.checkpoint import (
     save_model,
     vecnormalize_path,
 )
-from agents.cli_errors import DivergenceError, UserInputError
-from agents.config import (
+from bsn_zoo.cli_errors import DivergenceError, UserInputError
+from bsn_zoo.config import (
     ACTIVATIONS,
     DRIVER_ARGUMENTS,
     RUN_DEFAULTS,
@@ -66,7 +66,7 @@ from agents.config import (
     validate_config,
     wrapper_class,
 )
-from agents.env_checks import VecCheckFinite, check_env_id, check_spaces
+from bsn_zoo.env_checks import VecCheckFinite, check_env_id, check_spaces
 from policies import BinaryStochasticPolicy
 
 __all__ = [
@@ -276,7 +276,7 @@ def make_env(
         render_mode: Gymnasium render mode (``"rgb_array"`` to record videos), or ``None``.
 
     Returns:
-        A ``VecEnv`` wrapped in :class:`~agents.env_checks.VecCheckFinite` (not normalised); with
+        A ``VecEnv`` wrapped in :class:`~bsn_zoo.env_checks.VecCheckFinite` (not normalised); with
         ``config["backend"] == "torch"`` (and no ``render_mode``), one unwrapped batched
         :class:`envs.TorchVecEnv` on ``config["device"]`` instead, so LocalPG keeps its on-device
         rollouts (no Monitor files, no finiteness wrapper).
@@ -492,7 +492,7 @@ def run_training(
 
     Args:
         config: a run configuration (validated again here; missing run settings take
-            :data:`~agents.config.RUN_DEFAULTS`). :func:`agents.config.build_config` builds one from the
+            :data:`~bsn_zoo.config.RUN_DEFAULTS`). :func:`bsn_zoo.config.build_config` builds one from the
             hyperparameter files, as ``train.py`` does.
         run_dir: the run folder (created if missing); its ``config.yml`` is (re)written.
         resume_from: a model file to continue from: its step count, optimiser state, TensorBoard event

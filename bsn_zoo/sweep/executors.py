@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from agents.cli_errors import UserInputError
-from agents.sweep.spec import TrialSpec
-from agents.sweep.state import TrialRecord
-from agents.sweep.trial import REPO_ROOT, TrialInterrupted, failed_record, run_trial
+from bsn_zoo.cli_errors import UserInputError
+from bsn_zoo.sweep.spec import TrialSpec
+from bsn_zoo.sweep.state import TrialRecord
+from bsn_zoo.sweep.trial import REPO_ROOT, TrialInterrupted, failed_record, run_trial
 
 __all__ = ["Executor", "LocalExecutor", "RayExecutor", "TrialSettings", "import_ray"]
 
@@ -52,7 +52,7 @@ class TrialSettings:
     threads: int = 1
 
     def run(self, trial: TrialSpec, stop: threading.Event | None = None) -> TrialRecord:
-        """Run ``trial`` (see :func:`~agents.sweep.trial.run_trial`); a runner error becomes a failed record.
+        """Run ``trial`` (see :func:`~bsn_zoo.sweep.trial.run_trial`); a runner error becomes a failed record.
 
         Raises:
             TrialInterrupted: if ``stop`` is set while the trial runs.

@@ -16,7 +16,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import HParam
 from stable_baselines3.common.vec_env import VecNormalize
 
-from agents.checkpoint import check_finite_parameters, save_model
+from bsn_zoo.checkpoint import check_finite_parameters, save_model
 
 __all__ = [
     "CheckpointCallback",
@@ -139,7 +139,7 @@ class StopOnRequestCallback(BaseCallback):
 
 
 class FiniteParametersCallback(BaseCallback):
-    """Stop with :class:`~agents.cli_errors.DivergenceError` if an update made a weight non-finite.
+    """Stop with :class:`~bsn_zoo.cli_errors.DivergenceError` if an update made a weight non-finite.
 
     Checked at the start of every rollout, i.e. after every policy update, before the next one acts.
     """
