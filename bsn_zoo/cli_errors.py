@@ -12,6 +12,7 @@ import argparse
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NoReturn
 
 __all__ = [
@@ -57,6 +58,16 @@ class OneLineArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """Print ``<prog>: error: <message> (see <prog> --help)`` on stderr and exit with status 2."""
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def program_name(script: str) -> str:
+    """The name a command was started by: ``bsn-train`` for the console command, else ``script``.
+
+    Args:
+        script: the name to use outside a console command (``train.py`` for ``python train.py`` and in tests).
+    """
+    started_as = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return started_as if started_as.startswith("bsn-") else script
 
 
 def run_cli(main: Callable[[Sequence[str]], int], prog: str, argv: Sequence[str] | None = None) -> int:

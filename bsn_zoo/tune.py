@@ -59,7 +59,7 @@ from bsn_zoo.sweep.spec import (
     read_yaml,
 )
 from bsn_zoo.sweep.state import TrialRecord
-from bsn_zoo.sweep.trial import TrialInterrupted, check_train_script, read_evaluations, run_trial
+from bsn_zoo.sweep.trial import TrialInterrupted, read_evaluations, run_trial
 
 __all__ = [
     "BEST_FILE",
@@ -445,7 +445,6 @@ def optimize(
     target = spec.n_trials if n_trials is None else n_trials
     if target < 1:
         raise UserInputError(f"--n-trials must be at least 1, got {target}")
-    check_train_script()
     spec.trial_spec(0, {}).run_config()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # each trial's outcome is printed by `enough` below
     study_dir = Path(study_dir).resolve()

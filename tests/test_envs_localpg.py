@@ -11,8 +11,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from agents import LocalPG
-from agents.localpg import HiddenRolloutBuffer
-from agents.localpg import localpg as localpg_module
+from agents.localpg import HiddenRolloutBuffer, tensor_rollouts
 from benchmarks import profile_localpg, solve_time, throughput
 from envs import make_torch_vec_env
 
@@ -114,8 +113,8 @@ def test_rollout_host_reads_do_not_grow_with_its_length() -> None:
 
 def test_host_read_counter_sees_per_step_reads(monkeypatch: pytest.MonkeyPatch) -> None:
     # Control: with torch.distributions' argument checks left on, every step reads on the host.
-    enabled = localpg_module._distribution_checks
-    monkeypatch.setattr(localpg_module, "_distribution_checks", lambda _: enabled(True))
+    enabled = tensor_rollouts.distribution_checks
+    monkeypatch.setattr(tensor_rollouts, "distribution_checks", lambda _: enabled(True))
     short, long = rollout_host_reads(torch_model("cpu", max_episode_steps=4), (4, 16))
     assert long - short >= 16 - 4
 
@@ -139,7 +138,7 @@ def test_cut_episodes_are_bootstrapped_with_the_critic(select_rows: bool) -> Non
     with torch.no_grad():
         values = model.policy.predict_values(final_obs.reshape(6, 4)).reshape(2, 3)
     expected[cut] += model.gamma * values[cut]
-    model._bootstrap_cut_episodes(buffer, final_obs, cut, select_rows=select_rows)
+    tensor_rollouts.bootstrap_cut_episodes(model, buffer, final_obs, cut, select_rows=select_rows)
     torch.testing.assert_close(buffer.tensors.rewards, expected)
 
 
@@ -161,7 +160,8 @@ def test_cuda_rollout_never_synchronises_per_step(monkeypatch: pytest.MonkeyPatc
     model = torch_model("cuda", num_envs=64, n_steps=16, max_episode_steps=8)
     callback = ready_to_collect(model)
     drained = []
-    monkeypatch.setattr(model, "_drain_episodes", drained.append)  # its host copies are by design
+    # drain_episodes' host copies are by design
+    monkeypatch.setattr(tensor_rollouts, "drain_episodes", lambda _model, env: drained.append(env))
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
@@ -170,7 +170,7 @@ def test_cuda_rollout_never_synchronises_per_step(monkeypatch: pytest.MonkeyPatc
         torch.cuda.set_sync_debug_mode("default")
     assert drained == [model.env]
     monkeypatch.undo()
-    model._drain_episodes(model.env)
+    tensor_rollouts.drain_episodes(model, model.env)
     assert len(model.ep_info_buffer) > 0
 
 

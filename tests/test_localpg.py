@@ -292,7 +292,7 @@ def test_compiled_update_matches_eager_across_spaces_and_options(env_fn, policy,
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
 
 
-@pytest.mark.parametrize("compiled_function", ["_score_fn", "_loss_fn"])
+@pytest.mark.parametrize("compiled_function", ["_unit_scores_fn", "_loss_fn"])
 def test_compile_failure_names_the_fix(compiled_function: str) -> None:
     model = small_model(compile_update=True)
 
@@ -471,15 +471,15 @@ def test_runs_on_device_with_torch_env_and_uses_wrappers_when_wrapped() -> None:
 def test_explained_variance_on_the_device_matches_sb3() -> None:
     from stable_baselines3.common.utils import explained_variance
 
-    from agents.localpg.localpg import _explained_variance
+    from agents.localpg.diagnostics import explained_variance as device_explained_variance
 
     generator = torch.Generator().manual_seed(0)
     target = torch.randn(4096, generator=generator)
     predicted = target + 0.5 * torch.randn(4096, generator=generator)
     constant = torch.full((4096,), 3.0)
-    assert _explained_variance(predicted, target) == pytest.approx(
+    assert device_explained_variance(predicted, target) == pytest.approx(
         explained_variance(predicted.numpy(), target.numpy()), abs=1e-6
     )
-    assert np.isnan(_explained_variance(predicted, constant)) and np.isnan(
+    assert np.isnan(device_explained_variance(predicted, constant)) and np.isnan(
         explained_variance(predicted.numpy(), constant.numpy())
     )

@@ -7,7 +7,7 @@ import torch
 from stable_baselines3.common.logger import configure
 
 from agents import LocalPG
-from agents.localpg.localpg import _bernoulli_entropy
+from agents.localpg.diagnostics import bernoulli_entropy
 
 
 def model(**kwargs) -> LocalPG:
@@ -99,7 +99,7 @@ def test_layer_kl_is_per_layer_and_zero_at_the_collecting_parameters() -> None:
 
 def test_bernoulli_entropy_matches_the_definition_and_stays_finite() -> None:
     logits = torch.tensor([-300.0, -2.0, 0.0, 1.5, 300.0], requires_grad=True)
-    entropy = _bernoulli_entropy(logits)
+    entropy = bernoulli_entropy(logits)
     p = torch.sigmoid(logits[1:4].detach())
     expected = -(p * p.log() + (1 - p) * (1 - p).log())
     assert torch.allclose(entropy[1:4].detach(), expected, atol=1e-6)

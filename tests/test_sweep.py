@@ -18,7 +18,8 @@ from bsn_zoo.sweep import STATE_FILE, load_saved_sweep, main, run_sweep
 from bsn_zoo.sweep.executors import LocalExecutor, RayExecutor, TrialSettings
 from bsn_zoo.sweep.spec import TrialSpec, load_sweep, parse_sweep, unflatten_options
 from bsn_zoo.sweep.state import LearningCurve, SweepState, TrialRecord
-from bsn_zoo.sweep.trial import check_train_script, classify_exit, read_curve, run_trial
+from bsn_zoo.sweep.trial import classify_exit, read_curve, run_trial
+from bsn_zoo.train import build_parser as build_train_parser
 from tests.conftest import ROOT
 
 #: a sweep small enough for a test: 2 configurations x 2 seeds of 256 CartPole steps, plus a configuration
@@ -92,12 +93,10 @@ def test_unknown_option_is_rejected_before_anything_runs(tmp_path: Path) -> None
 
 
 def test_train_arguments_give_back_the_trial_options_through_train_py() -> None:
-    import train
-
     options = {"algo": "ppo", "env": "Acrobot-v1", "learning_rate": 3e-4, "policy": "mlp",
                "policy_kwargs.net_arch": [32, 32], "policy_kwargs.activation_fn": "relu", "normalize": True}
     trial = TrialSpec("t_s4", "t", 4, options)
-    args = train.build_parser().parse_args(trial.train_arguments(Path("/tmp/x")))
+    args = build_train_parser().parse_args(trial.train_arguments(Path("/tmp/x")))
     assert (args.algo, args.env, args.seed, args.log_folder) == ("ppo", "Acrobot-v1", 4, Path("/tmp/x"))
     expected = unflatten_options({k: v for k, v in options.items() if k not in ("algo", "env")})
     assert parse_overrides(args.hyperparams) == expected
@@ -207,11 +206,6 @@ def test_exit_status_and_last_error_line_give_the_trial_status(tmp_path: Path, r
                                                                 expected: tuple) -> None:
     (tmp_path / "stderr.log").write_text(stderr)
     assert classify_exit(returncode, tmp_path / "stderr.log") == expected
-
-
-def test_a_missing_train_script_is_reported(tmp_path: Path) -> None:
-    with pytest.raises(UserInputError, match=r"does not exist.*pip install -e \."):
-        check_train_script(tmp_path / "train.py")
 
 
 def test_a_trial_past_its_time_limit_is_stopped_and_recorded(tmp_path: Path) -> None:

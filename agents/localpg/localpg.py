@@ -1,7 +1,7 @@
 """LocalPG: policy gradient for binary-stochastic-neuron policies with purely local updates.
 
 Every hidden unit of the policy's BSN network learns with the paper's local estimator
-``(h_i - p_i) * (A - c_i)`` (PAPER.md section 1): ``A`` is the GAE(lambda) advantage of the delayed
+``(h_i - p_i) * (A - c_i)`` (docs/method.md §1): ``A`` is the GAE(lambda) advantage of the delayed
 reward (``lambda = 1``: Monte-Carlo return minus the learned value baseline), ``c_i`` an optional
 per-neuron baseline (section 2). The action head learns from ``log pi(a | h_top)`` with the top layer's
 samples as its input; nothing is back-propagated from one layer into the layer below.
@@ -13,10 +13,8 @@ the action head has PPO's clipped ratio on ``pi(a | h)``.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any, ClassVar, NamedTuple, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -27,14 +25,21 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import FloatSchedule, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
-from torch.distributions import Distribution
 from torch.nn import functional as F
 
 from agents.localpg.buffer import HiddenRolloutBuffer, HiddenRolloutSamples, TensorObs
-from agents.localpg.losses import MAX_LOG_RATIO, clipped_local_loss
-from envs.torch_vec_env import TorchVecEnv
+from agents.localpg.diagnostics import (
+    RolloutDiagnostics,
+    UpdateStats,
+    hidden_entropy,
+    layer_kls,
+    log_update,
+    rollout_diagnostics,
+)
+from agents.localpg.losses import hidden_loss
+from agents.localpg.optim import GroupGradientClipper, gradient_groups, layerwise_optimizer
+from agents.localpg.tensor_rollouts import collect_tensor_rollouts, distribution_checks, is_tensor_env
 from policies.bsn import BSNOutput
-from policies.estimators import LearnedPredictorEstimator, local_gradient
 from policies.policy import SUPPORTED_ACTION_SPACES, BinaryStochasticPolicy, check_spaces
 
 __all__ = ["LocalPG"]
@@ -42,13 +47,8 @@ __all__ = ["LocalPG"]
 SelfLocalPG = TypeVar("SelfLocalPG", bound="LocalPG")
 _Result = TypeVar("_Result")
 
-#: Rows of a rollout the per-update diagnostics are computed from (every k-th row beyond it): their cost
-#: stays bounded on rollouts of 10^5 rows, and 8192 rows estimate each mean to about 1% (1 / sqrt(8192)).
-DIAGNOSTIC_ROWS = 8192
-
-
 class LocalPG(OnPolicyAlgorithm):
-    """Local policy gradient for binary-stochastic-neuron policies (Bengio et al. 2013, PAPER.md).
+    """Local policy gradient for binary-stochastic-neuron policies (Bengio et al. 2013, docs/method.md).
 
     Args:
         policy: ``"BsnPolicy"`` / ``"MlpPolicy"`` (both :class:`~policies.BinaryStochasticPolicy`) or
@@ -111,7 +111,7 @@ class LocalPG(OnPolicyAlgorithm):
             as in SB3.
 
     Logged keys: SB3's ``rollout/``, ``time/`` and ``train/`` keys (as PPO's) and ``bsn/`` keys,
-    documented in the README.
+    documented in docs/tensorboard.md.
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
@@ -244,14 +244,14 @@ class LocalPG(OnPolicyAlgorithm):
             self.n_steps, self.n_envs, self.policy.bsn.total_units, self.device, self.gamma, self.gae_lambda
         )
         self.clip_range = FloatSchedule(self.clip_range)
-        self._clip_groups = self._gradient_groups()
-        self._clip_owners: dict[tuple[int, ...], torch.Tensor] = {}
-        self.policy.optimizer = self._layerwise_optimizer()
+        groups = gradient_groups(self.policy)
+        self._clipper = GroupGradientClipper(groups)
+        self.policy.optimizer = layerwise_optimizer(self.policy, groups, self._layer_lr_scales(), self.lr_schedule(1))
         # The update's two pure functions, compiled with compile_update (getattr: models saved before the
         # option existed load with the eager update).
         compiled = getattr(self, "compile_update", False)
         self._loss_fn = torch.compile(self._minibatch_loss) if compiled else self._minibatch_loss
-        self._score_fn = torch.compile(self._rollout_scores) if compiled else self._rollout_scores
+        self._unit_scores_fn = torch.compile(self._unit_scores) if compiled else self._unit_scores
 
     def _layer_lr_scales(self) -> list[float]:
         """The learning-rate multiplier of each BSN layer, bottom to top."""
@@ -265,30 +265,6 @@ class LocalPG(OnPolicyAlgorithm):
             )
         return [float(scale) for scale in scales]
 
-    def _layerwise_optimizer(self) -> torch.optim.Optimizer:
-        """The policy's optimizer rebuilt with one parameter group per gradient group, each with its
-        ``lr_scale`` (the BSN layers' ``hidden_lr_scale``, 1 for the rest)."""
-        policy = self.policy
-        n_layers = len(policy.bsn.layers)
-        scales = [*self._layer_lr_scales(), *[1.0] * (len(self._clip_groups) - n_layers)]
-        base_lr = self.lr_schedule(1)
-        groups = [
-            {"params": params, "lr": base_lr * scale, "lr_scale": scale}
-            for params, scale in zip(self._clip_groups, scales, strict=True)
-        ]
-        kwargs = dict(policy.optimizer_kwargs)
-        accepted = inspect.signature(policy.optimizer_class).parameters
-        if "fused" in accepted and "foreach" not in kwargs and "fused" not in kwargs:
-            # One fused kernel per parameter group: a small network's step is otherwise dominated by the
-            # per-tensor (or per-op, with foreach) dispatch, on CPU as on GPU (about 3x faster on CPU).
-            try:
-                return policy.optimizer_class(groups, lr=base_lr, fused=True, **kwargs)  # type: ignore[call-arg]
-            except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
-                pass
-        if "foreach" in accepted:
-            kwargs.setdefault("foreach", True)
-        return policy.optimizer_class(groups, lr=base_lr, **kwargs)  # type: ignore[call-arg]
-
     def _update_learning_rate(self, optimizers: list[torch.optim.Optimizer] | torch.optim.Optimizer) -> None:
         """SB3's schedule update, times each parameter group's ``lr_scale`` (layer-wise learning rates)."""
         learning_rate = self.lr_schedule(self._current_progress_remaining)
@@ -296,21 +272,6 @@ class LocalPG(OnPolicyAlgorithm):
         for optimizer in optimizers if isinstance(optimizers, list) else [optimizers]:
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate * group.get("lr_scale", 1.0)
-
-    def _gradient_groups(self) -> list[list[torch.nn.Parameter]]:
-        """Parameter groups whose gradient norms are clipped separately: one per BSN layer, the action
-        head, the critic, and the rest. A global norm would let the many hidden units' noisy estimates
-        shrink the action head's step, coupling layers that the local rule keeps independent."""
-        policy = self.policy
-        groups = [list(layer.parameters()) for layer in policy.bsn.layers]
-        head = list(policy.action_net.parameters())
-        if isinstance(getattr(policy, "log_std", None), torch.nn.Parameter):
-            head.append(policy.log_std)
-        groups.append(head)
-        groups.append([*policy.mlp_extractor.value_body.parameters(), *policy.value_net.parameters()])
-        seen = {id(p) for group in groups for p in group}
-        rest = [p for p in policy.parameters() if id(p) not in seen]
-        return [group for group in [*groups, rest] if group]
 
     # ------------------------------------------------------------------ rollouts
     def collect_rollouts(  # type: ignore[override]
@@ -327,8 +288,8 @@ class LocalPG(OnPolicyAlgorithm):
         device, with no per-step copy to the host.
         """
         assert self._last_obs is not None, "No previous observation was provided"
-        if _is_tensor_env(env):
-            return self._collect_tensor_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+        if is_tensor_env(env):
+            return collect_tensor_rollouts(self, env, callback, rollout_buffer, n_rollout_steps)
         self.policy.set_training_mode(False)
         rollout_buffer.reset()
         callback.on_rollout_start()
@@ -336,7 +297,7 @@ class LocalPG(OnPolicyAlgorithm):
         dones = self._last_episode_starts
         while n_steps < n_rollout_steps:
             # No argument checks on a distribution built from finite logits (each reads a tensor on the host).
-            with torch.no_grad(), _distribution_checks(False):
+            with torch.no_grad(), distribution_checks(False):
                 obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
                 step = self.policy.act(obs_tensor)
             actions = step.actions.cpu().numpy()
@@ -372,108 +333,8 @@ class LocalPG(OnPolicyAlgorithm):
         callback.on_rollout_end()
         return True
 
-    def _collect_tensor_rollouts(
-        self,
-        env: Any,
-        callback: BaseCallback,
-        rollout_buffer: HiddenRolloutBuffer,
-        n_rollout_steps: int,
-    ) -> bool:
-        """:meth:`collect_rollouts` for torch-batched envs: every step is a few tensor ops on the device.
-
-        No step reads a tensor on the host: ``torch.distributions``' argument checks (one host read
-        each) are off during the rollout, and episodes cut by the time limit are bootstrapped once
-        per rollout (:meth:`_bootstrap_cut_episodes`). The only host copies of a rollout are those of
-        :meth:`_drain_episodes` (finished-episode statistics for the logger).
-        """
-        self.policy.set_training_mode(False)
-        rollout_buffer.reset()
-        callback.on_rollout_start()
-        obs = self._last_obs if isinstance(self._last_obs, torch.Tensor) else obs_as_tensor(self._last_obs, self.device)
-        obs = obs.to(self.device)
-        episode_starts = torch.as_tensor(self._last_episode_starts, dtype=torch.float32, device=self.device)
-        box = isinstance(self.action_space, spaces.Box)
-        if box:
-            low = torch.as_tensor(self.action_space.low, device=self.device)
-            high = torch.as_tensor(self.action_space.high, device=self.device)
-        final_obs_steps: list[torch.Tensor] = []  # where each step ended, before automatic resets
-        cut_steps: list[torch.Tensor] = []  # episodes cut by the time limit (truncated, not terminated)
-        with _distribution_checks(False):
-            for _ in range(n_rollout_steps):
-                with torch.no_grad():
-                    step = self.policy.act(obs)
-                    actions = step.actions.clamp(low, high) if box else step.actions
-                    result = env.step_tensor(actions)
-                    rewards = result.rewards.to(self.device, torch.float32)
-                final_obs_steps.append(env.final_obs)
-                cut_steps.append(result.truncated & ~result.terminated)
-                self.num_timesteps += env.num_envs
-                callback.update_locals(locals())
-                if not callback.on_step():
-                    return False
-                rollout_buffer.add(obs, step.actions, rewards, episode_starts, step.values, step.log_prob, step.hidden)
-                obs = result.obs.to(self.device, obs.dtype)
-                episode_starts = (result.terminated | result.truncated).to(self.device, torch.float32)
-        final_obs = torch.stack(final_obs_steps).to(self.device, obs.dtype)
-        cut = torch.stack(cut_steps).to(self.device)
-        # On CPU reading the mask costs nothing; on an accelerator it would wait for the device.
-        self._bootstrap_cut_episodes(rollout_buffer, final_obs, cut, select_rows=self.device.type == "cpu")
-        self._last_obs = obs  # type: ignore[assignment]
-        self._last_episode_starts = episode_starts  # type: ignore[assignment]
-        self._drain_episodes(env)
-        with torch.no_grad():
-            last_values = self.policy.predict_values(obs)
-        rollout_buffer.compute_returns_and_advantage(last_values, episode_starts)
-        callback.update_locals(locals())
-        callback.on_rollout_end()
-        return True
-
-    @torch.no_grad()
-    def _bootstrap_cut_episodes(
-        self, rollout_buffer: HiddenRolloutBuffer, final_obs: torch.Tensor, cut: torch.Tensor, select_rows: bool
-    ) -> None:
-        """Add ``gamma * V(final observation)`` to the stored rewards of episodes cut by the time limit.
-
-        The tensor path's form of :meth:`_bootstrap_truncated` (SB3 issue #633), run once per rollout
-        (the critic does not change during a rollout, so the values equal per-step ones).
-
-        Args:
-            rollout_buffer: the full rollout; its ``tensors.rewards`` (n_steps, n_envs) are updated in place.
-            final_obs: (n_steps, n_envs, *obs_shape) observations where each step ended, before resets.
-            cut: (n_steps, n_envs) bool, the episode was truncated and not terminated at that step.
-            select_rows: score only the cut rows (reads the mask on the host: for CPU tensors), or
-                score every row and let the mask select (no host read: for accelerators).
-        """
-        rows = final_obs.reshape(-1, *final_obs.shape[2:])
-        rewards = rollout_buffer.tensors.rewards.view(-1)
-        if select_rows:
-            index = cut.reshape(-1).nonzero().squeeze(-1)
-            if len(index):
-                rewards.index_add_(0, index, self.gamma * self.policy.predict_values(rows[index]).reshape(-1))
-            return
-        rewards.add_(self.gamma * self.policy.predict_values(rows).reshape(-1) * cut.reshape(-1).to(rewards.dtype))
-
-    def _drain_episodes(self, env: Any) -> None:
-        """Copy the episodes finished since the last call from the env's tracker into ``ep_info_buffer``.
-
-        One host copy per rollout. If more episodes ended than the tracker's window holds, only the
-        window's (most recent) ones are seen, which is all ``rollout/ep_rew_mean`` averages anyway.
-        """
-        tracker = env.episodes
-        finished = int(tracker.finished)
-        new = min(finished - getattr(self, "_episodes_seen", 0), tracker.window)
-        self._episodes_seen = finished
-        if new <= 0:
-            return
-        slots = [(finished - k) % tracker.window for k in range(new, 0, -1)]
-        returns = tracker.window_returns[slots].tolist()
-        lengths = tracker.window_lengths[slots].tolist()
-        assert self.ep_info_buffer is not None
-        for episode_return, length in zip(returns, lengths, strict=True):
-            self.ep_info_buffer.append({"r": episode_return, "l": length})
-
     def _bootstrap_truncated(self, rewards: np.ndarray, dones: np.ndarray, infos: list[dict]) -> None:
-        """Add ``gamma * V(terminal obs)`` to rewards of episodes cut by a time limit (SB3 issue #633)."""
+        """Add ``gamma * V(terminal obs)`` to rewards of episodes cut by a time limit (as SB3 does)."""
         cut = [
             i
             for i, done in enumerate(dones)
@@ -492,7 +353,7 @@ class LocalPG(OnPolicyAlgorithm):
 
     # ------------------------------------------------------------------ update
     @torch.no_grad()
-    def _score_rollout(self, stats: _Stats | None = None) -> None:
+    def _score_rollout(self, stats: UpdateStats | None = None) -> None:
         """Per-unit log-probs of the stored hidden samples under the collecting parameters (``P_old``).
 
         With ``stats``, also record the rollout-level diagnostics of this one pass (before any
@@ -505,28 +366,26 @@ class LocalPG(OnPolicyAlgorithm):
         rows = buffer.buffer_size * buffer.n_envs
         hidden, advantages = buffer.hidden.reshape(rows, -1), buffer.tensors.advantages.reshape(-1)
         unit_log_probs, posteriors, diagnostics = self._call_update_fn(
-            self._score_fn, buffer.flat_observations(), buffer.flat_actions(), hidden, advantages, stats is not None
+            self._unit_scores_fn, buffer.flat_observations(), buffer.flat_actions(), hidden, advantages,
+            stats is not None,
         )
         buffer.unit_log_probs = unit_log_probs.reshape(buffer.buffer_size, buffer.n_envs, -1)
         if posteriors is not None:
             buffer.posteriors = posteriors.reshape(buffer.buffer_size, buffer.n_envs, -1)
         if stats is None or diagnostics is None:
             return
-        stats.add(**diagnostics.scalars)
-        for index, layer in enumerate(diagnostics.layers):
-            stats.layers.update({(index, name): float(value) for name, value in layer.items()})
-        stats.unit_firing_rate = diagnostics.unit_firing_rate
+        stats.add_rollout(diagnostics)
 
-    def _rollout_scores(
+    def _unit_scores(
         self,
         observations: TensorObs,
         actions: torch.Tensor,
         hidden: torch.Tensor,
         advantages: torch.Tensor,
         with_diagnostics: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor | None, _Diagnostics | None]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None, RolloutDiagnostics | None]:
         """The whole rollout's per-unit log-probs (rows, total_units), with ``rao_blackwell`` its per-unit
-        posteriors (same shape; else ``None``), and, if asked, its :class:`_Diagnostics`.
+        posteriors (same shape; else ``None``), and, if asked, its diagnostics (:mod:`agents.localpg.diagnostics`).
 
         A function of its arguments and the parameters only, so that ``compile_update`` can compile it.
         """
@@ -539,31 +398,9 @@ class LocalPG(OnPolicyAlgorithm):
         posteriors = torch.cat(credits, -1) if self.rao_blackwell else None
         if not with_diagnostics:
             return unit_log_probs, posteriors, None
-        unit_firing_rate = torch.cat(output.samples, -1).mean(0)
-        stride = max(1, len(advantages) // DIAGNOSTIC_ROWS)
-        if stride > 1:  # every stride-th row: a sample across steps and envs
-            output, advantages = output.rows(slice(None, None, stride)), advantages[::stride]
-            credits = [credit[::stride] for credit in credits]
-            features = output.inputs
-        scalars = {"hidden_entropy": _hidden_entropy(output)}
-        entropy = policy._get_action_dist_from_latent(output.output).entropy()
-        if entropy is not None:
-            scalars["entropy_loss"] = -entropy.mean()
         advantages = self._prepared_advantages(advantages)
-        signals = self._learning_signals(features, output, advantages)
-        if policy.neuron_baseline is not None:  # 1 - Var(A - c) / Var(A)
-            residual = torch.cat([s.expand_as(h) for s, h in zip(signals, output.samples, strict=True)], -1)
-            scalars["baseline_explained_variance"] = 1 - residual.var() / (advantages.var() + 1e-8)
-        layers = [
-            {
-                "abs_h_minus_p": (samples - probs).abs().mean(),
-                "grad_snr": _signal_to_noise(local_gradient(credit, probs, signal)),
-            }
-            for samples, credit, probs, signal in zip(
-                output.samples, credits, output.firing_probs, signals, strict=True
-            )
-        ]
-        return unit_log_probs, posteriors, _Diagnostics(scalars, layers, unit_firing_rate)
+        diagnostics = rollout_diagnostics(policy, output, credits, advantages, self._learning_signals)
+        return unit_log_probs, posteriors, diagnostics
 
     def _prepared_advantages(self, advantages: torch.Tensor) -> torch.Tensor:
         """The advantages standardised (zero mean, unit std) if ``normalize_advantage`` and there are 2+ rows."""
@@ -589,11 +426,11 @@ class LocalPG(OnPolicyAlgorithm):
         clip_range = float(self.clip_range(self._current_progress_remaining))  # type: ignore[operator]
         # A tensor, so that a clip_range schedule does not recompile a compiled loss at every update.
         clip_tensor = torch.tensor(clip_range, device=self.device)
-        stats = _Stats()
+        stats = UpdateStats()
         before = [layer.weight.detach().clone() for layer in self.policy.bsn.layers]
         continue_training = True
         # Stored actions need no argument checks (each one reads a tensor on the host).
-        with _distribution_checks(False):
+        with distribution_checks(False):
             self._score_rollout(stats)
             for _epoch in range(self.n_epochs):
                 for batch in self.rollout_buffer.get(self.batch_size):
@@ -612,12 +449,12 @@ class LocalPG(OnPolicyAlgorithm):
                         )
                     self.policy.optimizer.zero_grad()
                     loss.backward()
-                    self._clip_gradients()
+                    self._clipper.clip(self.max_grad_norm)
                     self.policy.optimizer.step()
                 self._n_updates += 1
                 if not continue_training:
                     break
-        self._log_update(stats, clip_range, before)
+        log_update(self, stats, clip_range, before)
 
     def _kl_stop_reason(self, step_stats: dict[str, torch.Tensor]) -> str | None:
         """Why the update's epochs stop here (``target_kl`` or ``hidden_target_kl`` passed), else ``None``."""
@@ -634,7 +471,7 @@ class LocalPG(OnPolicyAlgorithm):
 
     @staticmethod
     def _call_update_fn(function: Callable[..., _Result], *args: Any) -> _Result:
-        """``function(*args)`` (``_loss_fn`` or ``_score_fn``); a failed compilation becomes an error naming the fix."""
+        """``function(*args)`` (``_loss_fn`` or ``_unit_scores_fn``); a failed compilation names the fix."""
         try:
             return function(*args)
         except torch._dynamo.exc.BackendCompilerFailed as error:
@@ -645,31 +482,6 @@ class LocalPG(OnPolicyAlgorithm):
                 f"{first_line}); on CPU, inductor needs a C++ compiler (e.g. apt install g++). "
                 "Train with compile_update=False instead."
             ) from error
-
-    def _clip_gradients(self) -> None:
-        """``clip_grad_norm_(group, max_grad_norm)`` for every gradient group, in one multi-tensor pass.
-
-        Same result as calling ``torch.nn.utils.clip_grad_norm_`` once per group (each group's norm is
-        clipped separately, scale ``min(1, max_norm / (norm + 1e-6))``), with a fixed number of kernel
-        launches instead of a few per group.
-        """
-        grads, owners = [], []
-        for index, group in enumerate(self._clip_groups):
-            for parameter in group:
-                if parameter.grad is not None:
-                    grads.append(parameter.grad)
-                    owners.append(index)
-        if not grads:
-            return
-        norms = torch.stack(torch._foreach_norm(grads))
-        # Cached: a fresh index tensor would be a host-to-device copy, a synchronisation, at every step on GPU.
-        owner = self._clip_owners.get(tuple(owners))
-        if owner is None or owner.device != norms.device:
-            owner = self._clip_owners[tuple(owners)] = torch.tensor(owners, device=norms.device)
-        group_norms = torch.zeros(len(self._clip_groups), device=norms.device, dtype=norms.dtype)
-        group_norms = group_norms.index_add_(0, owner, norms.square()).sqrt()
-        scales = (self.max_grad_norm / (group_norms + 1e-6)).clamp(max=1.0)[owner]
-        torch._foreach_mul_(grads, list(scales.to(grads[0].dtype).unbind()))
 
     def _minibatch_loss(
         self, batch: HiddenRolloutSamples, clip_range: float | torch.Tensor
@@ -694,8 +506,10 @@ class LocalPG(OnPolicyAlgorithm):
         # Hidden units: local signal A - c_i, per-neuron clipped ratio.
         signals = self._learning_signals(evaluation.features, bsn_out, advantages)
         hidden_clip = clip_range if self.hidden_clip_range is None else self.hidden_clip_range
-        hidden_loss, predictor_loss, unit_clip_fraction = self._hidden_loss(batch, bsn_out, signals, hidden_clip)
-        loss = action_loss + self.hidden_coef * hidden_loss + predictor_loss
+        hidden, predictor_loss, unit_clip_fraction = hidden_loss(
+            bsn_out, policy.bsn.estimators, batch.old_unit_log_prob, batch.old_posterior, signals, hidden_clip
+        )
+        loss = action_loss + self.hidden_coef * hidden + predictor_loss
         baseline = policy.neuron_baseline
         if baseline is not None:
             learned = baseline.loss(evaluation.features.detach(), bsn_out, advantages)
@@ -709,14 +523,14 @@ class LocalPG(OnPolicyAlgorithm):
             entropy = evaluation.entropy if evaluation.entropy is not None else -evaluation.action_log_prob
             loss = loss - self.ent_coef * entropy.mean()
         if self.hidden_ent_coef > 0:
-            loss = loss - self.hidden_ent_coef * _hidden_entropy(bsn_out)
+            loss = loss - self.hidden_ent_coef * hidden_entropy(bsn_out)
         with torch.no_grad():
             step_stats = {
                 "action_loss": action_loss.detach(),
                 "value_loss": value_loss.detach(),
-                "hidden_loss": hidden_loss.detach(),
+                "hidden_loss": hidden.detach(),
                 "approx_kl": ((ratio - 1) - log_ratio).mean(),
-                **self._layer_kls(batch, bsn_out),
+                **layer_kls(batch.old_unit_log_prob, bsn_out.unit_log_probs, policy.bsn.hidden_sizes),
                 "clip_fraction": ((ratio - 1).abs() > clip_range).float().mean(),
                 "loss": loss.detach(),
             }
@@ -726,113 +540,8 @@ class LocalPG(OnPolicyAlgorithm):
                 step_stats["predictor_loss"] = predictor_loss.detach()
         return loss, step_stats
 
-    def _layer_kls(self, batch: HiddenRolloutSamples, bsn_out: BSNOutput) -> dict[str, torch.Tensor]:
-        """``{"layer_kl_<l>": approximate joint KL of layer l}``, mean over the rows of
-        ``sum_i ((r_i - 1) - log r_i)`` (Schulman's non-negative estimator, per unit, summed)."""
-        old = torch.split(batch.old_unit_log_prob, self.policy.bsn.hidden_sizes, dim=-1)
-        kls = {}
-        for index, (new_lp, old_lp) in enumerate(zip(bsn_out.unit_log_probs, old, strict=True)):
-            log_ratio = (new_lp.detach() - old_lp).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
-            kls[f"layer_kl_{index}"] = (torch.expm1(log_ratio) - log_ratio).sum(-1).mean()
-        return kls
-
-    def _hidden_loss(
-        self,
-        batch: HiddenRolloutSamples,
-        bsn_out: BSNOutput,
-        signals: list[torch.Tensor],
-        clip_range: float | torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Loss whose gradient w.r.t. each pre-activation is minus that unit's (clipped) local estimate.
-
-        Returns the hidden loss, the learned predictor's loss (0 without one) and the mean fraction of
-        clipped per-unit ratios over the clipped layers (``None`` if no layer is clipped).
-
-        Local estimator: ``-min(r_i (A - c_i), clip(r_i) (A - c_i))`` per unit, with
-        ``r_i = exp(log P_new(h_i) - log P_old(h_i))``; at ``r_i = 1`` its gradient is
-        ``-(h_i - p_i)(A - c_i)`` (:func:`agents.localpg.losses.clipped_local_loss`); with ``rao_blackwell``,
-        summed over both values of the unit weighted by the stored posterior ``q_i``, its gradient at
-        ``r_i = 1`` is ``-(q_i - p_i)(A - c_i)``. Learned predictor
-        (PAPER.md section 3): ``-a_i * g_hat_i`` and the
-        predictor's squared error to ``(h_i - p_i)(A - c_i)`` (``(q_i - p_i)(A - c_i)`` with ``rao_blackwell``).
-        """
-        bsn = self.policy.bsn
-        old_unit_lp = torch.split(batch.old_unit_log_prob, bsn.hidden_sizes, dim=-1)
-        posteriors: Sequence[torch.Tensor | None] = (
-            [None] * len(bsn.hidden_sizes)
-            if batch.old_posterior is None
-            else torch.split(batch.old_posterior, bsn.hidden_sizes, dim=-1)
-        )
-        losses: list[torch.Tensor] = []
-        predictor_losses: list[torch.Tensor] = []
-        clip_fractions: list[torch.Tensor] = []
-        for index, estimator in enumerate(bsn.estimators):
-            samples, probs = bsn_out.samples[index], bsn_out.firing_probs[index]
-            signal = signals[index]
-            if isinstance(estimator, LearnedPredictorEstimator):
-                credit = samples if posteriors[index] is None else posteriors[index]
-                target = local_gradient(credit, probs, signal)
-                layer_input = bsn_out.layer_inputs[index]
-                predicted = estimator.predict(samples, probs, bsn_out.pre_activations[index], inputs=layer_input)
-                predictor_losses.append(estimator.predictor_loss(predicted, target))
-                losses.append(-(bsn_out.pre_activations[index] * predicted.detach()).sum(-1).mean())
-                continue
-            loss, clip_fraction = clipped_local_loss(
-                bsn_out.pre_activations[index],
-                samples,
-                probs,
-                bsn_out.unit_log_probs[index],
-                old_unit_lp[index],
-                signal,
-                clip_range,
-                posteriors[index],
-            )
-            losses.append(loss)
-            clip_fractions.append(clip_fraction)
-        predictor_loss = sum(predictor_losses) if predictor_losses else torch.zeros((), device=self.device)
-        unit_clip_fraction = torch.stack(clip_fractions).mean() if clip_fractions else None
-        return sum(losses), predictor_loss, unit_clip_fraction  # type: ignore[return-value]
-
-    # ------------------------------------------------------------------ logging
-    def _log_update(self, stats: _Stats, clip_range: float, before: list[torch.Tensor]) -> None:
-        buffer = self.rollout_buffer
-        explained_var = _explained_variance(buffer.tensors.values.flatten(), buffer.tensors.returns.flatten())
-        record = self.logger.record
-        record("train/entropy_loss", stats.mean("entropy_loss"))
-        record("train/policy_gradient_loss", stats.mean("action_loss"))
-        record("train/value_loss", stats.mean("value_loss"))
-        record("train/approx_kl", stats.mean("approx_kl"))
-        record("train/clip_fraction", stats.mean("clip_fraction"))
-        record("train/loss", stats.mean("loss"))
-        record("train/explained_variance", explained_var)
-        record("train/n_updates", self._n_updates, exclude="tensorboard")
-        record("train/clip_range", clip_range)
-        record("bsn/hidden_loss", stats.mean("hidden_loss"))
-        record("bsn/hidden_entropy", stats.mean("hidden_entropy"))
-        if "unit_clip_fraction" in stats.values:
-            record("bsn/unit_clip_fraction", stats.mean("unit_clip_fraction"))
-        if "predictor_loss" in stats.values:
-            record("bsn/predictor_loss", stats.mean("predictor_loss"))
-        unit_rate = stats.unit_firing_rate
-        assert unit_rate is not None, "train() records the firing rates in _score_rollout"
-        for index, (rates, layer, old_weight) in enumerate(
-            zip(torch.split(unit_rate, self.policy.bsn.hidden_sizes), self.policy.bsn.layers, before, strict=True)
-        ):
-            prefix = f"bsn/layer{index}"
-            record(f"{prefix}/firing_rate", float(rates.mean()))
-            record(f"{prefix}/frac_always_on", float((rates == 1).float().mean()))
-            record(f"{prefix}/frac_never_on", float((rates == 0).float().mean()))
-            record(f"{prefix}/mean_abs_h_minus_p", stats.layer_mean(index, "abs_h_minus_p"))
-            record(f"{prefix}/grad_snr", stats.layer_mean(index, "grad_snr"))
-            record(f"{prefix}/update_norm", float((layer.weight.detach() - old_weight).norm()))
-            record(f"{prefix}/approx_kl", stats.mean(f"layer_kl_{index}"))
-        baseline = self.policy.neuron_baseline
-        if baseline is not None:
-            record("bsn/baseline_explained_variance", stats.mean("baseline_explained_variance", default=float("nan")))
-
     def _excluded_save_params(self) -> list[str]:
-        compiled = ["_loss_fn", "_score_fn"]
-        return [*super()._excluded_save_params(), "rollout_buffer", "_clip_groups", "_clip_owners", *compiled]
+        return [*super()._excluded_save_params(), "rollout_buffer", "_clipper", "_loss_fn", "_unit_scores_fn"]
 
     def learn(
         self: SelfLocalPG,
@@ -853,44 +562,6 @@ class LocalPG(OnPolicyAlgorithm):
         )
 
 
-def _is_tensor_env(env: VecEnv) -> bool:
-    """True for a :class:`envs.TorchVecEnv` used as it is.
-
-    ``isinstance`` rather than ``hasattr``: SB3's wrappers (``VecNormalize``, ``VecMonitor``...) forward
-    attribute look-ups to the env inside, and a wrapped env must go through the wrapper's numpy API.
-    """
-    return isinstance(env, TorchVecEnv)
-
-
-@contextmanager
-def _distribution_checks(enabled: bool) -> Iterator[None]:
-    """Set ``torch.distributions``' default argument validation within the block, then restore it.
-
-    The checks read a tensor on the host at every distribution built (a device synchronisation on
-    CUDA). The tensor-path rollout turns them off; its actions are drawn from logits of finite inputs.
-    """
-    previous = Distribution._validate_args
-    Distribution.set_default_validate_args(enabled)
-    try:
-        yield
-    finally:
-        Distribution.set_default_validate_args(previous)
-
-
-def _bernoulli_entropy(pre_activation: torch.Tensor) -> torch.Tensor:
-    """Entropy of Bernoulli(sigmoid(a)) per unit, in nats: ``softplus(a) - a * sigmoid(a)``.
-
-    Written in the logit so value and gradient stay finite when ``sigmoid(a)`` rounds to 0 or 1 (the
-    probability form's gradient is then ``0 * inf = NaN``, even with a zero coefficient).
-    """
-    return F.softplus(pre_activation) - pre_activation * torch.sigmoid(pre_activation)
-
-
-def _hidden_entropy(output: BSNOutput) -> torch.Tensor:
-    """Summed Bernoulli entropy of all hidden units, mean over the batch (a 0-dim tensor)."""
-    return torch.stack([_bernoulli_entropy(a).sum(-1) for a in output.pre_activations]).sum(0).mean()
-
-
 def _check_positive(**values: float) -> None:
     for name, value in values.items():
         if not value > 0:
@@ -901,63 +572,3 @@ def _check_non_negative(**values: float) -> None:
     for name, value in values.items():
         if not value >= 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
-
-
-def _explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
-    """SB3's ``explained_variance``, ``1 - Var[target - predicted] / Var[target]`` (NaN if ``Var[target] = 0``).
-
-    Computed where the tensors live, so a rollout on a GPU copies one number to the host instead of both
-    columns (two 32 MiB copies per update at 524288 envs x 16 steps: 17% of the update on an H100,
-    benchmarks/results/localpg_profile_cuda.md).
-    """
-    target_variance = target.var(unbiased=False)
-    ratio = (target - predicted).var(unbiased=False) / target_variance
-    return float(torch.where(target_variance == 0, torch.nan, 1 - ratio))
-
-
-def _signal_to_noise(estimate: torch.Tensor) -> torch.Tensor:
-    """``|mean g| / std g`` of each column of ``estimate`` (rows, units), averaged over units (0 for one row)."""
-    rows = len(estimate)
-    mean = estimate.mean(0)
-    # Moments instead of std(0): a column-wise std is ~3x slower on CPU for a whole rollout.
-    std = ((estimate * estimate).mean(0) - mean * mean).clamp_min(0).mul(rows / max(rows - 1, 1)).sqrt()
-    snr = mean.abs() / (std + 1e-8) if rows > 1 else mean * 0
-    return snr.mean()
-
-
-class _Diagnostics(NamedTuple):
-    """Rollout-level diagnostics of one update, from :meth:`LocalPG._rollout_scores` (tensors on the device).
-
-    Attributes:
-        scalars: ``hidden_entropy``; ``entropy_loss`` if the action distribution has an entropy;
-            ``baseline_explained_variance`` with a per-neuron baseline (0-dim tensors).
-        layers: per BSN layer, ``abs_h_minus_p`` (``mean |h - p|``) and ``grad_snr`` (``|mean g| / std g``
-            of the local estimates ``g``, averaged over units). Scalars and layers use at most
-            :data:`DIAGNOSTIC_ROWS` rows of the rollout (every k-th row beyond it).
-        unit_firing_rate: each unit's firing rate over the whole rollout, shape (total_units,).
-    """
-
-    scalars: dict[str, torch.Tensor]
-    layers: list[dict[str, torch.Tensor]]
-    unit_firing_rate: torch.Tensor
-
-
-class _Stats:
-    """Accumulates the scalars of one update for logging; tensors stay on the device until :meth:`mean`."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, list[torch.Tensor]] = {}
-        self.layers: dict[tuple[int, str], float] = {}
-        self.unit_firing_rate: torch.Tensor | None = None
-
-    def add(self, **values: torch.Tensor) -> None:
-        for key, value in values.items():
-            self.values.setdefault(key, []).append(value.detach())
-
-    def mean(self, key: str, default: float = 0.0) -> float:
-        if key not in self.values:
-            return default
-        return float(torch.stack([value.float() for value in self.values[key]]).mean())
-
-    def layer_mean(self, index: int, key: str) -> float:
-        return self.layers.get((index, key), float("nan"))

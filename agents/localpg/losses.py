@@ -8,7 +8,7 @@ per-neuron baseline), the loss is PPO's clipped surrogate applied to every unit 
     r_i = P_new(h_i | x) / P_old(h_i | x)
 
 and its gradient with respect to the unit's own pre-activation is the paper's local estimator
-(PAPER.md section 1) scaled by the ratio, on the unclipped branch only:
+(docs/method.md §1) scaled by the ratio, on the unclipped branch only:
 
     dL/da_i = -(1 / B) r_i (h_i - p_i) s_i   where the unclipped term is the minimum, else 0
 
@@ -26,13 +26,15 @@ that unit ``i`` fired given its Markov blanket under ``P_old``, the surrogate is
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from policies.estimators import bernoulli_log_prob
+from policies.bsn import BSNOutput
+from policies.estimators import LearnedPredictorEstimator, bernoulli_log_prob, local_gradient
 
-__all__ = ["MAX_LOG_RATIO", "clipped_local_loss"]
+__all__ = ["MAX_LOG_RATIO", "clipped_local_loss", "hidden_loss"]
 
 #: Bound on ``|log r_i|``: beyond it ``exp`` would overflow, so the ratio is clamped and the unit's
 #: gradient is zero there (a unit whose probability moved by a factor e^20 is far outside any trust region).
@@ -129,3 +131,61 @@ def clipped_local_loss(
     clip = clip_range.detach() if isinstance(clip_range, torch.Tensor) else float(clip_range)
     weights = None if posterior is None else posterior.detach()
     return _ClippedLocalLoss.apply(pre_activation, *detached, clip, weights)  # type: ignore[no-any-return]
+
+
+def hidden_loss(
+    bsn_out: BSNOutput,
+    estimators: Sequence[Any],
+    old_unit_log_prob: torch.Tensor,
+    old_posterior: torch.Tensor | None,
+    signals: Sequence[torch.Tensor],
+    clip_range: float | torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The hidden layers' loss: its gradient w.r.t. each pre-activation is minus that unit's (clipped) local estimate.
+
+    Local estimator (docs/method.md §1): per unit ``-min(r_i (A - c_i), clip(r_i) (A - c_i))`` with
+    ``r_i = exp(log P_new(h_i) - log P_old(h_i))`` (:func:`clipped_local_loss`); at ``r_i = 1`` its gradient
+    is ``-(h_i - p_i)(A - c_i)``. With a posterior (Rao-Blackwellised credit), summed over both values of
+    the unit weighted by the stored posterior ``q_i``; its gradient at ``r_i = 1`` is ``-(q_i - p_i)(A - c_i)``.
+    Learned predictor (docs/method.md §3): ``-a_i * g_hat_i`` and the predictor's squared error to the local
+    estimate ``(h_i - p_i)(A - c_i)`` (``(q_i - p_i)(A - c_i)`` with a posterior).
+
+    Args:
+        bsn_out: the BSN's output on the minibatch, with the stored samples (``given_samples``).
+        estimators: the BSN's per-layer estimators (``local`` or ``learned_predictor``).
+        old_unit_log_prob: (rows, total_units) log-probabilities of the stored samples under ``P_old``.
+        old_posterior: (rows, total_units) stored posteriors ``q`` (posterior credit), or ``None`` (sample credit).
+        signals: per layer, the learning signal ``A - c_i``: (rows, 1) or (rows, units).
+        clip_range: half-width ``eps > 0`` of every unit's clipped ratio.
+
+    Returns:
+        The summed hidden loss, the learned predictors' loss (0 without one), and the mean fraction of
+        clipped per-unit ratios over the clipped layers (``None`` if no layer is clipped).
+    """
+    sizes = [samples.shape[-1] for samples in bsn_out.samples]
+    old_unit_lp = torch.split(old_unit_log_prob, sizes, dim=-1)
+    posteriors: Sequence[torch.Tensor | None] = (
+        [None] * len(sizes) if old_posterior is None else torch.split(old_posterior, sizes, dim=-1)
+    )
+    losses: list[torch.Tensor] = []
+    predictor_losses: list[torch.Tensor] = []
+    clip_fractions: list[torch.Tensor] = []
+    for index, estimator in enumerate(estimators):
+        samples, probs = bsn_out.samples[index], bsn_out.firing_probs[index]
+        pre_activation = bsn_out.pre_activations[index]
+        if isinstance(estimator, LearnedPredictorEstimator):
+            credit = samples if posteriors[index] is None else posteriors[index]
+            target = local_gradient(credit, probs, signals[index])
+            predicted = estimator.predict(samples, probs, pre_activation, inputs=bsn_out.layer_inputs[index])
+            predictor_losses.append(estimator.predictor_loss(predicted, target))
+            losses.append(-(pre_activation * predicted.detach()).sum(-1).mean())
+            continue
+        loss, clip_fraction = clipped_local_loss(
+            pre_activation, samples, probs, bsn_out.unit_log_probs[index], old_unit_lp[index], signals[index],
+            clip_range, posteriors[index],
+        )
+        losses.append(loss)
+        clip_fractions.append(clip_fraction)
+    predictor_loss = sum(predictor_losses) if predictor_losses else torch.zeros((), device=old_unit_log_prob.device)
+    unit_clip_fraction = torch.stack(clip_fractions).mean() if clip_fractions else None
+    return sum(losses), predictor_loss, unit_clip_fraction  # type: ignore[return-value]

@@ -32,7 +32,6 @@ from bsn_zoo.cli_errors import OneLineArgumentParser, UserInputError
 from bsn_zoo.sweep.executors import Executor, LocalExecutor, RayExecutor, TrialSettings
 from bsn_zoo.sweep.spec import SweepSpec, TrialSpec, load_sweep, parse_sweep
 from bsn_zoo.sweep.state import FINISHED_STATUSES, SweepState, TrialRecord
-from bsn_zoo.sweep.trial import check_train_script
 
 __all__ = [
     "STATE_FILE",
@@ -143,7 +142,6 @@ def run_sweep(
     unknown = set(rerun) - set(FINISHED_STATUSES)
     if unknown:
         raise UserInputError(f"cannot rerun unknown statuses {sorted(unknown)}; choose from {FINISHED_STATUSES}")
-    check_train_script()
     spec.validate()
     sweep_dir = Path(sweep_dir).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -28,7 +27,7 @@ from typing import Any, Protocol
 from bsn_zoo.cli_errors import UserInputError
 from bsn_zoo.sweep.spec import TrialSpec
 from bsn_zoo.sweep.state import TrialRecord
-from bsn_zoo.sweep.trial import REPO_ROOT, TrialInterrupted, failed_record, run_trial
+from bsn_zoo.sweep.trial import TrialInterrupted, failed_record, package_pythonpath, run_trial
 
 __all__ = ["Executor", "LocalExecutor", "RayExecutor", "TrialSettings", "import_ray"]
 
@@ -169,7 +168,7 @@ class RayExecutor:
     def connect(self) -> None:
         """Join the Ray cluster, or start the private instance (nothing if Ray is already initialised).
 
-        Workers get the repository on their ``PYTHONPATH`` so that they can import this package.
+        Workers get the package's folder on their ``PYTHONPATH`` so that they can import this package.
 
         Raises:
             UserInputError: if Ray is not installed or cannot connect / start, with what to do.
@@ -177,8 +176,7 @@ class RayExecutor:
         ray, _ = import_ray()
         if ray.is_initialized():
             return
-        runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT),
-                                                                                 os.environ.get("PYTHONPATH")]))}}
+        runtime_env = {"env_vars": {"PYTHONPATH": package_pythonpath()}}
         local = self.address == LOCAL_RAY
         try:
             ray.init(address=None if local else self.address, num_cpus=self.num_cpus if local else None,

@@ -28,27 +28,26 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from bsn_zoo.cli_errors import UserInputError
 from bsn_zoo.sweep.spec import TrialSpec
 from bsn_zoo.sweep.state import LearningCurve, TrialRecord
 
 __all__ = [
-    "REPO_ROOT",
-    "TRAIN_SCRIPT",
+    "PACKAGE_ROOT",
+    "TRAIN_MODULE",
     "TrialInterrupted",
-    "check_train_script",
     "classify_exit",
     "failed_record",
     "find_run_dir",
+    "package_pythonpath",
     "read_curve",
     "read_evaluations",
     "run_trial",
 ]
 
-#: the repository root (the folder of ``train.py``).
-REPO_ROOT = Path(__file__).resolve().parents[2]
-#: the training command-line tool every trial runs.
-TRAIN_SCRIPT = REPO_ROOT / "train.py"
+#: the folder that holds the ``bsn_zoo`` package (a checkout, or site-packages); children get it on ``PYTHONPATH``.
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+#: the training command every trial runs, as ``python -m TRAIN_MODULE``.
+TRAIN_MODULE = "bsn_zoo.train"
 #: how ``train.py`` starts the message of a run whose weights or losses became non-finite (bsn_zoo/checkpoint.py).
 DIVERGENCE_MESSAGE = "training diverged"
 #: prefix of ``train.py``'s one-line errors (bsn_zoo/cli_errors.run_cli), removed from recorded errors.
@@ -63,15 +62,9 @@ class TrialInterrupted(Exception):
     """The sweep was stopped while this trial ran; the trial is not recorded and runs again on resume."""
 
 
-def check_train_script(train_script: Path = TRAIN_SCRIPT) -> None:
-    """Check that the ``train.py`` trials run exists (it does in a clone, or an editable install).
-
-    Raises:
-        UserInputError: naming where it was looked for and how to fix it.
-    """
-    if not Path(train_script).is_file():
-        raise UserInputError(f"{train_script} does not exist: trials run train.py next to the agents package; "
-                             "work in a clone of the repository (pip install -e .)")
+def package_pythonpath() -> str:
+    """``PYTHONPATH`` for a child process: :data:`PACKAGE_ROOT` ahead of the caller's own ``PYTHONPATH``."""
+    return os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))
 
 
 def find_run_dir(trial_dir: Path) -> Path | None:
@@ -191,7 +184,6 @@ def run_trial(
     should_prune: Callable[[Path], bool] | None = None,
     poll_s: float = 1.0,
     python: str = sys.executable,
-    train_script: Path = TRAIN_SCRIPT,
 ) -> TrialRecord:
     """Run one trial to the end and return its record.
 
@@ -208,8 +200,7 @@ def run_trial(
         should_prune: called with the run folder every ``poll_s`` seconds once it exists; returning
             ``True`` stops the child (status ``pruned``). Used by Optuna.
         poll_s: seconds between checks of the child, the stop event and ``should_prune`` (> 0).
-        python: the interpreter that runs ``train.py``.
-        train_script: the ``train.py`` to run.
+        python: the interpreter that runs ``python -m bsn_zoo.train`` (the one running the sweep).
 
     Returns:
         The :class:`TrialRecord`: ``ok`` with the learning curve, or ``failed`` / ``diverged`` /
@@ -224,13 +215,14 @@ def run_trial(
     trial_dir = sweep_dir / "trials" / trial.trial_id
     shutil.rmtree(trial_dir, ignore_errors=True)
     trial_dir.mkdir(parents=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    command = [python, str(train_script), *trial.train_arguments(trial_dir), "--threads", str(threads)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "PYTHONPATH": package_pythonpath()}
+    command = [python, "-m", TRAIN_MODULE, *trial.train_arguments(trial_dir), "--threads", str(threads)]
     start = time.monotonic()
     status, error = None, None
     with open(trial_dir / "stdout.log", "wb") as stdout, open(trial_dir / "stderr.log", "wb") as stderr:
         process = subprocess.Popen(command, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, env=env,
-                                   cwd=REPO_ROOT, start_new_session=True, preexec_fn=_die_with_parent())
+                                   start_new_session=True, preexec_fn=_die_with_parent())
         try:
             while process.poll() is None:
                 time.sleep(poll_s)
