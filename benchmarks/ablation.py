@@ -33,7 +33,9 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents.localpg import LocalPG
 from benchmarks.common import RunResult, train_until
-from benchmarks.compare_sb3 import TASKS, ZOO, algo_config, make_env
+from benchmarks.compare_sb3 import TASKS, algo_config
+from bsn_zoo.plotting import Line, Panel, plot_learning_curves
+from envs import make_vec_env
 
 
 @dataclass(frozen=True)
@@ -72,12 +74,12 @@ VARIANTS = [
     Variant("baseline=learned", "+ input-dependent per-neuron c_i(s)", policy_overrides={"baseline": "learned"}),
     Variant(
         "estimator=learned_predictor",
-        "learned predictor of the local estimate (PAPER.md section 3, biased)",
+        "learned predictor of the local estimate (docs/method.md §3, biased)",
         policy_overrides={"estimator": "learned_predictor"},
     ),
     Variant(
         "estimator=learned_predictor+inputs",
-        "learned predictor that also reads each layer's inputs (per-unit linear term, PAPER.md section 3)",
+        "learned predictor that also reads each layer's inputs (per-unit linear term, docs/method.md §3)",
         policy_overrides={"estimator": "learned_predictor", "estimator_kwargs": {"use_inputs": True}},
     ),
     Variant(
@@ -138,16 +140,14 @@ def build(variant: Variant, env_id: str, seed: int) -> BaseAlgorithm:
         config = {**tuned, **variant.overrides, "policy_kwargs": policy_kwargs}
         n_envs = int(config.pop("n_envs"))
         normalize = bool(config.pop("normalize", False))
-        env = make_env(env_id, n_envs, seed, normalize, float(config.get("gamma", 0.99)))
+        env = make_vec_env(env_id, n_envs, seed, normalize=normalize, gamma=float(config.get("gamma", 0.99)))
         return LocalPG("BsnPolicy", env, seed=seed, **config)
-    zoo = dict(ZOO["ppo"][env_id])
-    # BinaryStochasticPolicy refuses gSDE (its hidden units already explore): RL Zoo's Pendulum-v1 PPO
-    # explores with plain Gaussian noise here.
-    zoo.pop("use_sde", None)
-    zoo.pop("sde_sample_freq", None)
+    # RL Zoo's PPO settings without gSDE, which BinaryStochasticPolicy refuses (its hidden units already
+    # explore): RL Zoo's Pendulum-v1 PPO explores with plain Gaussian noise here.
+    zoo = algo_config("ppo_bsn", env_id)
     n_envs = int(zoo.pop("n_envs"))
     normalize = bool(zoo.pop("normalize", False))
-    env = make_env(env_id, n_envs, seed, normalize, float(zoo.get("gamma", 0.99)))
+    env = make_vec_env(env_id, n_envs, seed, normalize=normalize, gamma=float(zoo.get("gamma", 0.99)))
     ppo_policy = {key: policy_kwargs[key] for key in ("net_arch", "bsn_init_gain", "estimator") if key in policy_kwargs}
     return PPO(LocalPG.policy_aliases["BsnPolicy"], env, seed=seed, policy_kwargs=ppo_policy, **zoo)
 
@@ -157,14 +157,10 @@ def run_one(job: tuple[str, str, int, int]) -> tuple[str, str, int, RunResult]:
     torch.set_num_threads(1)
     variant = next(v for v in VARIANTS if v.name == name)
     task = TASKS[env_id]
-    normalize = (
-        bool(algo_config("localpg", env_id).get("normalize", False))
-        if variant.algo == "localpg"
-        else bool(ZOO["ppo"][env_id].get("normalize", False))
-    )
+    normalize = bool(algo_config("localpg" if variant.algo == "localpg" else "ppo", env_id).get("normalize", False))
 
     def eval_env() -> VecEnv:
-        return make_env(env_id, 1, 10_000 + seed, normalize, 0.99)
+        return make_vec_env(env_id, 1, 10_000 + seed, normalize=normalize)
 
     # Fixed budget (min_steps = budget): learning curves and final returns are compared at equal steps.
     result = train_until(
@@ -206,35 +202,34 @@ def table(results: list[tuple[str, str, int, RunResult]], env_id: str, budget: i
 
 
 def plot(results: list[tuple[str, str, int, RunResult]], env_id: str, budget: int, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Median learning curves over seeds: LocalPG's levers, and the back-propagated comparisons beside LocalPG's
+    default."""
     grid = np.linspace(0, budget, 101)
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), sharey=True)
+
+    def median(name: str) -> np.ndarray | None:
+        curves = [grid_curve(r.curve, grid) for n, e, _s, r in results if n == name and e == env_id]
+        return np.nanmedian(np.stack(curves), axis=0) if curves else None
+
+    levers: list[Line] = []
+    comparisons: list[Line] = []
     for variant in VARIANTS:
-        curves = [grid_curve(r.curve, grid) for n, e, _s, r in results if n == variant.name and e == env_id]
-        if not curves:
-            continue
-        ax = axes[0] if variant.algo == "localpg" else axes[1]
-        ax.plot(
-            grid,
-            np.nanmedian(np.stack(curves), axis=0),
-            label=variant.name,
-            lw=2.5 if variant.name == "default" else 1.2,
-        )
-    default_curves = [grid_curve(r.curve, grid) for n, e, _s, r in results if n == "default" and e == env_id]
-    if default_curves:
-        axes[1].plot(grid, np.nanmedian(np.stack(default_curves), axis=0), label="LocalPG default", lw=2.5, color="k")
-    for ax, title in zip(axes, ["LocalPG levers", "back-propagated comparisons (stock PPO)"], strict=True):
-        ax.axhline(TASKS[env_id].threshold, color="k", ls="--", lw=0.8)
-        ax.set_title(f"{env_id}: {title}")
-        ax.set_xlabel("env steps")
-        ax.legend(fontsize=7)
-    axes[0].set_ylabel("20-episode training mean (median over seeds)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+        curve = median(variant.name)
+        if curve is not None:
+            width = 2.5 if variant.name == "default" else 1.2
+            (levers if variant.algo == "localpg" else comparisons).append(
+                Line(grid, curve, label=variant.name, linewidth=width)
+            )
+    default = median("default")
+    if default is not None:
+        comparisons.append(Line(grid, default, label="LocalPG default", color="k", linewidth=2.5))
+    threshold = [TASKS[env_id].threshold]
+    panels = [
+        Panel(levers, title=f"{env_id}: LocalPG levers", xlabel="env steps",
+              ylabel="20-episode training mean (median over seeds)", thresholds=threshold),
+        Panel(comparisons, title=f"{env_id}: back-propagated comparisons (stock PPO)", xlabel="env steps",
+              thresholds=threshold),
+    ]
+    plot_learning_curves(panels, path, panel_size=(6.5, 4.5), sharey=True, grid=False, legend_fontsize=7)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmarks: the steps-to-threshold callback and one timed training run.
+"""Shared pieces of the benchmarks: the steps-to-threshold callback, one timed training run, hyperparameter
+entries (read through :mod:`bsn_zoo.config`) and the description of the machine.
 
 A run's *training curve* is the mean return of the last ``window`` finished training episodes
 (SB3's ``rollout/ep_rew_mean`` with a window of 20), recorded each time an episode ends; its
@@ -7,23 +8,36 @@ A run's *training curve* is the mean return of the last ``window`` finished trai
 
 from __future__ import annotations
 
+import os
+import platform
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
+import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
-from torch import nn
 
-from bsn_zoo.config import RUN_DEFAULTS, resolve_schedules
+from bsn_zoo.config import RUN_DEFAULTS, load_hyperparams, read_hyperparams, validate_config
+from bsn_zoo.run import algorithm_kwargs
 
-__all__ = ["RunResult", "ThresholdCallback", "benchmark_settings", "evaluate", "load_tuned", "train_until"]
+__all__ = [
+    "BENCHMARK_RUN_SETTINGS",
+    "RunResult",
+    "ThresholdCallback",
+    "benchmark_settings",
+    "evaluate",
+    "has_entry",
+    "load_tuned",
+    "machine_description",
+    "train_until",
+]
 
 
 class ThresholdCallback(BaseCallback):
@@ -140,25 +154,27 @@ def train_until(
     return RunResult(callback.solved_at, int(model.num_timesteps), seconds, eval_mean, callback.curve)
 
 
-def load_tuned(path: str, env_id: str) -> dict[str, Any]:
-    """One environment's entry of an RL-Zoo-style hyperparameter YAML (e.g. ``hyperparams/localpg.yml``).
-
-    ``policy_kwargs`` may be a string ``"dict(...)"`` as in RL Zoo; it is evaluated with only ``dict``
-    and ``nn`` (``torch.nn``) in scope. ``learning_rate`` and ``clip_range`` may be RL Zoo's
-    ``lin_<start>`` (linear decay from ``start`` to 0 over the ``learn`` call), returned as a schedule.
+def load_tuned(path: str | Path, env_id: str, algo: str = "localpg") -> dict[str, Any]:
+    """One environment's entry of an RL-Zoo-style hyperparameter YAML (e.g. ``hyperparams/localpg.yml``), read
+    as ``train.py`` reads it: :func:`bsn_zoo.config.load_hyperparams` (the file's ``default`` entry for an id
+    without one), every key and value checked by :func:`bsn_zoo.config.validate_config` for ``algo``, and the
+    algorithm arguments resolved by :func:`bsn_zoo.run.algorithm_kwargs` (``lin_<start>`` values of
+    ``learning_rate`` / ``clip_range`` become linear schedules, ``policy_kwargs.activation_fn`` names
+    ``torch.nn`` modules). Returns the entry's own keys, in the file's order; run settings stay as written.
 
     Raises:
-        KeyError: if the file has no entry for ``env_id`` (the message lists the entries).
-        bsn_zoo.cli_errors.UserInputError: for a ``lin_`` value whose start is not a positive number.
+        bsn_zoo.cli_errors.UserInputError: for a missing or malformed file, a file without an entry for
+            ``env_id`` or a ``default`` one, or a bad key or value.
     """
-    with open(path) as handle:
-        table = yaml.safe_load(handle)
-    if env_id not in table:
-        raise KeyError(f"{path} has no entry for {env_id!r}; it has: {', '.join(table)}")
-    entry = dict(table[env_id])
-    if isinstance(entry.get("policy_kwargs"), str):
-        entry["policy_kwargs"] = eval(entry["policy_kwargs"], {"__builtins__": {}, "dict": dict, "nn": nn})
-    return resolve_schedules(entry)
+    entry = load_hyperparams(Path(path), env_id)
+    validate_config({**entry, "algo": algo})
+    resolved = algorithm_kwargs(entry)
+    return {key: resolved.get(key, value) for key, value in entry.items()}
+
+
+def has_entry(path: str | Path, env_id: str) -> bool:
+    """Whether the hyperparameter file has an entry of its own for ``env_id`` (not just ``default``)."""
+    return env_id != "default" and env_id in read_hyperparams(Path(path))
 
 
 #: the run settings of a ``hyperparams/localpg.yml`` entry that the benchmarks use; they build their own
@@ -171,3 +187,28 @@ def benchmark_settings(entry: dict[str, Any]) -> dict[str, Any]:
     ``train.py`` (:data:`bsn_zoo.config.RUN_DEFAULTS`: ``n_timesteps``, ``policy``, ``eval_freq``,
     ``deterministic_eval``, ...) are not LocalPG arguments and are left out."""
     return {key: value for key, value in entry.items() if key not in RUN_DEFAULTS or key in BENCHMARK_RUN_SETTINGS}
+
+
+def machine_description(device: str | None = None) -> str:
+    """The machine a benchmark ran on, for its report: CPU model and count, GPU, torch (threads), Python and
+    the load average now (call it at the end of the run).
+
+    Args:
+        device: the device the benchmark ran on: a ``cuda`` device names that GPU, ``"cpu"`` says "CPU run";
+            ``None`` names the current CUDA device if there is one, else says "no CUDA device".
+    """
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
+        if names:
+            cpu = f"{names[0]} x {len(names)}"
+    if device is None:
+        gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device"
+    else:
+        gpu = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "CPU run"
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    return (
+        f"{cpu}; {gpu}; torch {torch.__version__} ({torch.get_num_threads()} threads); "
+        f"python {platform.python_version()}; load average at the end (1, 5, 15 min): {load}"
+    )

@@ -43,12 +43,13 @@ import numpy as np
 import torch
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+from stable_baselines3.common.vec_env import VecEnv
 
-from bsn_zoo.config import linear_schedule
 from agents.localpg import LocalPG
-from benchmarks.common import RunResult, benchmark_settings, load_tuned, train_until
+from benchmarks.common import RunResult, benchmark_settings, has_entry, load_tuned, train_until
+from bsn_zoo.config import HYPERPARAMS_DIR
+from bsn_zoo.plotting import Line, Panel, plot_learning_curves
+from envs import make_vec_env
 from policies import BinaryStochasticPolicy
 
 ALGOS = ("localpg", "localpg_compiled", "ppo", "a2c", "ppo_bsn", "a2c_bsn")
@@ -63,56 +64,10 @@ LOCALPG_VARIANTS: dict[str, dict[str, Any]] = {"localpg": {}, "localpg_compiled"
 TUNED_PATH = str(Path(__file__).resolve().parents[1] / "hyperparams" / "localpg.yml")
 
 
-#: RL Zoo (rl-baselines3-zoo, hyperparams/ppo.yml and a2c.yml) settings; ``normalize`` is RL Zoo's
-#: ``normalize: true`` (VecNormalize of observations and rewards).
-ZOO: dict[str, dict[str, dict[str, Any]]] = {
-    "ppo": {
-        "CartPole-v1": dict(
-            n_envs=8,
-            n_steps=32,
-            batch_size=256,
-            gae_lambda=0.8,
-            gamma=0.98,
-            n_epochs=20,
-            ent_coef=0.0,
-            learning_rate=linear_schedule(1e-3),
-            clip_range=linear_schedule(0.2),
-        ),
-        "Acrobot-v1": dict(
-            n_envs=16, normalize=True, n_steps=256, gae_lambda=0.94, gamma=0.99, n_epochs=4, ent_coef=0.0
-        ),
-        # RL Zoo's tuned entry explores with gSDE (state-dependent noise, resampled every 4 steps).
-        "Pendulum-v1": dict(
-            n_envs=4,
-            n_steps=1024,
-            gae_lambda=0.95,
-            gamma=0.9,
-            n_epochs=10,
-            ent_coef=0.0,
-            learning_rate=1e-3,
-            clip_range=0.2,
-            use_sde=True,
-            sde_sample_freq=4,
-        ),
-        "MountainCar-v0": dict(
-            n_envs=16, normalize=True, n_steps=16, gae_lambda=0.98, gamma=0.99, n_epochs=4, ent_coef=0.0
-        ),
-        # RL Zoo's entry is for LunarLander-v2; v3 fixed bugs of v2 without changing the task's dynamics.
-        "LunarLander-v3": dict(
-            n_envs=16, n_steps=1024, batch_size=64, gae_lambda=0.98, gamma=0.999, n_epochs=4, ent_coef=0.01
-        ),
-    },
-    # RL Zoo has no A2C entry for Pendulum-v1 (only an "almost tuned" Pendulum-v0 at 1M steps), so A2C
-    # sits that task out (:func:`has_config`).
-    "a2c": {
-        "CartPole-v1": dict(n_envs=8, ent_coef=0.0),
-        "Acrobot-v1": dict(n_envs=16, normalize=True, ent_coef=0.0),
-        "MountainCar-v0": dict(n_envs=16, normalize=True, ent_coef=0.0),
-        "LunarLander-v3": dict(
-            n_envs=8, gamma=0.995, n_steps=5, learning_rate=linear_schedule(0.00083), ent_coef=0.00001
-        ),
-    },
-}
+#: RL Zoo's settings (rl-baselines3-zoo's, copied value for value), one file per algorithm; ``normalize`` is
+#: RL Zoo's ``normalize: true`` (VecNormalize of observations and rewards). RL Zoo's PPO explores with gSDE on
+#: Pendulum-v1 and has no A2C entry for Pendulum-v1, so A2C sits that task out (:func:`has_config`).
+ZOO_PATHS = {algo: str(HYPERPARAMS_DIR / f"{algo}.yml") for algo in ("ppo", "a2c")}
 
 
 @dataclass(frozen=True)
@@ -189,25 +144,29 @@ TASKS = {
 
 
 def has_config(algo: str, env_id: str) -> bool:
-    """Whether ``algo`` has settings for ``env_id`` (LocalPG always: ``hyperparams/localpg.yml``'s default)."""
-    return algo in LOCALPG_VARIANTS or env_id in ZOO[PLUGINS.get(algo, algo)]
+    """Whether ``algo`` has settings for ``env_id`` (LocalPG always: ``hyperparams/localpg.yml``'s default;
+    PPO and A2C: an entry of their own in :data:`ZOO_PATHS`)."""
+    return algo in LOCALPG_VARIANTS or has_entry(ZOO_PATHS[PLUGINS.get(algo, algo)], env_id)
 
 
 def algo_config(algo: str, env_id: str) -> dict[str, Any]:
-    """The algorithm's hyperparameters for ``env_id`` (LocalPG: ``hyperparams/localpg.yml``)."""
+    """The algorithm's hyperparameters for ``env_id`` (LocalPG: ``hyperparams/localpg.yml``; PPO, A2C and
+    their plug-ins: RL Zoo's, :data:`ZOO_PATHS`).
+
+    Raises:
+        KeyError: for PPO or A2C on a task without RL Zoo settings (see :func:`has_config`).
+    """
     if algo in LOCALPG_VARIANTS:
         config = benchmark_settings(load_tuned(TUNED_PATH, env_id))
         return {**config, **LOCALPG_VARIANTS[algo]}
-    config = dict(ZOO[PLUGINS.get(algo, algo)][env_id])
+    base = PLUGINS.get(algo, algo)
+    if not has_config(algo, env_id):
+        raise KeyError(f"{ZOO_PATHS[base]} has no RL Zoo settings for {env_id!r}")
+    config = benchmark_settings(load_tuned(ZOO_PATHS[base], env_id, base))
     if algo in PLUGINS:
         config.pop("use_sde", None)
         config.pop("sde_sample_freq", None)
     return config
-
-
-def make_env(env_id: str, n_envs: int, seed: int, normalize: bool, gamma: float) -> VecEnv:
-    env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
-    return VecNormalize(env, gamma=gamma) if normalize else env
 
 
 def build(algo: str, env_id: str, seed: int, overrides: dict[str, Any] | None = None) -> BaseAlgorithm:
@@ -215,7 +174,7 @@ def build(algo: str, env_id: str, seed: int, overrides: dict[str, Any] | None = 
     config = {**algo_config(algo, env_id), **(overrides or {})}
     n_envs = int(config.pop("n_envs"))
     normalize = bool(config.pop("normalize", False))
-    env = make_env(env_id, n_envs, seed, normalize, float(config.get("gamma", 0.99)))
+    env = make_vec_env(env_id, n_envs, seed, normalize=normalize, gamma=float(config.get("gamma", 0.99)))
     if algo in LOCALPG_VARIANTS:
         return LocalPG("BsnPolicy", env, seed=seed, **config)
     cls = PPO if PLUGINS.get(algo, algo) == "ppo" else A2C
@@ -230,7 +189,7 @@ def run_one(job: tuple[str, str, int, int]) -> tuple[str, str, int, RunResult]:
     normalize = bool(algo_config(algo, env_id).get("normalize", False))
 
     def eval_env() -> VecEnv:
-        return make_env(env_id, 1, 10_000 + seed, normalize, 0.99)
+        return make_vec_env(env_id, 1, 10_000 + seed, normalize=normalize)
 
     result = train_until(
         lambda: build(algo, env_id, seed),
@@ -264,7 +223,7 @@ def equal_rollout_overrides(algo: str, env_id: str, rule: str) -> dict[str, int]
     """
     if rule not in BATCH_RULES:
         raise ValueError(f"rule must be one of {BATCH_RULES}, got {rule!r}")
-    ppo = ZOO["ppo"][env_id]
+    ppo = algo_config("ppo", env_id)
     overrides = {"n_envs": int(ppo["n_envs"]), "n_steps": int(ppo["n_steps"])}
     if algo in LOCALPG_VARIANTS and rule == "minibatches":
         own = algo_config(algo, env_id)
@@ -280,7 +239,7 @@ def timed_throughput(algos: list[str], env_id: str, steps: int, repeats: int = 5
     segments that alternate between the models, so that a change of load on a shared machine hits them
     alike; the median segment of each is reported."""
     torch.set_num_threads(1)
-    ppo = ZOO["ppo"][env_id]
+    ppo = algo_config("ppo", env_id)
     rollout = ppo["n_envs"] * ppo["n_steps"]
     rules = {algo: BATCH_RULES if algo in LOCALPG_VARIANTS else BATCH_RULES[:1] for algo in algos}
     models = {
@@ -373,36 +332,38 @@ def per_seed_table(results: list[tuple[str, str, int, RunResult]]) -> str:
     return "\n".join(lines)
 
 
+#: Line colour of each algorithm in the learning-curve plot.
+COLOURS = {
+    "localpg": "tab:red",
+    "localpg_compiled": "tab:orange",
+    "ppo": "tab:blue",
+    "a2c": "tab:green",
+    "ppo_bsn": "tab:purple",
+    "a2c_bsn": "tab:olive",
+}
+
+
 def plot(results: list[tuple[str, str, int, RunResult]], env_ids: list[str], path: Path) -> None:
     """Training curves (20-episode mean vs env steps), one panel per environment, one colour per algorithm."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(env_ids), figsize=(6 * len(env_ids), 4), squeeze=False)
-    colours = {
-        "localpg": "tab:red",
-        "localpg_compiled": "tab:orange",
-        "ppo": "tab:blue",
-        "a2c": "tab:green",
-        "ppo_bsn": "tab:purple",
-        "a2c_bsn": "tab:olive",
-    }
-    for ax, env_id in zip(axes[0], env_ids, strict=True):
+    panels = []
+    for env_id in env_ids:
+        lines = []
         for algo in ALGOS:
             curves = [r.curve for a, e, _s, r in results if a == algo and e == env_id and r.curve]
             for index, curve in enumerate(curves):
                 steps, means = zip(*curve, strict=True)
-                ax.plot(steps, means, color=colours[algo], alpha=0.6, lw=1, label=algo if index == 0 else None)
-        ax.axhline(TASKS[env_id].threshold, color="k", ls="--", lw=0.8)
-        ax.set_title(env_id)
-        ax.set_xlabel("env steps")
-        ax.set_ylabel("20-episode training mean return")
-        if ax.get_legend_handles_labels()[1]:
-            ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+                label = algo if index == 0 else None
+                lines.append(Line(steps, means, label=label, color=COLOURS[algo], alpha=0.6, linewidth=1))
+        panels.append(
+            Panel(
+                lines,
+                title=env_id,
+                xlabel="env steps",
+                ylabel="20-episode training mean return",
+                thresholds=[TASKS[env_id].threshold],
+            )
+        )
+    plot_learning_curves(panels, path, panel_size=(6, 4), grid=False)
 
 
 def main(argv: list[str] | None = None) -> None:

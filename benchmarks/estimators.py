@@ -5,7 +5,7 @@ Reproduce (about a minute on one core):
     python -m benchmarks.estimators --output benchmarks/results/estimators.md
 
 For binary-event networks (local, learned predictor, straight-through, STS) every quantity in the first
-two tables is computed exactly, by enumerating every hidden configuration (:mod:`benchmarks.exact`):
+two tables is computed exactly, by enumerating every hidden configuration (:mod:`policies.exact`):
 the exact gradient of the expected loss, the estimator's exact expectation (hence its bias), and its
 exact per-sample covariance (hence its variance). Only the last column, the average cosine between a
 64-sample minibatch estimate and the exact gradient, is sampled (from the enumerated distribution).
@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from benchmarks.exact import (
+from policies.baselines import make_baseline
+from policies.bsn import BinaryStochasticNetwork
+from policies.exact import (
     Readout,
     exact_gradient,
     fit_baseline,
@@ -39,8 +41,6 @@ from benchmarks.exact import (
     predictor_unit_gradients,
     rectifier_expected_loss,
 )
-from policies.baselines import make_baseline
-from policies.bsn import BinaryStochasticNetwork
 
 COMMAND = "python -m benchmarks.estimators --output benchmarks/results/estimators.md"
 
@@ -296,7 +296,7 @@ torch {torch.__version__}, Python {platform.python_version()}).
 
 Notation: `g` is one sample's estimate of the parameter gradient (all weights and biases of all layers),
 `∇` the exact gradient of the network's expected loss `E[L]`, by enumerating every hidden configuration
-(see `benchmarks/exact.py`). Bias and variance are exact (enumeration, no sampling); the last column
+(see `policies/exact.py`). Bias and variance are exact (enumeration, no sampling); the last column
 samples 400 minibatches of 64 configurations from the exact distribution. Learned baselines and
 predictors are trained first on 300 batches of 512 samples, then frozen. Every estimator is compared
 with the gradient of its own network (STS samples a different distribution than binary units).

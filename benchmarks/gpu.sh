@@ -28,15 +28,15 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 "$python" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" || exit 1
 
 # Issue #6's second target: CartPole-v1 solved (deterministic evaluation >= 475) in < 15 s of training.
-wanted solve && step 150 "$python" benchmarks/solve_time.py --device cuda --seeds 0 1 2 3 4 \
+wanted solve && step 150 "$python" -m benchmarks.solve_time --device cuda --seeds 0 1 2 3 4 \
     --out benchmarks/results/solve_time_cuda
 # Issue #6's first target: >= 10M env-steps/s of training (collection + update), with SB3 PPO
 # (RL-zoo settings, 8 envs, CPU) measured in the same run as the reference of the ratios.
-wanted throughput && step 240 "$python" benchmarks/throughput.py --methods sb3_ppo_zoo_train \
+wanted throughput && step 240 "$python" -m benchmarks.throughput --methods sb3_ppo_zoo_train \
     torch_cuda_bsn_collect localpg_torch_cuda_train localpg_torch_cuda_train_compiled \
     --num-envs 8 4096 65536 262144 524288 --out benchmarks/results/throughput_cuda
 # Where the time of a training iteration goes at the best throughput cell.
-wanted profile && step 90 "$python" benchmarks/profile_localpg.py --device cuda --num-envs 524288 \
+wanted profile && step 90 "$python" -m benchmarks.profile_localpg --device cuda --num-envs 524288 \
     --compile-update --out benchmarks/results/localpg_profile_cuda.md
 # The tests that skip without CUDA (device equivalence, no host syncs per step, save/load, training).
 wanted tests && step 100 "$python" -m pytest -q -k cuda tests/test_envs_torch.py tests/test_envs_localpg.py \

@@ -32,8 +32,9 @@ import torch
 from stable_baselines3 import PPO
 
 from benchmarks.common import ThresholdCallback
-from benchmarks.compare_sb3 import build, make_env
+from benchmarks.compare_sb3 import build
 from deploy import NumpyPolicy, export_numpy, export_onnx
+from envs import make_vec_env
 
 ENV_ID = "CartPole-v1"
 
@@ -52,7 +53,7 @@ def per_call_seconds(call: Callable[[], object], calls: int, repeats: int = 7) -
 
 def rollout_observations(model, rows: int, seed: int) -> np.ndarray:
     """``rows`` observations of the model's deterministic rollouts."""
-    env = make_env(ENV_ID, 8, seed, False, 0.99)
+    env = make_vec_env(ENV_ID, 8, seed)
     obs, collected = env.reset(), []
     while sum(len(batch) for batch in collected) < rows:
         actions, _ = model.predict(obs, deterministic=True)
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     model = build("localpg", ENV_ID, args.seed)
     solved = ThresholdCallback(475.0, window=20)
     model.learn(200_000, callback=solved)
-    reference = PPO("MlpPolicy", make_env(ENV_ID, 8, args.seed, False, 0.99), seed=args.seed)
+    reference = PPO("MlpPolicy", make_vec_env(ENV_ID, 8, args.seed), seed=args.seed)
     with tempfile.TemporaryDirectory() as folder:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = 1

@@ -43,10 +43,10 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 import envs
-from bsn_zoo.config import resolve_schedules
 from agents.localpg import LocalPG
 from benchmarks.common import ThresholdCallback, benchmark_settings, evaluate, load_tuned
-from benchmarks.compare_sb3 import PLUGINS, TUNED_PATH, algo_config, make_env
+from benchmarks.compare_sb3 import PLUGINS, TUNED_PATH, algo_config
+from bsn_zoo.config import resolve_schedules
 from policies import BinaryStochasticPolicy
 
 
@@ -160,13 +160,13 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--backend torch trains without VecNormalize; set normalize to false in the configuration")
     for seed in args.seeds:
         if args.backend == "torch":
-            train_env = envs.make_torch_vec_env(args.env_id, n_envs, seed=seed)
+            train_env = envs.make_vec_env(args.env_id, n_envs, seed, backend="torch")
         else:
-            train_env = make_env(args.env_id, n_envs, seed, normalize, gamma)
+            train_env = envs.make_vec_env(args.env_id, n_envs, seed, normalize=normalize, gamma=gamma)
         model = build_model(args.algo, train_env, seed, config)
 
         def eval_env(seed: int = seed) -> VecEnv:
-            return make_env(args.env_id, 1, args.eval_seed_offset + seed, normalize, gamma)
+            return envs.make_vec_env(args.env_id, 1, args.eval_seed_offset + seed, normalize=normalize, gamma=gamma)
 
         threshold = ThresholdCallback(args.threshold, 20, args.min_steps)
         checkpoints = CheckpointEvaluations(args.checkpoints, eval_env, args.eval_episodes, args.stochastic)

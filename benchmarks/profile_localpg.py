@@ -1,14 +1,14 @@
 """Where LocalPG's training time goes on a torch environment: rollout collection versus update, and top ops.
 
 Builds LocalPG (``BsnPolicy``) on :func:`envs.make_torch_vec_env` with the throughput benchmark's
-training settings (:func:`throughput.localpg_settings`, unless overridden), runs one warm-up
+training settings (:func:`benchmarks.throughput.localpg_settings`, unless overridden), runs one warm-up
 iteration, then times ``collect_rollouts`` and ``train`` separately (minimum over ``--repeats``
 calls each, interleaved) and profiles one call of each with ``torch.profiler`` (ops sorted by
 self time). With CUDA, every timed call ends with a device synchronisation.
 
 Usage::
 
-    python benchmarks/profile_localpg.py --num-envs 4096 --device cpu
+    python -m benchmarks.profile_localpg --num-envs 4096 --device cpu
 """
 
 from __future__ import annotations
@@ -23,15 +23,12 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+import envs
+from agents import LocalPG
+from benchmarks.common import machine_description
+from benchmarks.throughput import localpg_settings
+
 ROOT = Path(__file__).resolve().parents[1]
-for path in (ROOT, ROOT / "benchmarks"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
-
-from throughput import _machine_description, localpg_settings  # noqa: E402
-
-import envs  # noqa: E402 (after the sys.path fix, so the script runs from anywhere)
-from agents import LocalPG  # noqa: E402
 
 __all__ = ["profile_phases", "time_phases"]
 
@@ -116,13 +113,13 @@ def main(argv: list[str] | None = None) -> None:
     seconds = time_phases(model, args.repeats)
     tables = profile_phases(model, args.rows)
     total = sum(seconds.values())
-    command = "python benchmarks/profile_localpg.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    command = "python -m benchmarks.profile_localpg " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     lines = [
         f"# LocalPG on the torch {args.env}: collection versus update ({args.device})",
         "",
         f"Command: `{command}`",
         "",
-        f"Machine: {_machine_description()}.",
+        f"Machine: {machine_description()}.",
         "",
         f"Settings: {args.num_envs} envs, " + ", ".join(f"`{k}={v}`" for k, v in settings.items()) + f", "
         f"`net_arch={list(args.hidden_sizes)}`, `compile_update={args.compile_update}`; rollout of {rollout:,} "

@@ -18,15 +18,13 @@ they are also faster than the earlier 64 envs and ``5e-3`` (median 2.5 s against
 
 Usage (one command; the committed results name theirs)::
 
-    python benchmarks/solve_time.py --device cpu --seeds 0 1 2 3 4
-    python benchmarks/solve_time.py --device cuda --seeds 0 1 2 3 4 --out benchmarks/results/solve_time_cuda
+    python -m benchmarks.solve_time --device cpu --seeds 0 1 2 3 4
+    python -m benchmarks.solve_time --device cuda --seeds 0 1 2 3 4 --out benchmarks/results/solve_time_cuda
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shlex
 import sys
 import time
@@ -37,13 +35,12 @@ from typing import Any
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import envs
+from agents import LocalPG
+from benchmarks.common import machine_description
+from policies import BinaryStochasticPolicy
 
-import envs  # noqa: E402 (after the sys.path fix, so the script runs from anywhere)
-from agents import LocalPG  # noqa: E402
-from policies import BinaryStochasticPolicy  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 __all__ = ["SolveConfig", "SolveResult", "SolvedCallback", "deterministic_return", "parse_args", "solve"]
 
@@ -234,21 +231,6 @@ def solve(config: SolveConfig, seed: int) -> SolveResult:
     return result
 
 
-def _machine_description(device: str) -> str:
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
-        if names:
-            cpu = f"{names[0]} x {len(names)}"
-    gpu = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "CPU run"
-    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-    return (
-        f"{cpu}; {gpu}; torch {torch.__version__} ({torch.get_num_threads()} threads); "
-        f"python {platform.python_version()}; load average at the end (1, 5, 15 min): {load}"
-    )
-
-
 def write_markdown(path: Path, results: list[SolveResult], config: SolveConfig, command: str) -> None:
     """Write the per-seed table, the settings and the command that produced them."""
     settings: dict[str, Any] = {
@@ -268,7 +250,7 @@ def write_markdown(path: Path, results: list[SolveResult], config: SolveConfig, 
         "",
         f"Command: `{command}`",
         "",
-        f"Machine: {_machine_description(config.device)}.",
+        f"Machine: {machine_description(config.device)}.",
         "",
         "LocalPG settings: " + ", ".join(f"`{key}={value}`" for key, value in settings.items()) + ". "
         f"Evaluation every {config.eval_every} updates: {config.eval_episodes} parallel deterministic episodes "
@@ -297,7 +279,7 @@ def write_markdown(path: Path, results: list[SolveResult], config: SolveConfig, 
         lines += [
             "",
             "On a GPU (the issue's target: solved in < 15 s on an H100), the same script runs unchanged: "
-            "`python benchmarks/solve_time.py --device cuda --seeds 0 1 2 3 4 "
+            "`python -m benchmarks.solve_time --device cuda --seeds 0 1 2 3 4 "
             "--out benchmarks/results/solve_time_cuda`.",
         ]
     path.write_text("\n".join(lines) + "\n")
@@ -365,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{result.updates} updates, eval returns {[round(r) for r in result.returns]}",
             flush=True,
         )
-    command = "python benchmarks/solve_time.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    command = "python -m benchmarks.solve_time " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_markdown(args.out.with_suffix(".md"), results, config, command)
     print(f"wrote {args.out.with_suffix('.md')}")

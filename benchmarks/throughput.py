@@ -34,55 +34,53 @@ column for LocalPG) are one function added to :data:`METHODS`.
 
 Usage (the committed results were made with the command recorded in the results file)::
 
-    python benchmarks/throughput.py --num-envs 1 4 8 16 64 256 1024 4096 16384 --seconds 1.0
+    python -m benchmarks.throughput --num-envs 1 4 8 16 64 256 1024 4096 16384 --seconds 1.0
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shlex
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from gymnasium import spaces
+from stable_baselines3 import PPO
 from torch import nn
 
-if TYPE_CHECKING:
-    from stable_baselines3 import PPO
-
-    from agents import LocalPG
+import envs
+from agents import LocalPG
+from benchmarks.common import load_tuned, machine_description
+from bsn_zoo.config import HYPERPARAMS_DIR, RUN_DEFAULTS, LinearDecay
+from bsn_zoo.plotting import agg_figure
+from policies import BinaryStochasticNetwork
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import envs  # noqa: E402 (after the sys.path fix, so the script runs from anywhere)
-from policies import BinaryStochasticNetwork  # noqa: E402
 
 #: Samples per SB3 rollout (``n_steps = max(2, ROLLOUT_SAMPLES // num_envs)``). PPO's update cost per sample
 #: does not depend on it (10 epochs, minibatch 64), so a short rollout keeps each timed call short.
 ROLLOUT_SAMPLES = 256
 
-#: RL-zoo's PPO hyperparameters for CartPole-v1 (rl-baselines3-zoo ``hyperparams/ppo.yml``; it uses 8 envs).
-#: The zoo decays learning rate and clip range linearly; constants here cost the same time per step.
-SB3_ZOO_CARTPOLE: dict[str, Any] = {
-    "n_steps": 32,
-    "batch_size": 256,
-    "n_epochs": 20,
-    "gamma": 0.98,
-    "gae_lambda": 0.8,
-    "learning_rate": 1e-3,
-    "clip_range": 0.2,
-    "ent_coef": 0.0,
-}
+
+def _constant_rates(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry's PPO arguments (its run settings left out) with each linear schedule replaced by its start."""
+    return {
+        key: value.start if isinstance(value, LinearDecay) else value
+        for key, value in entry.items()
+        if key not in RUN_DEFAULTS
+    }
+
+
+#: RL-zoo's PPO hyperparameters for CartPole-v1 (``hyperparams/ppo.yml``, RL Zoo's entry; it uses 8 envs).
+#: The zoo decays learning rate and clip range linearly; constants here (the schedules' starts) cost the same
+#: time per step.
+SB3_ZOO_CARTPOLE: dict[str, Any] = _constant_rates(load_tuned(HYPERPARAMS_DIR / "ppo.yml", "CartPole-v1", "ppo"))
 
 #: LocalPG's training columns: steps per env per rollout at least this (more for few envs, see localpg_settings).
 LOCALPG_MIN_STEPS = 16
@@ -180,8 +178,6 @@ def _time_steps(
 
 
 def _sb3_ppo(num_envs: int, config: BenchmarkConfig) -> PPO:
-    from stable_baselines3 import PPO
-
     venv = envs.make_vec_env(config.env_id, n_envs=num_envs, seed=config.seed)
     policy_kwargs = {"net_arch": list(config.hidden_sizes)}
     n_steps = max(2, ROLLOUT_SAMPLES // num_envs)
@@ -212,8 +208,6 @@ def sb3_ppo_train(num_envs: int, config: BenchmarkConfig) -> float:
 
 def sb3_ppo_zoo_train(num_envs: int, config: BenchmarkConfig) -> float:
     """SB3 PPO (MlpPolicy) full training with RL-zoo's CartPole settings on DummyVecEnv, steps per second."""
-    from stable_baselines3 import PPO
-
     venv = envs.make_vec_env(config.env_id, n_envs=num_envs, seed=config.seed)
     policy_kwargs = {"net_arch": list(config.hidden_sizes)}
     model = PPO("MlpPolicy", venv, policy_kwargs=policy_kwargs, seed=config.seed, device="cpu", **SB3_ZOO_CARTPOLE)
@@ -240,8 +234,6 @@ def _localpg_train(
     backend: str, device: str, compile_update: bool = False
 ) -> Callable[[int, BenchmarkConfig], float]:
     def measure(num_envs: int, config: BenchmarkConfig) -> float:
-        from agents import LocalPG
-
         venv = envs.make_vec_env(config.env_id, n_envs=num_envs, seed=config.seed, backend=backend, device=device)
         policy_kwargs = {"net_arch": list(config.hidden_sizes)}
         settings = localpg_settings(num_envs)
@@ -394,22 +386,6 @@ def run_benchmark(
     }
 
 
-def _machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
-        if names:
-            cpu = f"{names[0]} x {len(names)}"
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device"
-    threads = torch.get_num_threads()
-    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-    return (
-        f"{cpu}; {gpu}; torch {torch.__version__} ({threads} threads); python {platform.python_version()}; "
-        f"load average at the end (1, 5, 15 min): {load}"
-    )
-
-
 def write_markdown(
     path: Path,
     results: dict[str, dict[int, float | None]],
@@ -429,7 +405,7 @@ def write_markdown(
         "",
         f"Command: `{command}`",
         "",
-        f"Machine: {_machine_description()}.",
+        f"Machine: {machine_description()}.",
         "",
         f"BSN policy: `BinaryStochasticNetwork({list(config.hidden_sizes)})` with a linear action head, batched "
         "sampling; SB3 PPO's MlpPolicy has the same hidden sizes. Each cell: steps per second over "
@@ -485,12 +461,8 @@ def _target_lines(results: dict[str, dict[int, float | None]]) -> list[str]:
 
 def write_plot(path: Path, results: dict[str, dict[int, float | None]], config: BenchmarkConfig) -> None:
     """Log-log plot of steps per second against the number of environments, one line per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure = agg_figure(7, 4.5)
+    axes = figure.add_subplot()
     for name, cells in results.items():
         points = [(n, v) for n, v in cells.items() if v is not None]
         if points:
@@ -503,9 +475,7 @@ def write_plot(path: Path, results: dict[str, dict[int, float | None]], config: 
     axes.set_title(f"Collection and training throughput, {config.env_id}")
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8)
-    figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -533,7 +503,7 @@ def main(argv: list[str] | None = None) -> None:
     env_counts = sorted(set(args.num_envs))
     start = time.perf_counter()
     results = run_benchmark(args.methods, env_counts, config, repeats=args.repeats)
-    command = "python benchmarks/throughput.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    command = "python -m benchmarks.throughput " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_markdown(args.out.with_suffix(".md"), results, env_counts, config, command, args.repeats)
     write_plot(args.out.with_suffix(".png"), results, config)

@@ -26,10 +26,16 @@ from typing import Any
 
 import yaml
 from gymnasium import spaces
+from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
+import hyperparams
+from agents.localpg import LocalPG
+from agents.localpg.hyperparameters import HYPERPARAMETER_RANGES
 from bsn_zoo.cli_errors import UserInputError
+from policies import BinaryStochasticPolicy
 from policies.estimators import ESTIMATORS
 from policies.policy import NEURON_BASELINES
 
@@ -53,12 +59,13 @@ __all__ = [
     "parse_overrides",
     "parse_value",
     "policy_class",
+    "read_hyperparams",
     "resolve_schedules",
     "validate_config",
 ]
 
 #: folder of the built-in hyperparameter files, one per algorithm, keyed by env id.
-HYPERPARAMS_DIR = Path(__file__).resolve().parent.parent / "hyperparams"
+HYPERPARAMS_DIR = Path(hyperparams.__file__).resolve().parent
 
 #: algorithms that ``--algo`` accepts.
 ALGORITHM_NAMES = ("localpg", "ppo", "a2c")
@@ -119,16 +126,10 @@ def algorithm_class(name: str) -> type[OnPolicyAlgorithm]:
         UserInputError: for an unknown name, listing the known ones.
     """
     if name == "localpg":
-        from agents.localpg import LocalPG
-
         return LocalPG
     if name == "ppo":
-        from stable_baselines3 import PPO
-
         return PPO
     if name == "a2c":
-        from stable_baselines3 import A2C
-
         return A2C
     raise UserInputError(f"unknown algorithm {name!r}; choose one of: {', '.join(ALGORITHM_NAMES)}")
 
@@ -141,8 +142,6 @@ def policy_class(name: str, observation_space: spaces.Space | None = None) -> ty
         observation_space: the environment's; a ``Dict`` space selects ``"MultiInputPolicy"`` for ``mlp``.
     """
     if name == "bsn":
-        from policies import BinaryStochasticPolicy
-
         return BinaryStochasticPolicy
     return "MultiInputPolicy" if isinstance(observation_space, spaces.Dict) else "MlpPolicy"
 
@@ -243,19 +242,12 @@ def _first_line(error: Exception) -> str:
     return " ".join(str(error).split())
 
 
-def load_hyperparams(path: Path, env_id: str) -> dict[str, Any]:
-    """Read the entry for ``env_id`` (or else ``default``) of a YAML file keyed by environment id.
-
-    Args:
-        path: the YAML file (``hyperparams/<algo>.yml`` or a ``-conf`` file).
-        env_id: the environment id whose entry is wanted.
-
-    Returns:
-        A copy of that entry.
+def read_hyperparams(path: Path) -> dict[str, dict[str, Any]]:
+    """Every entry of a YAML file keyed by environment id (``default`` included), as written.
 
     Raises:
-        UserInputError: if the file is missing, is not valid YAML (with the line), is not a mapping
-            of env ids to mappings, or has neither an ``env_id`` nor a ``default`` entry.
+        UserInputError: if the file is missing, is not valid YAML (with the line), or is not a mapping
+            of env ids to mappings.
     """
     try:
         text = Path(path).read_text()
@@ -271,6 +263,24 @@ def load_hyperparams(path: Path, env_id: str) -> dict[str, Any]:
     if not isinstance(content, dict) or not all(isinstance(v, dict) for v in content.values()):
         raise UserInputError(f"{path} must map environment ids to mappings of hyperparameters, "
                              "e.g. 'CartPole-v1: {n_steps: 128}'")
+    return content
+
+
+def load_hyperparams(path: Path, env_id: str) -> dict[str, Any]:
+    """Read the entry for ``env_id`` (or else ``default``) of a YAML file keyed by environment id.
+
+    Args:
+        path: the YAML file (``hyperparams/<algo>.yml`` or a ``-conf`` file).
+        env_id: the environment id whose entry is wanted.
+
+    Returns:
+        A copy of that entry.
+
+    Raises:
+        UserInputError: if the file is missing, is not valid YAML (with the line), is not a mapping
+            of env ids to mappings, or has neither an ``env_id`` nor a ``default`` entry.
+    """
+    content = read_hyperparams(path)
     key = env_id if env_id in content else "default"
     if key not in content:
         raise UserInputError(f"{path} has no entry for {env_id!r} and no 'default' entry; "
@@ -343,19 +353,6 @@ def frequency(key: str, value: Any) -> int:
     if number < -1:
         raise UserInputError(f"{key} must be a positive number of steps (0 or -1 disables), got {value!r}")
     return max(number, 0)
-
-
-def _float_in(low: float, high: float, low_open: bool, high_open: bool) -> Check:
-    def check(key: str, value: Any) -> float:
-        number = float(_number(key, value, float))
-        too_low = number <= low if low_open else number < low
-        too_high = number >= high if high_open else number > high
-        if too_low or too_high:
-            interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-            raise UserInputError(f"{key} must be in {interval}, got {value!r}")
-        return number
-
-    return check
 
 
 def _choice(choices: Sequence[str]) -> Check:
@@ -470,10 +467,6 @@ def _flag(key: str, value: Any) -> bool:
     return value
 
 
-POSITIVE = _float_in(0.0, math.inf, True, True)
-NON_NEGATIVE = _float_in(0.0, math.inf, False, True)
-
-
 def _linear_start(key: str, value: str) -> float:
     """The start of a ``lin_<start>`` value (a positive number), else a :class:`UserInputError`."""
     try:
@@ -484,13 +477,6 @@ def _linear_start(key: str, value: str) -> float:
         raise UserInputError(f"{key} {value!r} is not a linear schedule with a positive start; "
                              f"write {LINEAR_PREFIX}<start>, e.g. {LINEAR_PREFIX}3e-3")
     return start
-
-
-def _positive_or_linear(key: str, value: Any) -> float | str:
-    """A positive number, or ``lin_<start>`` (kept as text, normalised to ``lin_<float>``) for a schedule."""
-    if isinstance(value, str) and value.startswith(LINEAR_PREFIX):
-        return f"{LINEAR_PREFIX}{_linear_start(key, value)!r}"
-    return POSITIVE(key, value)
 
 
 #: validation of each run setting.
@@ -514,18 +500,33 @@ RUN_CHECKS: dict[str, Check] = {
     "log_interval": lambda key, value: None if value is None else positive_int(key, value),
 }
 
-#: validation of the usual algorithm arguments (others are only checked to be known).
+def _in_range(key: str, value: Any) -> int | float:
+    """``value`` checked against its range in :data:`agents.localpg.hyperparameters.HYPERPARAMETER_RANGES`."""
+    interval = HYPERPARAMETER_RANGES[key]
+    number = _number(key, value, int if interval.integer else float)
+    if not interval.contains(number):
+        raise UserInputError(f"{key} must be {interval.describe()}, got {value!r}")
+    return number
+
+
+def _in_range_or_linear(key: str, value: Any) -> float | str:
+    """A number in the key's range, or ``lin_<start>`` (kept as text, normalised to ``lin_<float>``) for a schedule."""
+    if isinstance(value, str) and value.startswith(LINEAR_PREFIX):
+        return f"{LINEAR_PREFIX}{_linear_start(key, value)!r}"
+    return _in_range(key, value)
+
+
+def _in_range_or_none(key: str, value: Any) -> float | None:
+    return None if value is None else _in_range(key, value)
+
+
+#: validation of the usual algorithm arguments (others are only checked to be known). The numeric ranges
+#: are the algorithms' own (:data:`agents.localpg.hyperparameters.HYPERPARAMETER_RANGES`).
 HYPERPARAM_CHECKS: dict[str, Check] = {
-    "learning_rate": _positive_or_linear,
-    "n_steps": positive_int,
-    "batch_size": positive_int,
-    "n_epochs": positive_int,
-    "gamma": _float_in(0.0, 1.0, True, False),
-    "gae_lambda": _float_in(0.0, 1.0, False, False),
-    "clip_range": _positive_or_linear,
-    "ent_coef": NON_NEGATIVE,
-    "vf_coef": NON_NEGATIVE,
-    "max_grad_norm": POSITIVE,
+    **{key: _in_range for key in HYPERPARAMETER_RANGES},
+    "learning_rate": _in_range_or_linear,
+    "clip_range": _in_range_or_linear,
+    **{key: _in_range_or_none for key in ("target_kl", "hidden_target_kl", "hidden_clip_range")},
     "normalize_advantage": _flag,
     "rao_blackwell": _flag,
 }
@@ -568,8 +569,6 @@ def _validate_policy_kwargs(policy: str, value: Any) -> dict[str, Any]:
     if isinstance(policy_obj, type):
         known, open_ended = _argument_names(policy_obj.__init__)
     else:
-        from stable_baselines3.common.policies import ActorCriticPolicy
-
         known, open_ended = _argument_names(ActorCriticPolicy.__init__)
     known = [name for name in known if name not in ("self", "observation_space", "action_space", "lr_schedule")]
     for key in kwargs:

@@ -10,6 +10,8 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
 from bsn_zoo.cli_errors import NonFiniteEnvError, UserInputError
+from envs import UnknownEnvironmentError
+from envs import check_env_id as check_registered
 from policies.policy import check_spaces as check_policy_spaces
 
 __all__ = ["VecCheckFinite", "check_env_id", "check_spaces"]
@@ -23,9 +25,6 @@ def check_env_id(env_id: str) -> None:
     Raises:
         UserInputError: naming the unknown id, the closest registered ids, and how to list them all.
     """
-    from envs import UnknownEnvironmentError
-    from envs import check_env_id as check_registered
-
     module, sep, name = env_id.rpartition(":")
     if sep:
         try:

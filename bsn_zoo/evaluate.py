@@ -132,7 +132,7 @@ def plot_targets(targets: Sequence[Path], path: Path, keys: Sequence[str]) -> Pa
     empty = [key for key, curves in panels.items() if not curves]
     if empty:
         raise UserInputError(f"nothing to plot for {', '.join(empty)}: give run folders that logged it "
-                             "(TensorBoard keys are listed in the README)")
+                             "(its TensorBoard keys are listed in docs/tensorboard.md)")
     return plot_learning_curves(curve_panels(panels, smooth=not keys), path, columns=2)
 
 

@@ -1,4 +1,5 @@
-"""Evaluating saved models, recording episodes as GIFs, and plotting learning curves of runs."""
+"""Evaluating saved models, recording episodes as GIFs, and reading runs' learning curves (plotted by
+:mod:`bsn_zoo.plotting`)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,16 @@ import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
+from bsn_zoo.plotting import Curve
+
 __all__ = [
     "EpisodeStats",
     "load_monitor_curve",
     "load_tensorboard_scalars",
-    "plot_learning_curves",
     "run_episodes",
     "save_gif",
 ]
 
-#: ``(steps, values)`` of one curve.
-Curve = tuple[np.ndarray, np.ndarray]
 
 
 @dataclass
@@ -150,42 +150,3 @@ def load_tensorboard_scalars(event_dir: Path, keys: list[str]) -> dict[str, Curv
             events = sorted(accumulator.Scalars(key), key=lambda event: event.step)
             curves[key] = (np.array([e.step for e in events]), np.array([e.value for e in events]))
     return curves
-
-
-def plot_learning_curves(panels: dict[str, dict[str, Curve]], path: Path, smooth: bool = True) -> Path:
-    """Plot curves of several runs into one PNG, one panel per quantity.
-
-    Args:
-        panels: panel title (the y quantity, e.g. ``episode return`` or a TensorBoard key) to a mapping
-            of run label to ``(steps, values)``.
-        path: the ``.png`` destination (its folder is created).
-        smooth: draw a moving average over about 5% of the points (raw points faint).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    columns = min(len(panels), 2) or 1
-    rows = max(1, -(-len(panels) // columns))
-    figure, axes_grid = plt.subplots(rows, columns, figsize=(6.5 * columns, 4 * rows), squeeze=False)
-    for axes, (title, curves) in zip(axes_grid.flat, panels.items(), strict=False):
-        for label, (steps, values) in curves.items():
-            window = max(1, len(values) // 20) if smooth else 1
-            averaged = np.convolve(values, np.ones(window) / window, mode="valid")
-            line = axes.plot(steps[window - 1:], averaged, label=label)[0]
-            if window > 1:
-                axes.plot(steps, values, color=line.get_color(), alpha=0.2, linewidth=0.8)
-        axes.set_xlabel("environment steps")
-        axes.set_title(title)
-        axes.grid(alpha=0.3)
-        if curves:
-            axes.legend(fontsize="small")
-    for axes in list(axes_grid.flat)[len(panels):]:
-        axes.set_visible(False)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path

@@ -50,7 +50,10 @@ def main(argv: Sequence[str]) -> int:
         onnx_path, numpy_path = model_path.with_suffix(".onnx"), model_path.with_suffix(".npz")
     try:
         if onnx_path is not None:
-            print(f"ONNX:  {export_onnx(model, onnx_path, vec_normalize)}")
+            try:
+                print(f"ONNX:  {export_onnx(model, onnx_path, vec_normalize)}")
+            except ImportError as error:
+                raise UserInputError(str(error)) from None
         if numpy_path is not None:
             written = export_numpy(model, numpy_path, vec_normalize)
             print(f"NumPy: {written} (load with deploy.numpy_policy.NumpyPolicy)")

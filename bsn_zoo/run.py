@@ -30,7 +30,6 @@ import torch
 import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
-from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize, unwrap_vec_wrapper
@@ -67,6 +66,7 @@ from bsn_zoo.config import (
     wrapper_class,
 )
 from bsn_zoo.env_checks import VecCheckFinite, check_env_id, check_spaces
+from envs import TORCH_ENVS, make_vec_env
 from policies import BinaryStochasticPolicy
 
 __all__ = [
@@ -267,6 +267,9 @@ def make_env(
 ) -> VecEnv:
     """Build the vectorised environment of a configuration, checked for known id, spaces and finite output.
 
+    The environment comes from the project's one factory, :func:`envs.make_vec_env`; this maps the
+    configuration to its arguments and turns bad input into :class:`UserInputError`.
+
     Args:
         config: a validated run configuration (``env``, ``env_kwargs``, ``env_wrapper``).
         n_envs: number of parallel copies (> 0).
@@ -285,40 +288,33 @@ def make_env(
         UserInputError: for an unknown id, bad ``env_kwargs``, or unsupported spaces.
     """
     env_id = config["env"]
+    torch_backend = config["backend"] == "torch" and render_mode is None
     if config["backend"] == "torch" and config.get("env_wrapper"):
         raise UserInputError("env_wrapper wraps Gymnasium envs; it does not apply to the torch backend "
                              "(drop env_wrapper or use --backend gymnasium)")
-    if config["backend"] == "torch" and render_mode is None:
-        return _make_torch_env(config, n_envs, seed)
-    check_env_id(env_id)
+    if torch_backend and env_id not in TORCH_ENVS:
+        raise UserInputError(f"environment {env_id!r} has no torch implementation; use one of "
+                             f"{', '.join(TORCH_ENVS)} or the gymnasium backend")
+    if not torch_backend:
+        check_env_id(env_id)
     env_kwargs = dict(config.get("env_kwargs") or {})
     if render_mode is not None:
         env_kwargs["render_mode"] = render_mode
+    if torch_backend:
+        options: dict[str, Any] = {"backend": "torch", "device": config["device"]}
+    else:
+        options = {"monitor_dir": str(monitor_dir) if monitor_dir else None,
+                   "monitor_kwargs": {"override_existing": not append_monitor},
+                   "wrapper_class": wrapper_class(config.get("env_wrapper"))}
     try:
-        venv = make_vec_env(env_id, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs,
-                            monitor_dir=str(monitor_dir) if monitor_dir else None,
-                            monitor_kwargs={"override_existing": not append_monitor},
-                            wrapper_class=wrapper_class(config.get("env_wrapper")))
+        venv = make_vec_env(env_id, n_envs, seed, env_kwargs=env_kwargs or None, **options)
     except TypeError as error:
         raise UserInputError(f"cannot make {env_id!r} with env_kwargs {env_kwargs}: {error}; "
                              "fix env_kwargs") from None
+    if torch_backend:
+        return venv
     check_spaces(venv.observation_space, venv.action_space, env_id)
     return VecCheckFinite(venv)
-
-
-def _make_torch_env(config: Mapping[str, Any], n_envs: int, seed: int | None) -> VecEnv:
-    """The batched torch environment of a configuration (``backend: torch``)."""
-    from envs import TORCH_ENVS, make_torch_vec_env
-
-    if config["env"] not in TORCH_ENVS:
-        raise UserInputError(f"environment {config['env']!r} has no torch implementation; use one of "
-                             f"{', '.join(TORCH_ENVS)} or the gymnasium backend")
-    try:
-        return make_torch_vec_env(config["env"], n_envs, device=config["device"], seed=seed,
-                                  env_kwargs=config.get("env_kwargs") or None)
-    except TypeError as error:
-        raise UserInputError(f"cannot make {config['env']!r} with env_kwargs {config['env_kwargs']}: {error}; "
-                             "fix env_kwargs") from None
 
 
 def algorithm_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:

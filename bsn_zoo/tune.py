@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import sys
 import threading
 import warnings
 import zlib
@@ -50,7 +51,8 @@ from typing import Any
 
 import yaml
 
-from bsn_zoo.cli_errors import OneLineArgumentParser, UserInputError
+from bsn_zoo.cli_errors import OneLineArgumentParser, UserInputError, run_cli
+from bsn_zoo.sweep import EXIT_INTERRUPTED, signals_as_interrupt
 from bsn_zoo.sweep.spec import (
     TrialSpec,
     check_keys,
@@ -554,10 +556,6 @@ def build_parser() -> OneLineArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     """``train.py --optimize FILE ...``: run or resume a study. Returns the exit status (130 if interrupted)."""
-    import sys
-
-    from bsn_zoo.sweep import EXIT_INTERRUPTED, signals_as_interrupt
-
     args = build_parser().parse_args(argv)
     spec = load_tune_spec(args.optimize)
     if args.study_name:
@@ -577,8 +575,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
-    from bsn_zoo.cli_errors import run_cli
-
     sys.exit(run_cli(main, prog="train.py --optimize"))

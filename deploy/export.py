@@ -20,15 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 from gymnasium import spaces
-from onnx import TensorProto, helper, numpy_helper
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.vec_env import VecNormalize
 
 from policies.estimators import NoisyRectifierEstimator, StochasticTimesSmoothEstimator
 from policies.policy import BinaryStochasticPolicy
+
+try:  # optional: the deploy extra (pip install "bsn-rl[deploy]")
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+except ImportError:  # pragma: no cover - exercised only without the extra
+    onnx = None
 
 __all__ = ["OPSET", "export_numpy", "export_onnx", "policy_arrays"]
 
@@ -100,6 +104,8 @@ def export_numpy(model: BaseAlgorithm, path: str | Path, vec_normalize: VecNorma
 
 def export_onnx(model: BaseAlgorithm, path: str | Path, vec_normalize: VecNormalize | None = None) -> Path:
     """Write the policy's deterministic actions as an ONNX graph to ``path`` (module docstring: inputs, outputs)."""
+    if onnx is None:
+        raise ImportError('export to ONNX needs the onnx package; install it with: pip install "bsn-rl[deploy]"')
     arrays = policy_arrays(model, vec_normalize)
     obs_shape = [int(n) for n in arrays["obs_shape"]]
     features = int(np.prod(obs_shape))

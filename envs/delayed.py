@@ -4,7 +4,7 @@ Both tasks ask for ``length`` binary decisions, one per step, each judged agains
 observation determines. Nothing is paid along the way; at the last step the agent receives the
 fraction of its decisions that were correct. A decision made at step ``t`` therefore influences the
 reward only ``length - t`` steps later, mixed with the outcome of every other decision of the
-episode: the credit-assignment problem that the local estimator of PAPER.md section 1 (one
+episode: the credit-assignment problem that the local estimator of docs/method.md §1 (one
 broadcast scalar ``L`` per episode) has to solve.
 
 * :class:`DelayedChainEnv` (``bsn/DelayedChain-v0``): walk a chain of ``length`` states; at each

@@ -1,5 +1,8 @@
 """Factories: Gymnasium environments, SB3 vec envs and batched torch vec envs from an environment id.
 
+:func:`make_vec_env` is the one vec-env factory of the project: the training driver
+(:func:`bsn_zoo.run.make_env`) and the benchmarks build their environments with it.
+
 Unknown ids fail with a one-line :class:`UnknownEnvironmentError` that names the closest known ids.
 Our own tasks (``bsn/...``) are registered with Gymnasium when :mod:`envs` is imported.
 """
@@ -7,13 +10,14 @@ Our own tasks (``bsn/...``) are registered with Gymnasium when :mod:`envs` is im
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+import importlib
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import gymnasium as gym
 import torch
 from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 
 from envs.classic_control import TorchAcrobot, TorchCartPole, TorchMountainCar, TorchPendulum
 from envs.torch_delayed import TorchDelayedChain, TorchDelayedParity
@@ -120,34 +124,55 @@ def make_vec_env(
     env_kwargs: dict[str, Any] | None = None,
     vec_env_cls: type[VecEnv] | None = None,
     monitor_dir: str | None = None,
+    monitor_kwargs: dict[str, Any] | None = None,
+    wrapper_class: Callable[[gym.Env], gym.Env] | None = None,
+    normalize: bool = False,
+    gamma: float = 0.99,
 ) -> VecEnv:
-    """An SB3 ``VecEnv`` of ``n_envs`` copies of ``env_id``.
+    """An SB3 ``VecEnv`` of ``n_envs`` copies of ``env_id``: the project's one vec-env factory.
 
     Args:
-        env_id: a registered Gymnasium id (``backend="gymnasium"``) or a key of :data:`TORCH_ENVS`
-            (``backend="torch"``).
+        env_id: a registered Gymnasium id, or ``module:Id`` (``module`` is imported first, which
+            registers ``Id``) (``backend="gymnasium"``); a key of :data:`TORCH_ENVS` (``backend="torch"``).
         n_envs: number of parallel copies (>= 1).
         seed: seed of the copies (SB3 convention: copy ``i`` gets ``seed + i``; the torch backend
             seeds its single generator with ``seed``).
         backend: ``"gymnasium"``: Gymnasium envs wrapped in SB3's ``Monitor`` inside ``vec_env_cls``
             (default ``DummyVecEnv``); ``"torch"``: one :class:`~envs.torch_vec_env.TorchVecEnv`.
         device: device of the torch backend (ignored by the gymnasium backend).
-        env_kwargs: constructor keyword arguments of the environment.
+        env_kwargs: constructor keyword arguments of the environment (e.g. ``render_mode``).
         vec_env_cls: SB3 vec env class of the gymnasium backend (``DummyVecEnv`` or ``SubprocVecEnv``).
         monitor_dir: where ``Monitor`` writes its CSV files (gymnasium backend only; ``None``: nowhere).
+        monitor_kwargs: keyword arguments of ``Monitor`` (gymnasium backend only; e.g.
+            ``{"override_existing": False}`` appends to existing CSV files).
+        wrapper_class: ``env -> wrapped env``, applied to each copy outside its ``Monitor`` (gymnasium
+            backend only), e.g. a validated RL Zoo ``env_wrapper`` list.
+        normalize: wrap the result in SB3's ``VecNormalize`` (observations and rewards, RL Zoo's
+            ``normalize: true``).
+        gamma: discount of ``VecNormalize``'s reward normalisation (used only with ``normalize``).
     """
     if backend not in BACKENDS:
         check_env_id(backend, BACKENDS, "backend")
     if backend == "torch":
-        if vec_env_cls is not None or monitor_dir is not None:
-            raise ValueError("vec_env_cls and monitor_dir apply to backend='gymnasium' only")
-        return make_torch_vec_env(env_id, n_envs, device=device, seed=seed, env_kwargs=env_kwargs)
-    check_env_id(env_id)
-    return sb3_make_vec_env(
-        env_id,
-        n_envs=n_envs,
-        seed=seed,
-        env_kwargs=env_kwargs,
-        vec_env_cls=vec_env_cls or DummyVecEnv,
-        monitor_dir=monitor_dir,
-    )
+        gymnasium_only = {"vec_env_cls": vec_env_cls, "monitor_dir": monitor_dir,
+                          "monitor_kwargs": monitor_kwargs, "wrapper_class": wrapper_class}
+        given = [name for name, value in gymnasium_only.items() if value is not None]
+        if given:
+            raise ValueError(f"{' and '.join(given)} apply to backend='gymnasium' only")
+        venv: VecEnv = make_torch_vec_env(env_id, n_envs, device=device, seed=seed, env_kwargs=env_kwargs)
+    else:
+        module, sep, name = env_id.rpartition(":")
+        if sep:
+            importlib.import_module(module)
+        check_env_id(name)
+        venv = sb3_make_vec_env(
+            env_id,
+            n_envs=n_envs,
+            seed=seed,
+            env_kwargs=env_kwargs,
+            vec_env_cls=vec_env_cls or DummyVecEnv,
+            monitor_dir=monitor_dir,
+            monitor_kwargs=monitor_kwargs,
+            wrapper_class=wrapper_class,
+        )
+    return VecNormalize(venv, gamma=gamma) if normalize else venv

@@ -1,4 +1,4 @@
-"""Baselines ``c`` for the local estimator ``g_i = (h_i - p_i)(L - c_i)`` (PAPER.md sections 1-2).
+"""Baselines ``c`` for the local estimator ``g_i = (h_i - p_i)(L - c_i)`` (docs/method.md §1-2).
 
 A baseline never changes the estimator's expectation as long as it does not depend on the unit's own
 noise; a good one lowers its variance. Every baseline maps a batch to one tensor per layer,
@@ -7,7 +7,7 @@ broadcastable to (batch, units_l):
 * :class:`NoBaseline`: ``c = 0``.
 * :class:`RunningMeanBaseline`: one scalar, a running mean of ``L`` (the classic REINFORCE baseline).
 * :class:`OptimalBaseline`: the per-neuron variance-minimising ``c_i* = E[(h_i - p_i)^2 L] /
-  E[(h_i - p_i)^2]`` (PAPER.md section 2), tracked with running averages of numerator and
+  E[(h_i - p_i)^2]`` (docs/method.md §2), tracked with running averages of numerator and
   denominator. Not input-dependent, so optimal for a fixed input distribution.
 * :class:`LearnedBaseline`: an input-dependent per-neuron regressor ``c(x)``, trained on
   ``sum_i (h_i - p_i)^2 (L - c_i(x))^2`` whose minimiser is ``c_i*`` given ``x``.
@@ -110,7 +110,7 @@ class RunningMeanBaseline(Baseline):
 
 
 class OptimalBaseline(Baseline):
-    """Per-neuron variance-optimal baseline ``c_i* = E[(h_i - p_i)^2 L] / E[(h_i - p_i)^2]``. PAPER.md section 2.
+    """Per-neuron variance-optimal baseline ``c_i* = E[(h_i - p_i)^2 L] / E[(h_i - p_i)^2]``. docs/method.md §2.
 
     Numerator and denominator are exponential running averages over past batches (bias-corrected
     by the shared ``1 - decay^t`` factor, which cancels in the ratio). Units with no statistics yet
@@ -153,7 +153,7 @@ class OptimalBaseline(Baseline):
 
 
 class LearnedBaseline(Baseline):
-    """Input-dependent per-neuron baseline ``c(x)``, one output per unit. PAPER.md section 2.
+    """Input-dependent per-neuron baseline ``c(x)``, one output per unit. docs/method.md §2.
 
     Trained with ``sum_i (h_i - p_i)^2 (L - c_i(x))^2`` (mean over the batch), whose minimiser is
     ``c_i*(x) = E[(h_i - p_i)^2 L | x] / E[(h_i - p_i)^2 | x]``. A linear map of the input by

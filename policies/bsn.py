@@ -2,7 +2,7 @@
 
 A layer computes pre-activations ``a = W x + b`` of its input ``x`` (the observation features, or the
 *sampled* outputs of the layer below) and each unit fires with probability ``p = sigmoid(a)``:
-``h = 1[u < p]``, ``u ~ U(0, 1)``. See ``PAPER.md`` and :mod:`policies.estimators`.
+``h = 1[u < p]``, ``u ~ U(0, 1)``. See ``docs/method.md`` and :mod:`policies.estimators`.
 """
 
 from __future__ import annotations

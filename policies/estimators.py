@@ -1,7 +1,7 @@
 """Gradient estimators for binary stochastic neurons (BSNs).
 
 Every estimator here answers one question: a unit with pre-activation ``a`` fires with probability
-``p = sigmoid(a)``; how does a learning signal reach ``a``?  See ``PAPER.md`` (Bengio, Léonard &
+``p = sigmoid(a)``; how does a learning signal reach ``a``?  See ``docs/method.md`` (Bengio, Léonard &
 Courville 2013, arXiv 1305.2982 / 1308.3432) for the mathematics.
 
 Two families:
@@ -51,7 +51,7 @@ def bernoulli_log_prob(samples: torch.Tensor, pre_activation: torch.Tensor) -> t
     Equal to ``h * logsigmoid(a) + (1 - h) * logsigmoid(-a)`` and computed, for binary ``h``, as the
     single ``logsigmoid((2h - 1) a)``: never as the log of a probability, so it is finite for every
     finite pre-activation (``a = ±1e4`` included). Its derivative with respect to ``a`` is exactly
-    ``h - sigmoid(a)`` (PAPER.md section 1).
+    ``h - sigmoid(a)`` (docs/method.md §1).
 
     Args:
         samples: binary samples ``h`` in {0, 1} (any float dtype), same shape as ``pre_activation``.
@@ -68,7 +68,7 @@ def local_gradient(
 ) -> torch.Tensor:
     """The local unbiased estimator of ``dE[L]/da`` for a binary stochastic neuron.
 
-    ``g_i = (h_i - p_i) * (L - c_i)``                       (PAPER.md section 1)
+    ``g_i = (h_i - p_i) * (L - c_i)``                       (docs/method.md §1)
 
     ``E[g_i] = dE[L]/da_i`` for any baseline ``c_i`` that does not depend on the unit's own noise.
 
@@ -122,7 +122,7 @@ class Estimator(nn.Module):
 
 
 class LocalEstimator(Estimator):
-    """Local unbiased estimator (score function), the package default. PAPER.md section 1.
+    """Local unbiased estimator (score function), the package default. docs/method.md §1.
 
     Forward: ``h = 1[u < p]``, a constant for autograd. Gradient: ``g = (h - p)(L - c)`` from
     :func:`local_gradient`; equivalently the derivative of ``(L - c) * log Bernoulli(h; p)``,
@@ -134,7 +134,7 @@ class LocalEstimator(Estimator):
 
 
 class StraightThroughEstimator(Estimator):
-    """Straight-through (ST) estimator. PAPER.md section 4. Biased.
+    """Straight-through (ST) estimator. docs/method.md §4. Biased.
 
     Forward samples ``h = 1[u < p]``. Backward treats the sampler as
     ``dh/da = 1`` (``variant="identity"``) or ``dh/da = p(1 - p)`` (``variant="sigmoid"``,
@@ -163,7 +163,7 @@ class StraightThroughEstimator(Estimator):
 
 
 class StochasticTimesSmoothEstimator(Estimator):
-    """Stochastic times smooth (STS). PAPER.md section 4. Biased.
+    """Stochastic times smooth (STS). docs/method.md §4. Biased.
 
     ``b ~ Bernoulli(sqrt(p))``, ``h = b * sqrt(p)``; back-propagation treats ``b`` as a constant,
     so ``dh/da = b * d sqrt(p)/da = b * sqrt(p) (1 - p) / 2``. ``E[h] = p``.
@@ -194,7 +194,7 @@ class StochasticTimesSmoothEstimator(Estimator):
 
 
 class NoisyRectifierEstimator(Estimator):
-    """Noisy rectifier. PAPER.md section 4.
+    """Noisy rectifier. docs/method.md §4.
 
     ``h = max(0, a + sigma * z)`` with ``z ~ N(0, 1)`` (drawn from ``u`` by the inverse normal CDF);
     back-propagates ``1[a + sigma z > 0]``. Outputs exact zeros (sparsity) but is not binary.
@@ -238,7 +238,7 @@ class NoisyRectifierEstimator(Estimator):
 
 
 class LearnedPredictorEstimator(Estimator):
-    """Learned predictor of the unbiased estimator. PAPER.md section 3 (1305.2982).
+    """Learned predictor of the unbiased estimator. docs/method.md §3 (1305.2982).
 
     A small regressor ``F`` (one per layer, shared by the layer's units) maps per-unit features
     to a prediction ``g_hat_i = F(features_i)`` of the local estimate ``g_i = (h_i - p_i)(L - c_i)``.
@@ -250,7 +250,7 @@ class LearnedPredictorEstimator(Estimator):
     ``use_straight_through=True`` also the back-propagated straight-through signal ``dL/dh_i``
     (a biased, non-local feature; the caller supplies it).
 
-    With ``use_inputs=True`` the prediction also uses the layer's input ``x`` (PAPER.md section 3 lists
+    With ``use_inputs=True`` the prediction also uses the layer's input ``x`` (docs/method.md §3 lists
     "layer inputs" among the local features), through a per-unit linear term shaped like the estimate:
 
         g_hat_i = F(a_i, p_i, h_i, h_i - p_i) + (h_i - p_i) * q_i(x, h_i),

@@ -179,7 +179,7 @@ def exact_gradient(net: BinaryStochasticNetwork, inputs: torch.Tensor, loss_fn: 
 def local_unit_gradients(
     output: BSNOutput, signal: torch.Tensor, baselines: Sequence[torch.Tensor]
 ) -> list[torch.Tensor]:
-    """The paper's local estimate ``(h - p)(L - c)`` of every layer (PAPER.md section 1)."""
+    """The paper's local estimate ``(h - p)(L - c)`` of every layer (docs/method.md §1)."""
     return [
         local_gradient(h, p, signal, c) for h, p, c in zip(output.samples, output.firing_probs, baselines, strict=True)
     ]
@@ -301,7 +301,7 @@ def exact_unit_moments(
 
     Returns:
         ``(mean, variance, optimal_baseline)``, each of shape (total_units,): ``E[g_i]``, ``Var[g_i]``,
-        and ``c_i* = E[(h_i - p_i)^2 L] / E[(h_i - p_i)^2]`` (PAPER.md section 2).
+        and ``c_i* = E[(h_i - p_i)^2 L] / E[(h_i - p_i)^2]`` (docs/method.md §2).
     """
     if inputs.shape[0] != 1:
         raise ValueError(f"exact_unit_moments takes one input row, got {inputs.shape[0]}")
@@ -351,7 +351,7 @@ def monte_carlo_gradients(
 
 
 def straight_through_signals(net: BinaryStochasticNetwork, output: BSNOutput, loss_fn: Callable) -> list[torch.Tensor]:
-    """Per layer, the sigmoid-adjusted straight-through signal ``dL/dh_l`` (PAPER.md section 4), detached.
+    """Per layer, the sigmoid-adjusted straight-through signal ``dL/dh_l`` (docs/method.md §4), detached.
 
     Computed by hand from the sampled outputs so it also works for local networks, whose samples are
     autograd constants: ``dL/dh_top`` by autograd through ``loss_fn``, then

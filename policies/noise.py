@@ -7,7 +7,7 @@ a per-rollout key, the layer and the unit index, the update re-creates exactly t
 rollout. The hash is the 32-bit ``lowbias32`` integer mixer (C. Wellons, "Hash Prospector", 2018),
 vectorised in torch so it runs on any device without host copies.
 
-Limit (documented in the README): two *bit-identical* observations within one rollout get the same
+Limit (documented in docs/policy.md): two *bit-identical* observations within one rollout get the same
 hidden samples. Each rollout draws a fresh key, so estimates stay unbiased across rollouts, but
 repeated observations (small discrete observation spaces) do not get independent samples within one.
 """

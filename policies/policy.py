@@ -229,7 +229,7 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
     Args:
         net_arch: BSN layer sizes of the actor as a list (critic gets SB3's default ``[64, 64]``),
             or ``dict(pi=[...], vf=[...])``. Default ``dict(pi=[64, 64], vf=[64, 64])``.
-        estimator: how hidden units learn: ``"local"`` (default, PAPER.md section 1),
+        estimator: how hidden units learn: ``"local"`` (default, docs/method.md §1),
             ``"learned_predictor"`` (section 3, LocalPG only), or a propagating comparison
             (``"st"``, ``"st_sigmoid"``, ``"sts"``, ``"noisy_rectifier"``, section 4).
         estimator_kwargs: constructor arguments of the estimator (e.g. ``noise_std``).
@@ -237,7 +237,7 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
             (default): the state-value critic ``V(s)`` shared by every unit (the advantage is the
             signal). ``"mean"``, ``"optimal"`` or ``"learned"``: additionally subtract a per-neuron
             baseline from the advantage, respectively a running mean, the running variance-optimal
-            ``c_i*`` (PAPER.md section 2) or an input-dependent per-neuron regressor ``c_i(s)``.
+            ``c_i*`` (docs/method.md §2) or an input-dependent per-neuron regressor ``c_i(s)``.
             Per-neuron baselines are applied by LocalPG; stock PPO/A2C use the value critic.
         baseline_kwargs: constructor arguments of the per-neuron baseline (``decay``, ``net_arch``).
         bsn_init_gain: gain of the orthogonal initialisation of the BSN layers (> 0; default 128). Small

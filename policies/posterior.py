@@ -1,6 +1,6 @@
 """Rao-Blackwellised credit: each unit's firing averaged over its Markov blanket.
 
-The local estimator (PAPER.md section 1) credits unit ``i`` with ``(h_i - p_i)(L - c)``. Given the
+The local estimator (docs/method.md §1) credits unit ``i`` with ``(h_i - p_i)(L - c)``. Given the
 action ``a`` that the network chose, the return ``L`` no longer depends on the hidden samples, so the
 sample ``h_i`` may be replaced by its conditional expectation given everything else that was observed:
 the other units' samples, the samples of the layer above (its *children*) and the action:
@@ -11,8 +11,8 @@ the other units' samples, the samples of the layer above (its *children*) and th
 ``E[g_i] = E[(h_i - p_i)(L - c)]`` (tower property: the stored ``h`` is a sample of the posterior over
 hidden states given the action, so ``h_{-i}`` is too), and ``Var[g_i]`` is never larger (Rao-Blackwell
 theorem). A unit whose flip would not change the likelihood of what its children did gets ``q_i = p_i``
-and no credit, instead of a random share of the return: the "noise of every other unit" of PAPER.md's
-"Known weakness". The quantities are the ones Gibbs sampling uses in a sigmoid belief network (Neal 1992,
+and no credit, instead of a random share of the return: the "noise of every other unit" of the known
+weakness (docs/method.md §5). The quantities are the ones Gibbs sampling uses in a sigmoid belief network (Neal 1992,
 "Connectionist learning of belief networks"): a unit's parents, its children and their other parents;
 no derivative is passed between layers. Summing the two values of one variable with the others held at
 their samples is the "local expectation gradient" of Titsias & Lazaro-Gredilla (NeurIPS 2015).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -48,7 +49,7 @@ def call_main(script: str, args: Sequence[str]) -> int:
     """Run a tool's ``main`` in this process through ``run_cli`` and return its exit status."""
     from bsn_zoo.cli_errors import run_cli
 
-    module = __import__(script.removesuffix(".py"))
+    module = importlib.import_module(f"bsn_zoo.{script.removesuffix('.py')}")
     try:
         return run_cli(module.main, script, list(args))
     except SystemExit as exit_:  # argparse's own errors and --help
@@ -73,12 +74,15 @@ def scalar_steps(events: list) -> dict[str, list[tuple[int, float]]]:
     return scalars
 
 
-def cli_docs(marker: str) -> str:
-    """The README's text, checked to contain ``marker`` (e.g. the header of a documented table).
+def cli_docs(page: str, marker: str) -> str:
+    """The text of a documentation page, checked to contain ``marker`` (e.g. the header of a documented table).
+
+    The docs tables (TensorBoard keys, bad-input messages) are checked against the code through this helper.
 
     Args:
-        marker: text that the command-line section contains (e.g. a table's header).
+        page: the page's path under ``docs/`` (e.g. ``"bad-input.md"``).
+        marker: text that the page contains (e.g. a table's header).
     """
-    readme = (ROOT / "README.md").read_text()
-    assert marker in readme, f"README.md has no {marker!r} table"
-    return readme
+    text = (ROOT / "docs" / page).read_text(encoding="utf-8")
+    assert marker in text, f"docs/{page} has no {marker!r} table"
+    return text

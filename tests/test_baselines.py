@@ -1,4 +1,4 @@
-"""Baselines for the local estimator (PAPER.md section 2): protocol, variance ordering, convergence to c_i*."""
+"""Baselines for the local estimator (docs/method.md §2): protocol, variance ordering, convergence to c_i*."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from benchmarks.exact import Readout, exact_unit_moments, fit_baseline, make_tiny_network
 from policies.baselines import (
     BASELINES,
     Baseline,
@@ -19,6 +18,7 @@ from policies.baselines import (
 )
 from policies.bsn import BinaryStochasticNetwork
 from policies.estimators import local_gradient
+from policies.exact import Readout, exact_unit_moments, fit_baseline, make_tiny_network
 
 
 def skewed_setup() -> tuple[BinaryStochasticNetwork, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:

@@ -92,7 +92,7 @@ def test_unit_log_prob_is_finite_and_normalised_for_likely_and_unlikely_events(e
 
 
 def test_local_log_prob_gradient_is_h_minus_p() -> None:
-    """PAPER.md section 1: d log P(h) / da = h - p, the local estimator's factor."""
+    """docs/method.md §1: d log P(h) / da = h - p, the local estimator's factor."""
     net = BinaryStochasticNetwork(3, [5])
     out = net(torch.randn(20, 3))
     (gradient,) = torch.autograd.grad(out.log_prob.sum(), out.pre_activations[0])

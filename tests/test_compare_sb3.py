@@ -10,7 +10,7 @@ from benchmarks.common import RunResult
 from benchmarks.compare_sb3 import (
     ALGOS,
     TASKS,
-    ZOO,
+    ZOO_PATHS,
     algo_config,
     build,
     equal_rollout_overrides,
@@ -18,6 +18,7 @@ from benchmarks.compare_sb3 import (
     main,
     summarise,
 )
+from bsn_zoo.config import LinearDecay, read_hyperparams
 
 
 @pytest.mark.parametrize("env_id", list(TASKS))
@@ -32,7 +33,7 @@ def test_every_algorithm_with_settings_builds_on_every_task(env_id: str) -> None
 
 @pytest.mark.parametrize("env_id", list(TASKS))
 def test_equal_rollout_keeps_localpg_minibatches_per_epoch_or_its_batch_size(env_id: str) -> None:
-    ppo = ZOO["ppo"][env_id]
+    ppo = algo_config("ppo", env_id)
     rollout = ppo["n_envs"] * ppo["n_steps"]
     own = algo_config("localpg", env_id)
     own_minibatches = own["n_envs"] * own["n_steps"] // own["batch_size"]
@@ -89,3 +90,22 @@ def test_an_algorithm_without_rl_zoo_settings_sits_the_task_out(tmp_path: Path) 
     text = out.with_suffix(".md").read_text()
     assert "Not run (no RL Zoo settings): a2c on Pendulum-v1." in text
     assert "| Pendulum-v1 |" not in text
+
+
+def test_rl_zoo_settings_come_from_the_hyperparameter_files() -> None:
+    """PPO and A2C take RL Zoo's entries of hyperparams/ppo.yml and a2c.yml: schedules resolved, run settings
+    other than n_envs / normalize left out, gSDE dropped for the BSN plug-ins only."""
+    cartpole = algo_config("ppo", "CartPole-v1")
+    assert isinstance(cartpole["learning_rate"], LinearDecay) and cartpole["learning_rate"].start == 1e-3
+    assert isinstance(cartpole["clip_range"], LinearDecay) and cartpole["clip_range"].start == 0.2
+    assert "n_timesteps" not in cartpole and cartpole["n_envs"] == 8
+    assert algo_config("a2c", "LunarLander-v3")["learning_rate"].start == 0.00083
+    assert algo_config("ppo", "Acrobot-v1")["normalize"] is True
+    assert algo_config("ppo", "Pendulum-v1")["use_sde"] is True
+    assert "use_sde" not in algo_config("ppo_bsn", "Pendulum-v1")
+    for algo, path in ZOO_PATHS.items():
+        for env_id in read_hyperparams(path):
+            if env_id != "default":
+                assert env_id in TASKS and has_config(algo, env_id)
+    with pytest.raises(KeyError, match="no RL Zoo settings for 'Pendulum-v1'"):
+        algo_config("a2c", "Pendulum-v1")

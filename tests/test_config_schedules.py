@@ -9,11 +9,11 @@ import pytest
 import yaml
 from stable_baselines3.common.env_util import make_vec_env
 
+from agents.localpg import LocalPG
+from benchmarks.common import load_tuned
 from bsn_zoo.cli_errors import UserInputError
 from bsn_zoo.config import build_config, linear_schedule, parse_overrides, resolve_schedules, validate_config
-from agents.localpg import LocalPG
 from bsn_zoo.run import algorithm_kwargs
-from benchmarks.common import load_tuned
 
 
 @pytest.mark.parametrize("progress_remaining", [1.0, 0.75, 0.5, 0.1, 0.0])

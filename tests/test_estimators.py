@@ -58,7 +58,7 @@ def test_local_gradient_accepts_one_signal_per_unit() -> None:
 
 
 def test_local_estimator_is_unbiased_for_one_unit_by_the_papers_identity() -> None:
-    """E[(h - p) L] = p(1 - p)(L(1) - L(0)) = d/da [p L(1) + (1 - p) L(0)] (PAPER.md section 1)."""
+    """E[(h - p) L] = p(1 - p)(L(1) - L(0)) = d/da [p L(1) + (1 - p) L(0)] (docs/method.md §1)."""
     unit = LocalEstimator()
     pre_activation = torch.tensor(0.8, dtype=torch.float64)
     p = torch.sigmoid(pre_activation)
@@ -250,7 +250,7 @@ def test_bad_estimator_arguments_raise_a_clear_error(build: Callable[[], object]
 
 
 def test_every_estimator_documents_its_formula_source() -> None:
-    """Code standard: each estimator's docstring cites the PAPER.md section it implements."""
+    """Code standard: each estimator's docstring cites the docs/method.md section (§N) it implements."""
     for kind in set(ESTIMATORS.values()):
-        assert "PAPER.md section" in (kind.__doc__ or ""), kind.__name__
-    assert "PAPER.md section" in (local_gradient.__doc__ or "")
+        assert "docs/method.md §" in (kind.__doc__ or ""), kind.__name__
+    assert "docs/method.md §" in (local_gradient.__doc__ or "")

@@ -1,6 +1,6 @@
 """Estimators against exact gradients of tiny networks, computed by enumerating every hidden configuration.
 
-Two kinds of evidence (PAPER.md sections 1, 3, 4):
+Two kinds of evidence (docs/method.md §1, §3, §4):
 
 * exact expectations: the estimator's mean over every configuration, weighted by its probability,
   compared to the exact gradient with no Monte Carlo error at all;
@@ -18,7 +18,10 @@ from collections.abc import Callable, Sequence
 import pytest
 import torch
 
-from benchmarks.exact import (
+from policies.baselines import BASELINES, Baseline, make_baseline
+from policies.bsn import BinaryStochasticNetwork, BSNOutput
+from policies.estimators import local_gradient
+from policies.exact import (
     Readout,
     configurations,
     enumerate_network,
@@ -36,9 +39,6 @@ from benchmarks.exact import (
     rectifier_expected_loss,
     z_scores,
 )
-from policies.baselines import BASELINES, Baseline, make_baseline
-from policies.bsn import BinaryStochasticNetwork, BSNOutput
-from policies.estimators import local_gradient
 
 #: |z| bound for "matches": P(max over 20 parameters of |N(0,1)| > 5) ~ 1e-5.
 Z_MAX = 5.0
@@ -279,7 +279,7 @@ def test_noisy_rectifier_is_biased_for_a_loss_of_the_firing_event() -> None:
 
 @pytest.mark.parametrize("use_straight_through", [False, True])
 def test_learned_predictor_trains_lowers_variance_and_tracks_the_gradient(use_straight_through: bool) -> None:
-    """PAPER.md section 3: the regressor's squared error falls; its prediction, a regression of ``g`` on
+    """docs/method.md §3: the regressor's squared error falls; its prediction, a regression of ``g`` on
     the unit's features, has lower per-unit variance than ``g``; its (capacity-limited, hence nonzero)
     bias leaves its expected update well aligned with the exact gradient."""
     net, inputs, readout = tiny_setup(estimator="learned_predictor", use_straight_through=use_straight_through)

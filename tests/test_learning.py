@@ -23,7 +23,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
 from benchmarks.common import ThresholdCallback, evaluate
-from benchmarks.compare_sb3 import algo_config, build, make_env
+from benchmarks.compare_sb3 import algo_config, build
+from envs import make_vec_env
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class StopWhenSolved(BaseCallback):
 def best_evaluation(target: Target, seed: int) -> float:
     model = build("localpg", target.env_id, seed)
     normalize = bool(algo_config("localpg", target.env_id).get("normalize", False))
-    callback = StopWhenSolved(target, make_env(target.env_id, 1, 12345, normalize, 0.99))
+    callback = StopWhenSolved(target, make_vec_env(target.env_id, 1, 12345, normalize=normalize))
     model.learn(total_timesteps=target.budget, callback=callback)
     return callback.best
 

@@ -8,7 +8,7 @@ the posterior credit) and its minibatch loss (``_minibatch_loss``) is
 back-propagated row by row, each row weighted by its probability under the policy. At ratio 1 that
 weighted sum is the update's expected gradient, with no Monte Carlo error; it must equal
 ``-d J / d theta`` for ``J = mean_s sum_{h, a} P(h | s) pi(a | h) A(s, a)``, which autograd
-differentiates here from the layers' weights directly (:func:`benchmarks.exact.enumerate_network`,
+differentiates here from the layers' weights directly (:func:`policies.exact.enumerate_network`,
 independent of the policy's forward code). Per-neuron baselines do not depend on a unit's own sample,
 so they leave the expectation unchanged and the check holds with each of them.
 
@@ -29,7 +29,7 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from agents import LocalPG
-from benchmarks.exact import configurations, enumerate_network
+from policies.exact import configurations, enumerate_network
 
 HIDDEN_SIZES = [2, 2, 2]
 OBS_DIM = 3

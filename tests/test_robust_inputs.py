@@ -1,8 +1,9 @@
-"""Every bad input of README's table gets a one-line message naming the problem, and a non-zero exit.
+"""Every bad input of the documented table gets a one-line message naming the problem, and a non-zero exit.
 
-Each row of :data:`BAD_INPUTS` is a row of the "Bad input" table of the command-line section of the
-README (``test_every_row_is_documented`` checks the two agree). Arguments may name ``{tmp}`` (a
-scratch folder with broken files), ``{run}`` (a finished 256-step run) and ``{model}`` (its final model).
+Each row of :data:`BAD_INPUTS` is a row of the "Bad input" table of ``docs/bad-input.md``
+(``test_every_row_is_documented`` checks that the two agree: same rows, messages and exit statuses).
+Arguments may name ``{tmp}`` (a scratch folder with broken files), ``{run}`` (a finished 256-step run)
+and ``{model}`` (its final model).
 """
 
 from __future__ import annotations
@@ -35,12 +36,12 @@ BAD_INPUTS = [
     ("non-numeric steps", "train.py", ["-n", "many"], "n_timesteps must be a number, got 'many'", 2),
     ("fractional size", "train.py", ["-params", "n_steps:10.5"], "n_steps must be a whole number, got 10.5", 2),
     ("non-positive batch size", "train.py", ["-params", "batch_size:0"],
-     "batch_size must be a positive integer, got 0", 2),
+     "batch_size must be an integer >= 2, got 0", 2),
     ("non-positive learning rate", "train.py", ["-params", "learning_rate:0"],
-     "learning_rate must be in (0, inf), got 0", 2),
+     "learning_rate must be > 0, got 0", 2),
     ("non-numeric learning rate", "train.py", ["-params", "learning_rate:fast"],
      "learning_rate must be a number, got 'fast'", 2),
-    ("discount out of range", "train.py", ["-params", "gamma:1.5"], "gamma must be in (0, 1], got 1.5", 2),
+    ("discount out of range", "train.py", ["-params", "gamma:1.5"], "gamma must be in [0, 1], got 1.5", 2),
     ("unknown estimator (flag)", "train.py", ["--estimator", "magic"],
      "argument --estimator: invalid choice: 'magic'", 2),
     ("unknown estimator (config)", "train.py", ["-params", "policy_kwargs.estimator:magic"],
@@ -149,9 +150,16 @@ def test_subprocess_errors_have_no_traceback_unless_verbose(tmp_path: Path) -> N
 
 
 def test_every_row_is_documented() -> None:
-    text = cli_docs("| Bad input |")
-    missing = [row[0] for row in BAD_INPUTS if f"| {row[0]} |" not in text]
+    text = cli_docs("bad-input.md", "| Bad input | example | message | exit |")
+    documented = {line.split(" | ")[0].removeprefix("| "): line for line in text.splitlines()
+                  if line.startswith("| ") and line.endswith(" |")}
+    missing = [row[0] for row in BAD_INPUTS if row[0] not in documented]
     assert missing == []
+    disagree = [row[0] for row in BAD_INPUTS
+                if row[3] not in documented[row[0]] or not documented[row[0]].endswith(f" | {row[4]} |")]
+    assert disagree == []
+    extra = sorted(set(documented) - {row[0] for row in BAD_INPUTS} - {"Bad input"})
+    assert extra == []
 
 
 @pytest.mark.parametrize("env_id", ["FrozenLake-v1", "CartPole-v1"])

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bsn_zoo.summary import (
+from bsn_zoo.sweep.summary import (
     env_threshold,
     iqm_interval,
     main,

@@ -36,6 +36,7 @@ from agents.localpg.diagnostics import (
     log_update,
     rollout_diagnostics,
 )
+from agents.localpg.hyperparameters import check_hyperparameters
 from agents.localpg.losses import hidden_loss
 from agents.localpg.optim import GroupGradientClipper, gradient_groups, layerwise_optimizer
 from agents.localpg.tensor_rollouts import collect_tensor_rollouts, distribution_checks, is_tensor_env
@@ -159,23 +160,15 @@ class LocalPG(OnPolicyAlgorithm):
         # Check before SB3 wraps the env, which fails on some spaces with an error of its own.
         if env is not None and not isinstance(env, str):
             check_spaces(env.observation_space, env.action_space)
-        _check_positive(n_steps=n_steps, n_epochs=n_epochs, max_grad_norm=max_grad_norm, hidden_coef=hidden_coef)
-        _check_non_negative(ent_coef=ent_coef, hidden_ent_coef=hidden_ent_coef, vf_coef=vf_coef)
-        if not 0.0 <= gamma <= 1.0 or not 0.0 <= gae_lambda <= 1.0:
-            raise ValueError(f"gamma and gae_lambda must be in [0, 1], got {gamma} and {gae_lambda}")
-        if isinstance(learning_rate, (int, float)) and not learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
-        if isinstance(clip_range, (int, float)) and not clip_range > 0:
-            raise ValueError(f"clip_range must be > 0, got {clip_range}")
+        check_hyperparameters(
+            learning_rate=learning_rate, n_steps=n_steps, batch_size=batch_size, n_epochs=n_epochs, gamma=gamma,
+            gae_lambda=gae_lambda, clip_range=clip_range, ent_coef=ent_coef, hidden_ent_coef=hidden_ent_coef,
+            hidden_coef=hidden_coef, vf_coef=vf_coef, max_grad_norm=max_grad_norm, target_kl=target_kl,
+            hidden_target_kl=hidden_target_kl, hidden_clip_range=hidden_clip_range,
+        )
         scales = [hidden_lr_scale] if isinstance(hidden_lr_scale, (int, float)) else list(hidden_lr_scale)
         if not scales or any(not float(scale) > 0 for scale in scales):
             raise ValueError(f"hidden_lr_scale must be > 0 (a float or one per BSN layer), got {hidden_lr_scale}")
-        if hidden_target_kl is not None and not hidden_target_kl > 0:
-            raise ValueError(f"hidden_target_kl must be > 0 or None, got {hidden_target_kl}")
-        if hidden_clip_range is not None and not hidden_clip_range > 0:
-            raise ValueError(f"hidden_clip_range must be > 0 or None, got {hidden_clip_range}")
-        if batch_size is not None and batch_size <= 1:
-            raise ValueError(f"batch_size must be > 1 (advantage normalisation needs 2 rows), got {batch_size}")
         super().__init__(
             policy,
             env,
@@ -560,15 +553,3 @@ class LocalPG(OnPolicyAlgorithm):
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
         )
-
-
-def _check_positive(**values: float) -> None:
-    for name, value in values.items():
-        if not value > 0:
-            raise ValueError(f"{name} must be > 0, got {value}")
-
-
-def _check_non_negative(**values: float) -> None:
-    for name, value in values.items():
-        if not value >= 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")

@@ -3,13 +3,13 @@
 ``python train.py --sweep sweeps/estimators_cartpole.yml`` expands the sweep file (see
 :mod:`bsn_zoo.sweep.spec`) into trials, runs each as a normal ``train.py`` run in its own process, records
 every finished trial in ``<sweep folder>/state.jsonl`` (:mod:`bsn_zoo.sweep.state`), and ends with a
-summary of interquartile means and bootstrap confidence intervals (:mod:`bsn_zoo.summary`). The sweep
+summary of interquartile means and bootstrap confidence intervals (:mod:`bsn_zoo.sweep.summary`). The sweep
 folder (default ``logs/sweeps/<name>``) holds::
 
     sweep.yml          the expanded sweep (configurations with all their options, seeds, threshold)
     state.jsonl        one line per finished trial: status, error, learning curve
     trials/<trial id>/ the trial's run folder <algo>/<env>_1/ (models, TensorBoard, config.yml) and logs
-    summary.md, *.png  the summary (bsn_zoo.summary)
+    summary.md, *.png  the summary (bsn_zoo.sweep.summary)
 
 Rerunning the same command resumes an interrupted sweep: recorded trials are skipped. With
 ``--ray-address`` the same trials run through Ray Tune (:class:`~bsn_zoo.sweep.executors.RayExecutor`).
@@ -26,18 +26,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-import yaml
-
-from bsn_zoo.cli_errors import OneLineArgumentParser, UserInputError
+from bsn_zoo.cli_errors import OneLineArgumentParser, UserInputError, run_cli
 from bsn_zoo.sweep.executors import Executor, LocalExecutor, RayExecutor, TrialSettings
-from bsn_zoo.sweep.spec import SweepSpec, TrialSpec, load_sweep, parse_sweep
-from bsn_zoo.sweep.state import FINISHED_STATUSES, SweepState, TrialRecord
+from bsn_zoo.sweep.spec import SWEEP_FILE, SweepSpec, TrialSpec, load_saved_sweep, load_sweep, save_sweep
+from bsn_zoo.sweep.state import FINISHED_STATUSES, STATE_FILE, SweepState, TrialRecord
+from bsn_zoo.sweep.summary import write_summary
 
 __all__ = [
     "STATE_FILE",
     "SWEEP_FILE",
     "SweepOutcome",
     "build_parser",
+    "cli",
     "load_saved_sweep",
     "main",
     "run_sweep",
@@ -45,10 +45,6 @@ __all__ = [
     "signals_as_interrupt",
 ]
 
-#: the expanded sweep, written into the sweep folder.
-SWEEP_FILE = "sweep.yml"
-#: the sweep's record of finished trials.
-STATE_FILE = "state.jsonl"
 #: exit status of an interrupted sweep (as for SIGINT).
 EXIT_INTERRUPTED = 130
 
@@ -68,35 +64,6 @@ class SweepOutcome:
     skipped: int
     ran: tuple[TrialRecord, ...]
     summary: Path | None
-
-
-def save_sweep(spec: SweepSpec, sweep_dir: Path) -> Path:
-    """Write the expanded sweep to ``<sweep_dir>/sweep.yml`` (itself a valid sweep file)."""
-    content = {
-        "name": spec.name,
-        "threshold": spec.threshold,
-        "conf": spec.conf_file,
-        "seeds": list(spec.seeds),
-        "configs": [{"name": config_id, **options} for config_id, options in spec.configs.items()],
-    }
-    path = Path(sweep_dir) / SWEEP_FILE
-    path.write_text(yaml.safe_dump(content, sort_keys=False))
-    return path
-
-
-def load_saved_sweep(sweep_dir: Path) -> SweepSpec:
-    """Read the sweep saved in a sweep folder by :func:`save_sweep`.
-
-    Raises:
-        UserInputError: if the folder has no readable ``sweep.yml`` (it is not a sweep folder).
-    """
-    path = Path(sweep_dir) / SWEEP_FILE
-    try:
-        content = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        raise UserInputError(f"{sweep_dir} is not a sweep folder (no readable {SWEEP_FILE}); give the folder "
-                             "that train.py --sweep wrote") from None
-    return parse_sweep(content, Path(sweep_dir).name)
 
 
 def _describe(record: TrialRecord) -> str:
@@ -165,8 +132,6 @@ def run_sweep(
     executor.run(pending, TrialSettings(sweep_dir, timeout_s, threads), record)
     summary_path = None
     if summary:
-        from bsn_zoo.summary import write_summary
-
         summary_path = write_summary(sweep_dir, reps=bootstrap_reps)
         print(f"Summary: {summary_path}", flush=True)
     return SweepOutcome(sweep_dir, len(done), tuple(ran), summary_path)
@@ -256,3 +221,11 @@ def main(argv: Sequence[str]) -> int:
               f"  resume with the same command: python train.py {' '.join(argv)}", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     return 0
+
+
+def cli() -> None:
+    """The ``bsn-sweep FILE [options]`` command: the same as ``train.py --sweep FILE [options]``."""
+    argv = sys.argv[1:]
+    if argv and not argv[0].startswith("-"):
+        argv = ["--sweep", *argv]
+    sys.exit(run_cli(main, prog="bsn-sweep", argv=argv))

@@ -38,18 +38,22 @@ from typing import Any
 import yaml
 
 from bsn_zoo.cli_errors import UserInputError
+from bsn_zoo.config import build_config
 
 __all__ = [
     "FLAG_OPTIONS",
+    "SWEEP_FILE",
     "SweepSpec",
     "TrialSpec",
     "check_keys",
     "check_name",
     "flatten_options",
+    "load_saved_sweep",
     "load_sweep",
     "parse_options",
     "parse_sweep",
     "read_yaml",
+    "save_sweep",
     "unflatten_options",
 ]
 
@@ -144,8 +148,6 @@ class TrialSpec:
         Raises:
             UserInputError: naming the trial and the bad option.
         """
-        from bsn_zoo.config import build_config
-
         flags = {key: self.options.get(key) for key in FLAG_OPTIONS}
         flags["seed"] = self.seed
         params = {key: value for key, value in self.options.items() if key not in FLAG_OPTIONS}
@@ -371,3 +373,36 @@ def load_sweep(path: Path) -> SweepSpec:
         return parse_sweep(content, path.stem)
     except UserInputError as error:
         raise UserInputError(f"{path}: {error}") from None
+
+
+#: the expanded sweep, written into the sweep folder.
+SWEEP_FILE = "sweep.yml"
+
+
+def save_sweep(spec: SweepSpec, sweep_dir: Path) -> Path:
+    """Write the expanded sweep to ``<sweep_dir>/sweep.yml`` (itself a valid sweep file)."""
+    content = {
+        "name": spec.name,
+        "threshold": spec.threshold,
+        "conf": spec.conf_file,
+        "seeds": list(spec.seeds),
+        "configs": [{"name": config_id, **options} for config_id, options in spec.configs.items()],
+    }
+    path = Path(sweep_dir) / SWEEP_FILE
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
+    return path
+
+
+def load_saved_sweep(sweep_dir: Path) -> SweepSpec:
+    """Read the sweep saved in a sweep folder by :func:`save_sweep`.
+
+    Raises:
+        UserInputError: if the folder has no readable ``sweep.yml`` (it is not a sweep folder).
+    """
+    path = Path(sweep_dir) / SWEEP_FILE
+    try:
+        content = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        raise UserInputError(f"{sweep_dir} is not a sweep folder (no readable {SWEEP_FILE}); give the folder "
+                             "that train.py --sweep wrote") from None
+    return parse_sweep(content, Path(sweep_dir).name)

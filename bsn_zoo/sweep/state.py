@@ -16,7 +16,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FINISHED_STATUSES", "LearningCurve", "SweepState", "TrialRecord"]
+__all__ = ["FINISHED_STATUSES", "STATE_FILE", "LearningCurve", "SweepState", "TrialRecord"]
+
+#: the sweep's record of finished trials, in the sweep folder.
+STATE_FILE = "state.jsonl"
+
 
 #: trial statuses: ``ok`` (trained to the end), ``failed`` (crashed or rejected its input), ``diverged``
 #: (non-finite weights or losses), ``timeout`` (ran past the trial time limit), ``pruned`` (stopped by Optuna).

@@ -13,7 +13,7 @@ as recommended by Agarwal et al., "Deep RL at the edge of the statistical precip
 computed with their ``rliable`` library. The learning-curve plot shows the IQM across seeds at each
 evaluation step with its bootstrap band.
 
-``python -m bsn_zoo.summary <sweep folder> [--threshold R]`` rewrites ``summary.md``,
+``python -m bsn_zoo.sweep.summary <sweep folder> [--threshold R]`` rewrites ``summary.md``,
 ``learning_curves.png`` and ``final_return.png`` in the sweep folder.
 """
 
@@ -28,19 +28,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
+import envs  # noqa: F401  (registers the project's bsn/ ids with Gymnasium)
 from bsn_zoo.cli_errors import OneLineArgumentParser, UserInputError, run_cli
-from bsn_zoo.sweep.state import TrialRecord
+from bsn_zoo.config import RUN_DEFAULTS
+from bsn_zoo.plotting import Line, Panel, agg_figure, plot_learning_curves
+from bsn_zoo.sweep.spec import load_saved_sweep
+from bsn_zoo.sweep.state import STATE_FILE, SweepState, TrialRecord
 
 __all__ = [
     "ConfigSummary",
     "Interval",
+    "curves_panel",
     "env_threshold",
     "iqm_interval",
     "markdown_table",
     "plot_final_returns",
-    "plot_learning_curves",
     "seeded_numpy",
     "summarize",
     "write_summary",
@@ -164,10 +169,6 @@ def _interval(values: Sequence[float], reps: int) -> Interval | None:
 
 def env_threshold(env_id: str) -> float | None:
     """The environment's registered ``reward_threshold`` (CartPole-v1: 475), or ``None`` if it has none."""
-    import gymnasium as gym
-
-    import envs  # noqa: F401  (registers the project's bsn/ ids with Gymnasium)
-
     try:
         threshold = gym.spec(env_id).reward_threshold
     except (gym.error.Error, ModuleNotFoundError, AttributeError):
@@ -176,8 +177,6 @@ def env_threshold(env_id: str) -> float | None:
 
 
 def _config_env(options: Mapping[str, Any]) -> str:
-    from bsn_zoo.config import RUN_DEFAULTS
-
     return str(options.get("env", RUN_DEFAULTS["env"]))
 
 
@@ -300,35 +299,17 @@ def markdown_table(summaries: Sequence[ConfigSummary], reps: int, title: str = "
     return "\n".join(lines) + "\n"
 
 
-def _figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def plot_learning_curves(summaries: Sequence[ConfigSummary], path: Path) -> Path | None:
-    """Plot each configuration's IQM learning curve with its 95% bootstrap band; ``None`` if no curves."""
+def curves_panel(summaries: Sequence[ConfigSummary]) -> Panel | None:
+    """The panel of each configuration's IQM learning curve with its 95% bootstrap band; ``None`` if no curves."""
     drawn = [s for s in summaries if s.curve is not None]
     if not drawn:
         return None
-    figure = _figure(8, 5)
-    axes = figure.add_subplot()
+    lines = []
     for s in drawn:
         steps, points, low, high = s.curve
-        line = axes.plot(steps, points, label=f"{s.config_id} ({s.n_ok} seeds)")[0]
-        axes.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
-    thresholds = {s.threshold for s in drawn if s.threshold is not None}
-    for value in thresholds:
-        axes.axhline(value, color="grey", linestyle="--", linewidth=1)
-    axes.set_xlabel("environment steps")
-    axes.set_ylabel("return (IQM across seeds, 95% CI)")
-    axes.legend(fontsize="small")
-    axes.grid(alpha=0.3)
-    figure.savefig(path, dpi=120)
-    return Path(path)
+        lines.append(Line(steps, points, label=f"{s.config_id} ({s.n_ok} seeds)", band=(low, high)))
+    thresholds = sorted({s.threshold for s in drawn if s.threshold is not None})
+    return Panel(lines, ylabel="return (IQM across seeds, 95% CI)", thresholds=thresholds)
 
 
 def plot_final_returns(summaries: Sequence[ConfigSummary], path: Path) -> Path | None:
@@ -336,7 +317,7 @@ def plot_final_returns(summaries: Sequence[ConfigSummary], path: Path) -> Path |
     drawn = [s for s in summaries if s.final_return is not None]
     if not drawn:
         return None
-    figure = _figure(7, 1 + 0.45 * len(drawn))
+    figure = agg_figure(7, 1 + 0.45 * len(drawn))
     axes = figure.add_subplot()
     for row, s in enumerate(drawn):
         interval = s.final_return
@@ -366,16 +347,16 @@ def write_summary(sweep_dir: Path, threshold: float | None = None, reps: int = 2
     Raises:
         UserInputError: if ``sweep_dir`` is not a sweep folder.
     """
-    from bsn_zoo.sweep import STATE_FILE, load_saved_sweep
-    from bsn_zoo.sweep.state import SweepState
-
     sweep_dir = Path(sweep_dir)
     spec = load_saved_sweep(sweep_dir)
     records = list(SweepState(sweep_dir / STATE_FILE).latest().values())
     summaries = summarize(records, list(spec.configs), threshold if threshold is not None else spec.threshold,
                           reps, seed)
     text = markdown_table(summaries, reps, title=f"Sweep {spec.name}")
-    figures = [("Learning curves", plot_learning_curves(summaries, sweep_dir / CURVES_FILE)),
+    panel = curves_panel(summaries)
+    curves = None if panel is None else plot_learning_curves([panel], sweep_dir / CURVES_FILE, panel_size=(8, 5),
+                                                             dpi=120)
+    figures = [("Learning curves", curves),
                ("Final return", plot_final_returns(summaries, sweep_dir / FINAL_FILE))]
     text += "".join(f"\n## {name}\n\n![{name}]({figure.name})\n" for name, figure in figures if figure is not None)
     path = sweep_dir / SUMMARY_FILE
@@ -384,8 +365,8 @@ def write_summary(sweep_dir: Path, threshold: float | None = None, reps: int = 2
 
 
 def build_parser() -> OneLineArgumentParser:
-    """The command-line parser of ``python -m bsn_zoo.summary``."""
-    parser = OneLineArgumentParser(prog="python -m bsn_zoo.summary", description=__doc__.split("\n\n")[0])
+    """The command-line parser of ``python -m bsn_zoo.sweep.summary``."""
+    parser = OneLineArgumentParser(prog="python -m bsn_zoo.sweep.summary", description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir", type=Path, help="the sweep folder (written by train.py --sweep)")
     parser.add_argument("--threshold", type=float, help="return defining steps-to-threshold "
                                                         "(default: the sweep file's, else the environment's)")
@@ -407,4 +388,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main, prog="python -m bsn_zoo.summary"))
+    sys.exit(run_cli(main, prog="python -m bsn_zoo.sweep.summary"))

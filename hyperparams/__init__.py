@@ -1,0 +1,1 @@
+"""The shipped hyperparameter files (``<algo>.yml``, keyed by env id), installed with the package as data."""
