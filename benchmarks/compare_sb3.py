@@ -105,7 +105,7 @@ TASKS = {
         30_000,
         10,
     ),
-    # Issue #4's budget of 500k steps for every algorithm (RL Zoo's PPO budget is 1M), over which LocalPG's
+    # A budget of 500k steps for every algorithm (RL Zoo's PPO budget is 1M), over which LocalPG's
     # entry decays its learning rate; then 30 deterministic episodes (a 10-episode evaluation of one policy
     # has a standard error of 4 to 8 here, benchmarks/results/tuning_log.md).
     "Acrobot-v1": Task(

@@ -27,10 +27,10 @@ wanted() { [[ " $steps " == *" $1 "* ]]; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 "$python" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" || exit 1
 
-# Issue #6's second target: CartPole-v1 solved (deterministic evaluation >= 475) in < 15 s of training.
+# Target: CartPole-v1 solved (deterministic evaluation >= 475) in < 15 s of training.
 wanted solve && step 150 "$python" -m benchmarks.solve_time --device cuda --seeds 0 1 2 3 4 \
     --out benchmarks/results/solve_time_cuda
-# Issue #6's first target: >= 10M env-steps/s of training (collection + update), with SB3 PPO
+# Target: >= 10M env-steps/s of training (collection + update), with SB3 PPO
 # (RL-zoo settings, 8 envs, CPU) measured in the same run as the reference of the ratios.
 wanted throughput && step 240 "$python" -m benchmarks.throughput --methods sb3_ppo_zoo_train \
     torch_cuda_bsn_collect localpg_torch_cuda_train localpg_torch_cuda_train_compiled \

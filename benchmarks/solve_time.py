@@ -278,7 +278,7 @@ def write_markdown(path: Path, results: list[SolveResult], config: SolveConfig, 
     if config.device == "cpu":
         lines += [
             "",
-            "On a GPU (the issue's target: solved in < 15 s on an H100), the same script runs unchanged: "
+            "On a GPU (target: solved in < 15 s on an H100), the same script runs unchanged: "
             "`python -m benchmarks.solve_time --device cuda --seeds 0 1 2 3 4 "
             "--out benchmarks/results/solve_time_cuda`.",
         ]

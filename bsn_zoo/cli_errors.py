@@ -70,6 +70,19 @@ def program_name(script: str) -> str:
     return started_as if started_as.startswith("bsn-") else script
 
 
+def command_hint(script: str) -> str:
+    """How to start another of the project's tools, in the form this one was started in.
+
+    Args:
+        script: the tool's script name, e.g. ``evaluate.py``.
+
+    Returns:
+        ``bsn-evaluate`` when running as a console command (``bsn-*``), else ``python evaluate.py``.
+    """
+    console = program_name(script).startswith("bsn-")
+    return f"bsn-{script.removesuffix('.py')}" if console else f"python {script}"
+
+
 def run_cli(main: Callable[[Sequence[str]], int], prog: str, argv: Sequence[str] | None = None) -> int:
     """Run a command-line ``main(argv) -> exit status`` and turn user errors into one-line messages.
 

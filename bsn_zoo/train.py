@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from bsn_zoo.checkpoint import check_model_file
-from bsn_zoo.cli_errors import OneLineArgumentParser, UserInputError, program_name, run_cli
+from bsn_zoo.cli_errors import OneLineArgumentParser, UserInputError, command_hint, program_name, run_cli
 from bsn_zoo.config import (
     ALGORITHM_NAMES,
     BACKEND_NAMES,
@@ -186,11 +186,11 @@ def main(argv: Sequence[str]) -> int:
     )
     if result["interrupted"]:
         print(f"Interrupted by {result['interrupted']} at step {result['num_timesteps']}; checkpoint saved to "
-              f"{result['model_path']}\n  continue with: python train.py -i {layout.root}")
+              f"{result['model_path']}\n  continue with: {command_hint('train.py')} -i {layout.root}")
         return 128 + int(signal.Signals[result["interrupted"]])
     best = f"\n  best model:  {layout.best_model}" if layout.best_model.is_file() else ""
     print(f"Done: {result['num_timesteps']} steps.\n  final model: {result['model_path']}{best}\n"
-          f"  evaluate:    python evaluate.py {layout.root}")
+          f"  evaluate:    {command_hint('evaluate.py')} {layout.root}")
     return 0
 
 

@@ -51,7 +51,7 @@ from typing import Any
 
 import yaml
 
-from bsn_zoo.cli_errors import OneLineArgumentParser, UserInputError, run_cli
+from bsn_zoo.cli_errors import OneLineArgumentParser, UserInputError, command_hint, run_cli
 from bsn_zoo.sweep import EXIT_INTERRUPTED, signals_as_interrupt
 from bsn_zoo.sweep.spec import (
     TrialSpec,
@@ -569,7 +569,7 @@ def main(argv: Sequence[str]) -> int:
                      args.cpus_per_trial)
     except KeyboardInterrupt:
         print(f"Study interrupted; finished trials are kept in its storage.\n  resume with the same command: "
-              f"python train.py {' '.join(argv)}", file=sys.stderr, flush=True)
+              f"{command_hint('train.py')} {' '.join(argv)}", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     return 0
 

@@ -277,7 +277,8 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
         check_spaces(observation_space, action_space)
         if use_sde:
             raise ValueError(
-                "use_sde=True is not supported by BinaryStochasticPolicy; the hidden units already explore"
+                "use_sde=True is not supported by BinaryStochasticPolicy (its hidden units already explore): "
+                "set use_sde=False, or use SB3's MlpPolicy for gSDE"
             )
         if estimator not in ESTIMATORS:
             raise ValueError(f"unknown estimator {estimator!r}; choose one of: {', '.join(ESTIMATORS)}")

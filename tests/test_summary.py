@@ -8,6 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bsn_zoo.sweep import STATE_FILE, save_sweep
+from bsn_zoo.sweep.spec import parse_sweep
+from bsn_zoo.sweep.state import LearningCurve, SweepState, TrialRecord
 from bsn_zoo.sweep.summary import (
     env_threshold,
     iqm_interval,
@@ -17,9 +20,6 @@ from bsn_zoo.sweep.summary import (
     summarize,
     write_summary,
 )
-from bsn_zoo.sweep import STATE_FILE, save_sweep
-from bsn_zoo.sweep.spec import parse_sweep
-from bsn_zoo.sweep.state import LearningCurve, SweepState, TrialRecord
 
 
 def make_record(config: str, seed: int, returns: Sequence[float] | None, steps: Sequence[int] | None = None,

@@ -50,7 +50,7 @@ def take_rows(tensor: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     """``tensor[order]`` for a 1-D index ``order``, copying whole rows.
 
     On CPU, ``index_select`` of a ``uint8`` tensor copies each row with one ``memcpy`` while other
-    dtypes go element by element (about 5x slower for a (16384, 128) float32 tensor, torch 2.13), so
+    dtypes go element by element (several times slower for large tensors), so
     rows of 2+ dimensional contiguous CPU tensors are gathered as their bytes.
     """
     if tensor.device.type == "cpu" and tensor.dim() >= 2 and tensor.is_contiguous() and tensor.dtype != torch.bool:

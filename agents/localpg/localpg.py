@@ -90,11 +90,10 @@ class LocalPG(OnPolicyAlgorithm):
             to use ``clip_range``; the per-neuron trust region of the hidden units.
         compile_update: compile each minibatch's loss (forward pass and its backward) and the pass
             that scores the rollout with ``torch.compile`` (default ``False``). The first update then
-            takes longer (about 5-30 s of compilation on a 2-core CPU; inductor needs a C++ compiler
-            there) and later ones are faster, most where element-wise work or per-op overhead
-            dominates: small minibatches on CPU, and GPUs (numbers in
-            ``benchmarks/results/throughput.md`` and ``compare_sb3.md``). Results equal the eager
-            update's up to float rounding.
+            takes longer (compilation; on CPU, inductor needs a C++ compiler) and later ones are faster,
+            most where element-wise work or per-op overhead dominates: small minibatches on CPU, and
+            GPUs (measured in ``benchmarks/results/throughput.md``). Results equal the eager update's
+            up to float rounding.
         rao_blackwell: credit each hidden unit with ``(q_i - p_i)(A - c_i)`` instead of
             ``(h_i - p_i)(A - c_i)``, where ``q_i`` is the probability that the unit fired given its Markov
             blanket (its inputs, the other units' samples and what its children did: the layer above,

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from bsn_zoo.cli_errors import OneLineArgumentParser, UserInputError, run_cli
+from bsn_zoo.cli_errors import OneLineArgumentParser, UserInputError, command_hint, run_cli
 from bsn_zoo.sweep.executors import Executor, LocalExecutor, RayExecutor, TrialSettings
 from bsn_zoo.sweep.spec import SWEEP_FILE, SweepSpec, TrialSpec, load_saved_sweep, load_sweep, save_sweep
 from bsn_zoo.sweep.state import FINISHED_STATUSES, STATE_FILE, SweepState, TrialRecord
@@ -218,7 +218,8 @@ def main(argv: Sequence[str]) -> int:
                       rerun=args.rerun, summary=not args.no_summary, bootstrap_reps=args.bootstrap_reps)
     except KeyboardInterrupt:
         print(f"Sweep interrupted; finished trials are recorded in {Path(sweep_dir) / STATE_FILE}.\n"
-              f"  resume with the same command: python train.py {' '.join(argv)}", file=sys.stderr, flush=True)
+              f"  resume with the same command: {command_hint('train.py')} {' '.join(argv)}",
+              file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     return 0
 
