@@ -155,16 +155,16 @@ class HParamCallback(BaseCallback):
     """Log the run's hyperparameters to TensorBoard's HPARAMS tab when training starts.
 
     Args:
-        hparams: name to value; values other than bool, int, float and str (lists, mappings, ``None``)
-            are logged as their text.
+        hparams: name to value. Floats are logged as numbers; every other value (integers, booleans,
+            lists, mappings, ``None``) as its text, so TensorBoard shows ``64`` and ``True`` rather than
+            ``64.000`` and ``1.000`` (its HParams plugin stores every number as a float).
         metrics: the TensorBoard scalars shown next to them (keys logged during training).
     """
 
     def __init__(self, hparams: Mapping[str, Any], metrics: tuple[str, ...] = ("rollout/ep_rew_mean",
                                                                                "eval/mean_reward")) -> None:
         super().__init__()
-        self.hparams = {key: value if isinstance(value, (bool, int, float, str)) else str(value)
-                        for key, value in hparams.items()}
+        self.hparams = {key: value if isinstance(value, (float, str)) else str(value) for key, value in hparams.items()}
         self.metrics = metrics
 
     def _on_training_start(self) -> None:

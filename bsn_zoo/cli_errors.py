@@ -97,6 +97,10 @@ def run_cli(main: Callable[[Sequence[str]], int], prog: str, argv: Sequence[str]
         ``--verbose`` in ``argv`` the traceback is printed as well.
     """
     args = list(sys.argv[1:] if argv is None else argv)
+    for stream in (sys.stdout, sys.stderr):  # each line shows at once, also when output goes to a file or pipe
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(line_buffering=True)
     try:
         return main(args)
     except UserInputError as error:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from gymnasium import spaces
 from stable_baselines3 import A2C, PPO
@@ -44,6 +45,7 @@ __all__ = [
     "ALGORITHM_NAMES",
     "BACKEND_NAMES",
     "BASELINE_NAMES",
+    "DEFAULT_NUM_THREADS",
     "ESTIMATOR_NAMES",
     "HYPERPARAMS_DIR",
     "LINEAR_PREFIX",
@@ -61,6 +63,7 @@ __all__ = [
     "policy_class",
     "read_hyperparams",
     "resolve_schedules",
+    "set_num_threads",
     "validate_config",
 ]
 
@@ -337,6 +340,23 @@ def _number(key: str, value: Any, kind: type) -> int | float:
             raise UserInputError(f"{key} must be a whole number, got {value}")
         return int(value)
     return float(value)
+
+
+#: torch's CPU threads of the command-line tools unless ``--num-threads`` says otherwise. For the small networks
+#: of RL policies one thread is about as fast as several on an idle machine and much faster when runs share
+#: the cores (``benchmarks/results/threads.md``).
+DEFAULT_NUM_THREADS = 1
+
+
+def set_num_threads(value: Any) -> None:
+    """Set torch's CPU threads from a ``--num-threads`` value: a positive count, or -1 for torch's own choice.
+
+    Raises:
+        UserInputError: for any other value.
+    """
+    if value in (-1, "-1"):
+        return
+    torch.set_num_threads(positive_int("num-threads", value))
 
 
 def positive_int(key: str, value: Any) -> int:

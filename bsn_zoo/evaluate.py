@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +23,16 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from bsn_zoo.checkpoint import load_model, vecnormalize_path
 from bsn_zoo.cli_errors import OneLineArgumentParser, UserInputError, program_name, run_cli
-from bsn_zoo.config import ALGORITHM_NAMES, RUN_DEFAULTS, algorithm_class, parse_value, positive_int, validate_config
+from bsn_zoo.config import (
+    ALGORITHM_NAMES,
+    DEFAULT_NUM_THREADS,
+    RUN_DEFAULTS,
+    algorithm_class,
+    parse_value,
+    positive_int,
+    set_num_threads,
+    validate_config,
+)
 from bsn_zoo.evaluation import (
     load_monitor_curve,
     load_tensorboard_scalars,
@@ -30,14 +40,23 @@ from bsn_zoo.evaluation import (
     save_gif,
 )
 from bsn_zoo.plotting import curve_panels, plot_learning_curves
-from bsn_zoo.run import find_run, load_run_config, make_env, read_run_config, tensorboard_dir
+from bsn_zoo.run import (
+    find_run,
+    load_run_config,
+    make_env,
+    read_run_config,
+    run_name,
+    tensorboard_root,
+    tensorboard_segments,
+)
 
 
 def build_parser() -> OneLineArgumentParser:
     """The command-line parser of ``evaluate.py``."""
     parser = OneLineArgumentParser(prog=program_name("evaluate.py"), description=__doc__.split("\n\n")[0])
-    parser.add_argument("targets", nargs="+", type=Path, metavar="TARGET",
-                        help="run folder (its latest model) or model .zip; several are evaluated in turn")
+    parser.add_argument("targets", nargs="*", type=Path, metavar="TARGET",
+                        help="run folder (its latest model) or model .zip; several are evaluated in turn "
+                             "(default: the run of --algo and --env in -f numbered --exp-id, as RL Zoo finds it)")
     parser.add_argument("-n", "--n-episodes", type=parse_value, default=10, metavar="N",
                         help="episodes per target (default 10; 0 skips evaluation, e.g. to only plot)")
     mode = parser.add_mutually_exclusive_group()
@@ -47,8 +66,22 @@ def build_parser() -> OneLineArgumentParser:
     mode.add_argument("--deterministic", dest="deterministic", action="store_true", default=None,
                       help="noise-free units (each fires iff p > 0.5) and actions")
     parser.add_argument("--algo", choices=ALGORITHM_NAMES,
-                        help="algorithm that saved a bare model file (default: the run's, else localpg)")
-    parser.add_argument("--env", help="environment id (default: the run's)")
+                        help="algorithm of the run to find without TARGET, or that saved a bare model file "
+                             f"(default: the run's, else {RUN_DEFAULTS['algo']})")
+    parser.add_argument("--env", help=f"environment id (default: the run's; without TARGET {RUN_DEFAULTS['env']})")
+    found = parser.add_argument_group("finding the run and model (RL Baselines3 Zoo's flags)")
+    found.add_argument("-f", "--folder", type=Path, default=Path("logs"),
+                       help="log folder of the runs, <folder>/<algo>/<env>_<N> (default logs)")
+    found.add_argument("--exp-id", type=parse_value, default=0, metavar="N",
+                       help="run number N of <env>_<N> (default 0: the latest)")
+    which = found.add_mutually_exclusive_group()
+    which.add_argument("--load-best", action="store_true", help="the run's best_model.zip")
+    which.add_argument("--load-checkpoint", type=parse_value, metavar="STEPS",
+                       help="the run's checkpoint saved at STEPS steps (checkpoints/ckpt_<STEPS>_steps.zip)")
+    which.add_argument("--load-last-checkpoint", action="store_true", help="the run's latest checkpoint")
+    parser.add_argument("--num-threads", "--threads", dest="num_threads", type=parse_value, metavar="N",
+                        default=DEFAULT_NUM_THREADS,
+                        help=f"CPU threads of torch (default {DEFAULT_NUM_THREADS}; -1 leaves torch's own choice)")
     parser.add_argument("--seed", type=parse_value, default=0, help="seed of the evaluation environment (0)")
     parser.add_argument("--device", default="auto", help="auto (default: CPU without CUDA), cpu, cuda, cuda:N")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
@@ -82,8 +115,9 @@ def evaluate_target(target: Path, args: argparse.Namespace, n_episodes: int) -> 
     config = (load_run_config(layout, changes) if layout is not None
               else validate_config({**RUN_DEFAULTS, "algo": "localpg", **changes}))
     record = positive_int("video-episodes", args.video_episodes) if args.video_folder else 0
-    if record:
-        os.environ.setdefault("SDL_AUDIODRIVER", "dummy")  # pygame rendering needs no sound device
+    if record:  # off-screen rendering needs neither a sound nor a display device (and must not warn about them)
+        os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     venv = make_env({**config, "backend": "gymnasium"}, n_envs=1, seed=int(args.seed),
                     render_mode="rgb_array" if record else None)
     stats_path = vecnormalize_path(model_path)
@@ -101,6 +135,52 @@ def evaluate_target(target: Path, args: argparse.Namespace, n_episodes: int) -> 
             for index, frames in enumerate(videos)]
     return {"target": str(target), "model": str(model_path), "env": config["env"], "algo": config["algo"],
             **stats.summary(), "videos": gifs}
+
+
+def find_targets(args: argparse.Namespace) -> list[Path]:
+    """The model files or run folders to evaluate: the given targets, else the run RL Zoo's flags name.
+
+    Without targets, the run is ``<folder>/<algo>/<env>_<exp-id>`` (the latest number for ``--exp-id 0``).
+    ``--load-best``, ``--load-checkpoint`` and ``--load-last-checkpoint`` pick a model inside each run folder.
+
+    Raises:
+        UserInputError: if no such run or model exists, or a model-picking flag meets a model file.
+    """
+    targets = list(args.targets)
+    if not targets:
+        algo, env_id = args.algo or RUN_DEFAULTS["algo"], args.env or RUN_DEFAULTS["env"]
+        parent, stem = args.folder / algo, run_name(env_id)
+        exp_id = int(args.exp_id) if args.exp_id in (0, "0") else positive_int("exp-id", args.exp_id)
+        numbers = sorted(int(m.group(1)) for path in (parent.iterdir() if parent.is_dir() else [])
+                         if (m := re.fullmatch(re.escape(stem) + r"_(\d+)", path.name)))
+        if not numbers or (exp_id and exp_id not in numbers):
+            wanted = f"{stem}_{exp_id}" if exp_id else f"{stem}_<N>"
+            raise UserInputError(f"no run {parent / wanted}; train one with train.py --algo {algo} --env {env_id} "
+                                 f"-f {args.folder}, or give a run folder or model file")
+        targets = [parent / f"{stem}_{exp_id or numbers[-1]}"]
+    if not (args.load_best or args.load_checkpoint is not None or args.load_last_checkpoint):
+        return targets
+    return [_pick_model(target, args) for target in targets]
+
+
+def _pick_model(target: Path, args: argparse.Namespace) -> Path:
+    layout, _ = find_run(target)
+    if layout is None or target.suffix == ".zip":
+        raise UserInputError(f"--load-best and --load-*checkpoint pick a model inside a run folder; {target} is a "
+                             "model file: give its run folder")
+    if args.load_best:
+        path = layout.best_model
+    elif args.load_last_checkpoint:
+        saved = layout.checkpoints()
+        if not saved:
+            raise UserInputError(f"{layout.root} has no checkpoint; evaluate its latest model without the flag")
+        path = saved[-1][1]
+    else:
+        path = layout.checkpoint(positive_int("load-checkpoint", args.load_checkpoint))
+    if not path.is_file():
+        have = ", ".join(str(steps) for steps, _ in layout.checkpoints()) or "none"
+        raise UserInputError(f"{path} does not exist (checkpoints at steps: {have})")
+    return path
 
 
 def plot_targets(targets: Sequence[Path], path: Path, keys: Sequence[str]) -> Path:
@@ -122,7 +202,8 @@ def plot_targets(targets: Sequence[Path], path: Path, keys: Sequence[str]) -> Pa
             continue
         label = f"{layout.root.parent.name}/{layout.root.name}"
         if keys:
-            scalars = load_tensorboard_scalars(tensorboard_dir(read_run_config(layout), layout), list(keys))
+            segments = tensorboard_segments(tensorboard_root(read_run_config(layout), layout))
+            scalars = load_tensorboard_scalars(segments, list(keys))
             for key, curve in scalars.items():
                 panels[key][label] = curve
         else:
@@ -139,19 +220,22 @@ def plot_targets(targets: Sequence[Path], path: Path, keys: Sequence[str]) -> Pa
 def main(argv: Sequence[str]) -> int:
     """Parse ``argv``, evaluate each target, print mean +/- std, and write JSON, GIFs, plots as asked."""
     args = build_parser().parse_args(argv)
+    set_num_threads(args.num_threads)
     n_episodes = 0 if args.n_episodes == 0 else positive_int("n-episodes", args.n_episodes)
+    targets = find_targets(args)
     results = []
-    for target in args.targets if n_episodes else []:
+    for target in targets if n_episodes else []:
         result = evaluate_target(target, args, n_episodes)
         results.append(result)
         mode = "deterministic" if result["deterministic"] else "stochastic"
-        print(f"{result['model']} on {result['env']}, {result['episodes']} episodes ({mode}): "
+        episodes = f"{result['episodes']} episode{'s' if result['episodes'] != 1 else ''}"
+        print(f"{result['model']} on {result['env']}, {episodes} ({mode}): "
               f"return {result['mean_return']:.2f} +/- {result['std_return']:.2f}, "
               f"length {result['mean_length']:.1f} +/- {result['std_length']:.1f}")
         for gif in result["videos"]:
             print(f"  video: {gif}")
     if args.plot:
-        print(f"learning curves: {plot_targets(args.targets, args.plot, args.plot_keys)}")
+        print(f"learning curves: {plot_targets(targets, args.plot, args.plot_keys)}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"results": results}, indent=2))

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import csv
+import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -108,7 +110,10 @@ def save_gif(frames: list[np.ndarray], path: Path, fps: float = 30.0) -> Path:
 
 
 def load_monitor_curve(monitor_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Training episodes of a run from its Monitor CSV files, in time order.
+    """Training episodes of a run from its Monitor CSV files, in the order they ended in wall-clock time.
+
+    A continued run's rows are timed from the run's start (:func:`bsn_zoo.run.continue_monitor_clocks`),
+    so every segment's episodes come after the previous segment's.
 
     Args:
         monitor_dir: folder with ``*.monitor.csv`` files (one per training environment).
@@ -120,8 +125,11 @@ def load_monitor_curve(monitor_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     rows: list[tuple[float, float, int]] = []
     for path in sorted(Path(monitor_dir).glob("*.monitor.csv")):
         with open(path, newline="") as handle:
-            lines = [line for line in handle if not line.startswith("#")]
-        rows.extend((float(row["t"]), float(row["r"]), int(row["l"])) for row in csv.DictReader(lines))
+            header, *lines = handle.readlines()
+        start = float(json.loads(header[1:])["t_start"]) if header.startswith("#") else 0.0
+        # wall-clock end of each episode: the file's start plus the row's time (each file has its own start)
+        table = csv.DictReader(line for line in lines if not line.startswith("#"))
+        rows.extend((start + float(row["t"]), float(row["r"]), int(row["l"])) for row in table)
     rows.sort()
     if not rows:
         return np.zeros(0), np.zeros(0)
@@ -129,24 +137,28 @@ def load_monitor_curve(monitor_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.cumsum(lengths), np.array([row[1] for row in rows])
 
 
-def load_tensorboard_scalars(event_dir: Path, keys: list[str]) -> dict[str, Curve]:
-    """Scalars of a run's TensorBoard event folder (every event file in it, e.g. of a continued run).
+def load_tensorboard_scalars(event_dirs: Sequence[Path], keys: list[str]) -> dict[str, Curve]:
+    """Scalars of a run's TensorBoard event folders (its training segments), joined and sorted by step.
 
     Args:
-        event_dir: the folder holding ``events.out.tfevents.*`` files.
+        event_dirs: folders holding ``events.out.tfevents.*`` files (:func:`bsn_zoo.run.tensorboard_segments`).
         keys: the scalar tags wanted (e.g. ``rollout/ep_rew_mean``, ``bsn/layer0/firing_rate``).
 
     Returns:
-        Tag to ``(steps, values)`` sorted by step, for the wanted tags that the folder has.
+        Tag to ``(steps, values)`` sorted by step, for the wanted tags that the folders have.
     """
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    accumulator = EventAccumulator(str(event_dir), size_guidance={"scalars": 0})
-    accumulator.Reload()
-    available = set(accumulator.Tags()["scalars"])
+    points: dict[str, list[tuple[int, float]]] = {}
+    for event_dir in event_dirs:
+        accumulator = EventAccumulator(str(event_dir), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        available = set(accumulator.Tags()["scalars"])
+        for key in keys:
+            if key in available:
+                points.setdefault(key, []).extend((event.step, event.value) for event in accumulator.Scalars(key))
     curves = {}
-    for key in keys:
-        if key in available:
-            events = sorted(accumulator.Scalars(key), key=lambda event: event.step)
-            curves[key] = (np.array([e.step for e in events]), np.array([e.value for e in events]))
+    for key, values in points.items():
+        values.sort(key=lambda point: point[0])
+        curves[key] = (np.array([step for step, _ in values]), np.array([value for _, value in values]))
     return curves

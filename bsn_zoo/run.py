@@ -2,13 +2,17 @@
 
 Run folder layout (``<log-folder>/<algo>/<env>_<N>/``, see :class:`RunLayout`)::
 
-    config.yml                      the exact configuration used (bsn_zoo.config)
+    config.yml                      the configuration of the latest training segment (bsn_zoo.config)
+    history.yml                     one entry per training segment (each train.py call): steps, command,
+                                    and the settings it changed
     final_model.zip                 the model at the end of training (+ _vecnormalize.pkl if normalised)
     best_model.zip                  the model with the best evaluation return so far
     checkpoints/ckpt_<steps>_steps.zip   periodic checkpoints, and the one saved on SIGINT / SIGTERM
-    monitor/<i>.monitor.csv         per-episode return and length of each training environment
+    monitor/<i>.monitor.csv         per-episode return and length of each training environment (a
+                                    continued run appends, its times counted from the run's start)
     eval/evaluations.npz            the periodic evaluations (SB3 EvalCallback format)
-    tb/                             TensorBoard events (unless -tb names another folder)
+    tb/<Algo>_<k>/                  TensorBoard events of segment k (unless -tb names another root);
+                                    ``tensorboard --logdir <run>/tb`` shows each segment with its HParams
 
 :func:`run_training` is the reusable entry point (``train.py`` and sweep runners call it).
 """
@@ -22,6 +26,7 @@ import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +35,17 @@ import torch
 import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
+from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import configure
+from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.utils import set_random_seed
-from stable_baselines3.common.vec_env import VecEnv, VecNormalize, unwrap_vec_wrapper
+from stable_baselines3.common.vec_env import (
+    VecEnv,
+    VecEnvWrapper,
+    VecNormalize,
+    sync_envs_normalization,
+    unwrap_vec_wrapper,
+)
 
 from bsn_zoo.callbacks import (
     CheckpointCallback,
@@ -73,19 +86,24 @@ __all__ = [
     "RunLayout",
     "algorithm_kwargs",
     "build_model",
+    "config_changes",
     "create_run_dir",
     "effective_hyperparameters",
     "find_run",
     "firing_probabilities",
     "load_run_config",
     "make_env",
+    "read_history",
     "read_run_config",
     "restore_evaluations",
     "run_name",
     "run_training",
-    "tensorboard_dir",
+    "tensorboard_root",
+    "tensorboard_segments",
 ]
 
+#: name of a training segment's TensorBoard folder, ``<Algo>_<k>`` (SB3's ``<tb_log_name>_<k>``).
+SEGMENT_PATTERN = re.compile(r"[A-Za-z0-9]+_(\d+)")
 CHECKPOINT_PATTERN = re.compile(r"^ckpt_(\d+)_steps\.zip$")
 
 
@@ -119,6 +137,11 @@ class RunLayout:
     def monitor_dir(self) -> Path:
         """Folder of the training environments' Monitor CSV files."""
         return self.root / "monitor"
+
+    @property
+    def history_file(self) -> Path:
+        """The record of the run's training segments, ``history.yml``."""
+        return self.root / "history.yml"
 
     @property
     def eval_dir(self) -> Path:
@@ -192,10 +215,43 @@ def create_run_dir(log_folder: Path, algo: str, env_id: str) -> RunLayout:
     return RunLayout(root)
 
 
-def tensorboard_dir(config: Mapping[str, Any], layout: RunLayout) -> Path:
-    """The run's TensorBoard event folder: ``<tensorboard_log>/<algo>/<run>`` or ``<run folder>/tb``."""
+def tensorboard_root(config: Mapping[str, Any], layout: RunLayout) -> Path:
+    """The run's TensorBoard root (what ``tensorboard --logdir`` takes): ``<tensorboard_log>/<algo>/<run>`` or
+    ``<run folder>/tb``. Each training segment writes its events into a folder of its own below it."""
     base = config.get("tensorboard_log")
     return Path(base) / config["algo"] / layout.root.name if base else layout.root / "tb"
+
+
+def tensorboard_segments(root: Path) -> list[Path]:
+    """The event folders below a TensorBoard root, in segment order (``<Algo>_<k>`` by ``k``).
+
+    Event files directly in ``root`` (an unsegmented run) come first, as ``root`` itself.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    numbered = [(int(match.group(1)), path) for path in root.iterdir()
+                if path.is_dir() and (match := SEGMENT_PATTERN.fullmatch(path.name))]
+    direct = [root] if any(root.glob("events.out.tfevents.*")) else []
+    return direct + [path for _, path in sorted(numbered)]
+
+
+def read_history(layout: RunLayout) -> list[dict[str, Any]]:
+    """The run's training segments recorded in ``history.yml`` (empty for a new run or one without the file)."""
+    if not layout.history_file.is_file():
+        return []
+    try:
+        entries = yaml.safe_load(layout.history_file.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise UserInputError(f"cannot read {layout.history_file}: {' '.join(str(error).split())}; "
+                             "move it away to start a new history") from None
+    return list(entries) if isinstance(entries, list) else []
+
+
+def config_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The settings that differ between two configurations: ``{key: {"from": old, "to": new}}`` (``None`` if absent)."""
+    keys = [*before, *(key for key in after if key not in before)]
+    return {key: {"from": before.get(key), "to": after.get(key)} for key in keys if before.get(key) != after.get(key)}
 
 
 def find_run(path: Path) -> tuple[RunLayout | None, Path]:
@@ -317,6 +373,30 @@ def make_env(
     return VecCheckFinite(venv)
 
 
+def continue_monitor_clocks(venv: VecEnv) -> None:
+    """Time a continued run's episodes from the run's start, so its Monitor files stay in time order.
+
+    SB3's ``Monitor`` appends to an existing file but counts each row's time ``t`` from its own start;
+    each Monitor here takes the ``t_start`` of its file's header instead, so the rows of every segment
+    of a run share one clock.
+
+    Args:
+        venv: the training env just built with ``append_monitor``; envs without a Monitor file are skipped.
+    """
+    while isinstance(venv, VecEnvWrapper):
+        venv = venv.venv
+    for env in getattr(venv, "envs", []):
+        while not isinstance(env, Monitor) and hasattr(env, "env"):
+            env = env.env
+        writer = getattr(env, "results_writer", None)
+        if not isinstance(env, Monitor) or writer is None:
+            continue
+        with open(writer.file_handler.name) as handle:
+            header = handle.readline()
+        if header.startswith("#"):
+            env.t_start = float(json.loads(header[1:])["t_start"])
+
+
 def algorithm_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
     """The algorithm constructor arguments of a configuration (run settings removed, names resolved,
     ``lin_<start>`` values made linear schedules)."""
@@ -395,8 +475,9 @@ def _callbacks(
 ) -> tuple[list[BaseCallback], EvalCallback | None]:
     """The callbacks of a run: stop on request, divergence check, checkpoints, evaluation, TensorBoard extras.
 
-    Returns the list and the evaluation callback (``None`` when ``eval_freq`` is 0). Hyperparameters
-    are logged only for a new run (a continued one already has them in its TensorBoard run).
+    Returns the list and the evaluation callback (``None`` when ``eval_freq`` is 0). Each evaluation
+    prints its mean +/- std return (SB3's ``EvalCallback`` lines). Every training segment logs its
+    hyperparameters into its own TensorBoard folder.
     """
     callbacks: list[BaseCallback] = [StopOnRequestCallback(request), FiniteParametersCallback()]
     if config["save_freq"]:
@@ -410,13 +491,12 @@ def _callbacks(
         evaluation = EvalCallback(
             eval_env, callback_on_new_best=SaveModelCallback(layout.best_model, vec_normalize),
             n_eval_episodes=config["eval_episodes"], eval_freq=max(config["eval_freq"] // config["n_envs"], 1),
-            log_path=str(layout.eval_dir), deterministic=config["deterministic_eval"], verbose=0, warn=False,
+            log_path=str(layout.eval_dir), deterministic=config["deterministic_eval"], verbose=1, warn=False,
         )
         if resumed:
             restore_evaluations(evaluation, layout.eval_dir / "evaluations.npz")
         callbacks.append(evaluation)
-    if not resumed:
-        callbacks.append(HParamCallback(effective_hyperparameters(config, model)))
+    callbacks.append(HParamCallback(effective_hyperparameters(config, model)))
     if _is_bsn(model):
         callbacks.append(FiringHistogramCallback(firing_probabilities))
     return callbacks, evaluation
@@ -430,6 +510,8 @@ def _prepare_env(config: Mapping[str, Any], layout: RunLayout, resume_from: Path
     """
     seed = None if config["seed"] is None else config["seed"] + start_step
     env = make_env(config, config["n_envs"], seed, layout.monitor_dir, append_monitor=resume_from is not None)
+    if resume_from is not None:
+        continue_monitor_clocks(env)
     if not config["normalize"]:
         return env, None
     stats = vecnormalize_path(resume_from) if resume_from is not None else None
@@ -472,6 +554,27 @@ def _learn(model: BaseAlgorithm, config: Mapping[str, Any], callbacks: list[Base
         raise
 
 
+def _record_segment(layout: RunLayout, history: list[dict[str, Any]], entry: dict[str, Any]) -> None:
+    """Append a training segment to the run's ``history.yml`` (written atomically)."""
+    text = yaml.safe_dump([*history, entry], sort_keys=False)
+    atomic_write(layout.history_file, lambda handle: handle.write(text.encode()))
+
+
+def _evaluate_final(model: BaseAlgorithm, evaluation: EvalCallback, config: Mapping[str, Any]) -> tuple[float, float]:
+    """Mean and std return of the final model on the evaluation env (normalisation statistics synced first).
+
+    An evaluation the callback made at the final step is the final model's: it is reported, not repeated.
+    """
+    if evaluation.evaluations_timesteps and evaluation.evaluations_timesteps[-1] == model.num_timesteps:
+        returns = evaluation.evaluations_results[-1]
+        return float(np.mean(returns)), float(np.std(returns))
+    if model.get_vec_normalize_env() is not None:
+        sync_envs_normalization(model.get_env(), evaluation.eval_env)
+    mean, std = evaluate_policy(model, evaluation.eval_env, n_eval_episodes=config["eval_episodes"],
+                                deterministic=config["deterministic_eval"], warn=False)
+    return float(mean), float(std)
+
+
 def run_training(
     config: Mapping[str, Any],
     run_dir: Path,
@@ -479,6 +582,7 @@ def run_training(
     progress_bar: bool = False,
     verbose: int = 0,
     on_start: Callable[[BaseAlgorithm], None] | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Train (or continue training) one run and save everything into ``run_dir``.
 
@@ -497,10 +601,18 @@ def run_training(
         progress_bar: show SB3's progress bar.
         verbose: 0 quiet, 1 SB3's log tables on stdout too.
         on_start: called with the model just before training starts (e.g. to report where things go).
+        command: the command line that started this segment, recorded in ``history.yml`` (``None``: not known).
+
+    Each call is one *training segment* of the run: it is recorded in ``history.yml`` (its number, start
+    time, steps, command and the settings it changed against the previous ``config.yml``) and writes its
+    TensorBoard events, hyperparameters included, to ``<tensorboard root>/<Algo>_<segment>``.
 
     Returns:
         ``run_dir``, ``model_path`` (final model, or checkpoint if interrupted), ``num_timesteps``,
-        ``interrupted`` (signal name or ``None``), ``tensorboard_dir``, ``best_mean_reward`` (or ``None``).
+        ``interrupted`` (signal name or ``None``), ``tensorboard_dir`` (this segment's event folder),
+        ``segment``, ``changes`` (as :func:`config_changes`), ``best_mean_reward`` (or ``None``), and
+        ``final_evaluation``: ``(mean, std)`` return of the final model over ``eval_episodes`` episodes of
+        the evaluation env (``None`` if interrupted or ``eval_freq`` is 0).
 
     Raises:
         UserInputError: for bad configuration, environment or model file; a finished run.
@@ -517,13 +629,23 @@ def run_training(
     if start_step >= config["n_timesteps"]:
         raise UserInputError(f"the model {resume_from} already has {start_step} steps >= n_timesteps "
                              f"{config['n_timesteps']}; pass a larger -n to train further")
+    history = read_history(layout)
+    previous = read_run_config(layout) if layout.config_file.is_file() and resume_from is not None else None
+    changes = {} if previous is None else config_changes(previous, config)
+    segment = len(history) + 1
     save_run_config(layout, config)
     env, vec_normalize = _prepare_env(config, layout, resume_from, start_step)
     try:
         if config["seed"] is not None:
             set_random_seed(config["seed"] + start_step)
         model = _load_or_build_model(config, env, resume_from)
-        events = tensorboard_dir(config, layout)
+        events = tensorboard_root(config, layout) / f"{type(model).__name__}_{segment}"
+        _record_segment(layout, history, {
+            "segment": segment, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "from_step": int(model.num_timesteps), "n_timesteps": config["n_timesteps"],
+            "resumed_from": None if resume_from is None else str(resume_from), "command": command,
+            "tensorboard": str(events), "changed": changes,
+        })
         model.set_logger(configure(str(events), ["tensorboard", "stdout"] if verbose else ["tensorboard"]))
         finite_check = unwrap_vec_wrapper(env, VecCheckFinite)
         if finite_check is not None:
@@ -532,8 +654,11 @@ def run_training(
         callbacks, evaluation = _callbacks(config, layout, model, request, vec_normalize, resume_from is not None)
         if on_start is not None:
             on_start(model)
+        final_evaluation = None
         try:
             _learn(model, config, callbacks, request, progress_bar)
+            if evaluation is not None and not request.requested:
+                final_evaluation = _evaluate_final(model, evaluation, config)
         finally:
             model.logger.close()
             if evaluation is not None:
@@ -548,6 +673,9 @@ def run_training(
         "num_timesteps": model.num_timesteps,
         "interrupted": request.signal_name,
         "tensorboard_dir": events,
+        "segment": segment,
+        "changes": changes,
+        "final_evaluation": final_evaluation,
         "best_mean_reward": None if evaluation is None or evaluation.best_mean_reward == float("-inf")
         else float(evaluation.best_mean_reward),
     }

@@ -16,11 +16,10 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from bsn_zoo.checkpoint import check_model_file
 from bsn_zoo.cli_errors import OneLineArgumentParser, UserInputError, command_hint, program_name, run_cli
@@ -28,6 +27,7 @@ from bsn_zoo.config import (
     ALGORITHM_NAMES,
     BACKEND_NAMES,
     BASELINE_NAMES,
+    DEFAULT_NUM_THREADS,
     ESTIMATOR_NAMES,
     POLICY_NAMES,
     RUN_DEFAULTS,
@@ -35,10 +35,19 @@ from bsn_zoo.config import (
     merge,
     parse_overrides,
     parse_value,
-    positive_int,
+    set_num_threads,
     validate_config,
 )
-from bsn_zoo.run import RunLayout, create_run_dir, find_run, make_env, read_run_config, run_training, tensorboard_dir
+from bsn_zoo.run import (
+    RunLayout,
+    config_changes,
+    create_run_dir,
+    find_run,
+    make_env,
+    read_run_config,
+    run_training,
+    tensorboard_root,
+)
 from bsn_zoo.sweep import main as sweep_main
 from bsn_zoo.tune import main as tune_main
 
@@ -76,8 +85,10 @@ def build_parser() -> OneLineArgumentParser:
     budget.add_argument("--seed", type=parse_value, help="random seed (default: none)")
     budget.add_argument("--n-envs", type=parse_value, metavar="N", help="parallel environments")
     budget.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-    budget.add_argument("--threads", type=parse_value, metavar="N",
-                        help="CPU threads of torch (default: torch's choice; 1 is often fastest for small nets)")
+    budget.add_argument("--num-threads", "--threads", dest="num_threads", type=parse_value, metavar="N",
+                        default=DEFAULT_NUM_THREADS,
+                        help=f"CPU threads of torch (default {DEFAULT_NUM_THREADS}: small policy networks gain little "
+                             "from more, and lose much when runs share the cores; -1 leaves torch's own choice)")
     logging = parser.add_argument_group("logging and saving")
     logging.add_argument("-f", "--log-folder", type=Path, default=Path("logs"), help="root of run folders (logs)")
     logging.add_argument("-tb", "--tensorboard-log", metavar="DIR",
@@ -154,11 +165,14 @@ def resolve_run(args: argparse.Namespace) -> tuple[dict[str, Any], RunLayout | N
 FEW_TORCH_ENVS = 64
 
 
-def _report_start(config: dict[str, Any], result_dir: Path, events: Path, resumed_at: int) -> None:
+def _report_start(config: dict[str, Any], result_dir: Path, events: Path, resumed_at: int,
+                  changes: dict[str, dict[str, Any]]) -> None:
     action = f"Continuing at step {resumed_at}" if resumed_at else "Training"
     print(f"{action}: {config['algo']} ({config['policy']} policy) on {config['env']} for "
           f"{config['n_timesteps']} steps\n  run folder:  {result_dir}\n  TensorBoard: tensorboard --logdir {events}",
           flush=True)
+    for key, change in changes.items():
+        print(f"  changed:     {key} {change['from']!r} -> {change['to']!r}", flush=True)
     if config["algo"] == "localpg" and config["backend"] == "torch" and config["n_envs"] < FEW_TORCH_ENVS:
         print(f"  hint: {config['n_envs']} envs leave a batched torch env mostly idle, above all on a GPU; "
               "-conf hyperparams/localpg_torch.yml trains with 256 envs and few large updates", flush=True)
@@ -172,25 +186,35 @@ def main(argv: Sequence[str]) -> int:
     if "--optimize" in argv:
         return tune_main(argv)
     args = build_parser().parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(positive_int("threads", args.threads))
+    set_num_threads(args.num_threads)
     config, layout, resume_from = resolve_run(args)
     make_env(config, n_envs=1, seed=None).close()  # unknown id or unsupported spaces: fail before any folder
     if layout is None:
         layout = create_run_dir(args.log_folder, config["algo"], config["env"])
     progress = sys.stdout.isatty() if args.progress_bar is None else args.progress_bar
+    changes = config_changes(read_run_config(layout), config) if layout.config_file.is_file() else {}
+    events = tensorboard_root(config, layout)
+    started = time.monotonic()
     result = run_training(
         config, layout.root, resume_from=resume_from, progress_bar=progress, verbose=int(args.verbose),
-        on_start=lambda model: _report_start(config, layout.root, tensorboard_dir(config, layout),
-                                             model.num_timesteps),
+        on_start=lambda model: _report_start(config, layout.root, events, model.num_timesteps, changes),
+        command=" ".join([program_name("train.py"), *argv]),
     )
+    minutes, seconds = divmod(round(time.monotonic() - started), 60)
     if result["interrupted"]:
         print(f"Interrupted by {result['interrupted']} at step {result['num_timesteps']}; checkpoint saved to "
               f"{result['model_path']}\n  continue with: {command_hint('train.py')} -i {layout.root}")
         return 128 + int(signal.Signals[result["interrupted"]])
-    best = f"\n  best model:  {layout.best_model}" if layout.best_model.is_file() else ""
-    print(f"Done: {result['num_timesteps']} steps.\n  final model: {result['model_path']}{best}\n"
-          f"  evaluate:    {command_hint('evaluate.py')} {layout.root}")
+    final, best = "", ""
+    if result["final_evaluation"] is not None:
+        mean, std = result["final_evaluation"]
+        final = f" (evaluation: {mean:.2f} +/- {std:.2f} over {config['eval_episodes']} episodes)"
+    if layout.best_model.is_file() and result["best_mean_reward"] is not None:
+        best = f"\n  best model:  {layout.best_model} (best mean evaluation: {result['best_mean_reward']:.2f})"
+    print(f"Done: {result['num_timesteps']} steps in {minutes} min {seconds} s.\n"
+          f"  final model: {result['model_path']}{final}{best}\n"
+          f"  evaluate:    {command_hint('evaluate.py')} {layout.root}\n"
+          f"  TensorBoard: tensorboard --logdir {events}")
     return 0
 
 

@@ -23,7 +23,8 @@ def _pythonpath() -> str:
 
 
 def run_tool(script: str, args: Sequence[str], cwd: Path, timeout: float = 120,
-             extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+             extra_env: dict[str, str] | None = None,
+             replace_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``python <ROOT>/<script> args`` in ``cwd`` with single-threaded torch; capture its output.
 
     Args:
@@ -32,8 +33,10 @@ def run_tool(script: str, args: Sequence[str], cwd: Path, timeout: float = 120,
         cwd: the working directory (relative paths in ``args`` start there).
         timeout: seconds before the run is killed (a test failure).
         extra_env: environment variables to add (e.g. ``CUDA_VISIBLE_DEVICES``).
+        replace_env: the environment to start from instead of this process's (e.g. without ``DISPLAY``).
     """
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": _pythonpath(), **(extra_env or {})}
+    base = os.environ if replace_env is None else replace_env
+    env = {**base, "OMP_NUM_THREADS": "1", "PYTHONPATH": _pythonpath(), **(extra_env or {})}
     return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, text=True,
                           capture_output=True, timeout=timeout, check=False)
 

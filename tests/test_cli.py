@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +16,12 @@ from bsn_zoo.config import build_config, parse_overrides, parse_value, validate_
 from bsn_zoo.run import RunLayout, algorithm_kwargs, saved_timesteps
 
 TRAIN_FLAGS = ["--algo", "--env", "--policy", "--estimator", "--baseline", "--trained-agent", "--n-timesteps",
-               "--seed", "--n-envs", "--device", "--threads", "--log-folder", "--tensorboard-log", "--eval-freq",
+               "--seed", "--n-envs", "--device", "--num-threads", "--log-folder", "--tensorboard-log", "--eval-freq",
                "--eval-episodes", "--save-freq", "--log-interval", "--progress-bar", "--verbose", "-conf",
                "-params", "--normalize"]
 EVALUATE_FLAGS = ["--n-episodes", "--stochastic", "--deterministic", "--algo", "--env", "--seed", "--device", "--json",
-                  "--video-folder", "--video-episodes", "--plot", "--plot-keys", "--verbose"]
+                  "--video-folder", "--video-episodes", "--plot", "--plot-keys", "--verbose", "--folder", "--exp-id",
+                  "--load-best", "--load-checkpoint", "--load-last-checkpoint", "--num-threads"]
 
 
 def test_help_of_both_tools_lists_every_option(tmp_path: Path) -> None:
@@ -45,20 +47,31 @@ def test_train_continue_and_evaluate_as_subprocesses(tmp_path: Path) -> None:
     assert [steps for steps, _ in run.checkpoints()] == [128, 256]
     assert sorted(path.name for path in run.monitor_dir.iterdir()) == ["0.monitor.csv", "1.monitor.csv"]
     events = tmp_path / "tb" / "localpg" / "CartPole-v1_1"
-    assert len(list(events.glob("events.out.tfevents.*"))) == 1
+    assert f"{Path('tb') / 'localpg' / 'CartPole-v1_1'}\n" in first.stdout  # the root: runs LocalPG_<k>
+    assert [path.name for path in events.iterdir()] == ["LocalPG_1"]  # TensorBoard shows the run as LocalPG_1
+    assert len(list((events / "LocalPG_1").glob("events.out.tfevents.*"))) == 1
 
     second = run_tool("train.py", ["-i", str(run.root), "-n", "512", "--no-progress-bar"], tmp_path)
     assert second.returncode == 0, second.stderr
     assert "Continuing at step 256" in second.stdout
     assert saved_timesteps(run.final_model) == 512
     assert not (run.root.parent / "CartPole-v1_2").exists()
-    assert len(list(events.glob("events.out.tfevents.*"))) == 2  # the same TensorBoard run, continued
+    # the continuation is a segment of its own in TensorBoard (with its HParams) and in history.yml
+    assert sorted(path.name for path in events.iterdir()) == ["LocalPG_1", "LocalPG_2"]
+    assert "changed:     n_timesteps 256 -> 512" in second.stdout
+    history = yaml.safe_load(run.history_file.read_text())
+    assert [(entry["segment"], entry["from_step"], entry["changed"]) for entry in history] == [
+        (1, 0, {}), (2, 256, {"n_timesteps": {"from": 256, "to": 512}})]
+    assert history[1]["command"].startswith("train.py -i ")
     with np.load(run.eval_dir / "evaluations.npz") as evaluations:
         assert list(evaluations["timesteps"]) == [128, 256, 384, 512]  # earlier evaluations kept
 
+    headless = {key: value for key, value in os.environ.items() if key not in ("XDG_RUNTIME_DIR", "DISPLAY")}
     evaluation = run_tool("evaluate.py", [str(run.root), "-n", "2", "--stochastic", "--json", "out/result.json",
-                                          "--video-folder", "out/videos", "--plot", "out/curves.png"], tmp_path)
+                                          "--video-folder", "out/videos", "--plot", "out/curves.png"], tmp_path,
+                          replace_env=headless)
     assert evaluation.returncode == 0, evaluation.stderr
+    assert evaluation.stderr == ""  # recording on a headless machine prints no display or sound warnings
     assert "+/-" in evaluation.stdout
     result = json.loads((tmp_path / "out" / "result.json").read_text())["results"][0]
     assert result["episodes"] == 2 and not result["deterministic"] and len(result["returns"]) == 2

@@ -80,3 +80,16 @@ def test_console_commands_train_evaluate_and_sweep_outside_the_repository(instal
     assert summary.is_file(), swept.stdout
     records = [json.loads(line) for line in (summary.parent / "state.jsonl").read_text().splitlines()]
     assert [record["status"] for record in records] == ["ok", "ok"], swept.stdout
+
+
+def test_the_readme_python_example_runs_outside_the_repository(installed: Path, tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    example = readme.split("## Use it from Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert "model.learn(100_000)" in example
+    script = tmp_path / "example.py"
+    script.write_text(example.replace("model.learn(100_000)", "model.learn(1_000)"))  # the same code, shorter
+    env = {**os.environ, "PYTHONPATH": str(installed), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, text=True, capture_output=True,
+                            timeout=600, check=False)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "localpg_cartpole.zip").is_file()

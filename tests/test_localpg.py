@@ -25,6 +25,8 @@ from agents import LocalPG
 from agents.localpg import HiddenRolloutBuffer, clipped_local_loss
 from agents.localpg.buffer import take_rows
 from agents.localpg.losses import MAX_LOG_RATIO
+from bsn_zoo.cli_errors import UserInputError
+from bsn_zoo.config import validate_config
 from policies.estimators import bernoulli_log_prob, local_gradient
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -421,12 +423,14 @@ def test_straight_through_predictor_feature_is_refused_with_the_reason() -> None
 @pytest.mark.parametrize(
     "kwargs, fragment",
     [
-        ({"n_steps": 0}, "n_steps must be > 0"),
-        ({"n_epochs": 0}, "n_epochs must be > 0"),
+        ({"n_steps": 0}, "n_steps must be an integer >= 1, got 0"),
+        ({"n_epochs": 0}, "n_epochs must be an integer >= 1, got 0"),
         ({"learning_rate": -1.0}, "learning_rate must be > 0"),
         ({"clip_range": 0.0}, "clip_range must be > 0"),
-        ({"batch_size": 1}, "batch_size must be > 1"),
-        ({"gamma": 1.5}, "gamma and gae_lambda must be in"),
+        ({"batch_size": 1}, "batch_size must be an integer >= 2, got 1"),
+        ({"gamma": 1.5}, r"gamma must be in \[0, 1\], got 1.5"),
+        ({"gae_lambda": -0.1}, r"gae_lambda must be in \[0, 1\], got -0.1"),
+        ({"n_steps": 2.5}, "n_steps must be an integer >= 1, got 2.5"),
         ({"ent_coef": -0.1}, "ent_coef must be >= 0"),
         ({"compile_update": "yes"}, "compile_update must be True or False"),
     ],
@@ -434,6 +438,22 @@ def test_straight_through_predictor_feature_is_refused_with_the_reason() -> None
 def test_bad_hyperparameters_raise(kwargs, fragment) -> None:
     with pytest.raises(ValueError, match=fragment):
         small_model(**kwargs)
+
+
+@pytest.mark.parametrize(("key", "bad", "edge"), [
+    ("gamma", 1.5, 0.0), ("gae_lambda", -0.1, 1.0), ("batch_size", 1, 2), ("n_steps", 0, 1),
+    ("hidden_clip_range", 0.0, 1e-3), ("vf_coef", -1.0, 0.0),
+])
+def test_the_command_line_and_the_algorithm_accept_the_same_values(key: str, bad: float, edge: float) -> None:
+    """One range per hyperparameter: the config validator and LocalPG reject a value with the same message,
+    and both accept the range's edge."""
+    with pytest.raises(ValueError) as algorithm_error:
+        small_model(**{key: bad})
+    with pytest.raises(UserInputError) as config_error:
+        validate_config({key: bad})
+    assert str(config_error.value) == str(algorithm_error.value)
+    small_model(**{key: edge})
+    validate_config({key: edge})
 
 
 def test_non_finite_loss_stops_before_writing_weights() -> None:

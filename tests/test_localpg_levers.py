@@ -49,8 +49,8 @@ def test_only_the_bsn_layers_get_the_scaled_rate() -> None:
         ({"hidden_lr_scale": 0.0}, "hidden_lr_scale must be > 0"),
         ({"hidden_lr_scale": []}, "hidden_lr_scale must be > 0"),
         ({"hidden_lr_scale": [1.0, 2.0, 3.0]}, "gives 3 values for 2 BSN layers"),
-        ({"hidden_clip_range": -0.1}, "hidden_clip_range must be > 0 or None"),
-        ({"hidden_target_kl": 0.0}, "hidden_target_kl must be > 0 or None"),
+        ({"hidden_clip_range": -0.1}, "hidden_clip_range must be > 0, got -0.1"),
+        ({"hidden_target_kl": 0.0}, "hidden_target_kl must be > 0, got 0.0"),
     ],
 )
 def test_bad_levers_raise(kwargs, fragment) -> None:

@@ -146,13 +146,13 @@ def _logged_fps(event_dir: Path) -> list[tuple[int, float]]:
     return scalar_steps(read_events(event_dir)).get("time/fps", [])
 
 
-def test_sigint_saves_then_train_dash_i_continues_steps_and_tensorboard_run(tmp_path: Path) -> None:
+def test_sigint_saves_then_train_dash_i_continues_steps_in_a_new_tensorboard_segment(tmp_path: Path) -> None:
     args = ["-n", "1000000", "--n-envs", "2", "--seed", "0", "--eval-freq", "0", "--save-freq", "0",
             "--no-progress-bar", *TINY_PARAMS]
     process = start_tool("train.py", args, tmp_path)
     layout = RunLayout(tmp_path / "logs" / "localpg" / "CartPole-v1_1")
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(_logged_fps(layout.root / "tb")) < 2:  # two rollouts logged
+    while time.monotonic() < deadline and len(_logged_fps(layout.root / "tb" / "LocalPG_1")) < 2:  # two rollouts
         time.sleep(0.2)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
@@ -161,16 +161,15 @@ def test_sigint_saves_then_train_dash_i_continues_steps_and_tensorboard_run(tmp_
     assert match, stdout
     stopped_at = int(match.group(1))
     assert [steps for steps, _ in layout.checkpoints()] == [stopped_at] and "Traceback" not in stderr
-    before = _logged_fps(layout.root / "tb")
+    before = _logged_fps(layout.root / "tb" / "LocalPG_1")
 
     resumed = run_tool("train.py", ["-i", str(layout.root), "-n", str(stopped_at + 256), "--no-progress-bar"],
                        tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert f"Continuing at step {stopped_at}" in resumed.stdout
     assert saved_timesteps(layout.final_model) >= stopped_at + 256
-    event_files = sorted((layout.root / "tb").glob("events.*"))
-    assert len(event_files) == 2 and sorted((layout.root / "tb").iterdir()) == event_files  # same TB run
-    after = scalar_steps(read_events(event_files[1]))["time/fps"]
+    assert sorted(path.name for path in (layout.root / "tb").iterdir()) == ["LocalPG_1", "LocalPG_2"]
+    after = _logged_fps(layout.root / "tb" / "LocalPG_2")
     assert min(step for step, _ in after) > max(step for step, _ in before)  # steps go on, not restart
     assert min(step for step, _ in after) > stopped_at
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from cli_support import cli_docs, read_events, scalar_steps
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from bsn_zoo.config import validate_config
 from bsn_zoo.run import run_training
@@ -44,7 +45,7 @@ def events(tmp_path_factory: pytest.TempPathFactory) -> list:
             "policy_kwargs": {"net_arch": [8] * LAYERS, "estimator": estimator, "baseline": baseline},
         })
         result = run_training(config, run_dir)
-        assert Path(result["tensorboard_dir"]) == run_dir / "tb"
+        assert Path(result["tensorboard_dir"]) == run_dir / "tb" / "LocalPG_1"
         collected += read_events(result["tensorboard_dir"])
     return collected
 
@@ -79,6 +80,11 @@ def test_hyperparameters_are_logged(events: list) -> None:
     content = experiment.metadata.plugin_data.content
     for name in (b"algo", b"env", b"learning_rate", b"n_steps", b"policy_kwargs", b"rollout/ep_rew_mean"):
         assert name in content
+    start = next(value for value in plugin if value.tag == "_hparams_/session_start_info")
+    hparams = HParamsPluginData.FromString(start.metadata.plugin_data.content).session_start_info.hparams
+    # integers and booleans read as written, not as floats ("64.000"); floats stay numbers
+    assert (hparams["n_steps"].string_value, hparams["normalize"].string_value) == ("64", "False")
+    assert hparams["gamma"].number_value == pytest.approx(0.99)
 
 
 def test_every_key_is_documented() -> None:
