@@ -36,6 +36,7 @@ import hyperparams
 from agents.localpg import LocalPG
 from agents.localpg.hyperparameters import HYPERPARAMETER_RANGES
 from bsn_zoo.cli_errors import UserInputError
+from envs.reward_delay import EPISODE, RewardDelay, RewardDelaySpec, delay_period
 from policies import BinaryStochasticPolicy
 from policies.estimators import ESTIMATORS
 from policies.policy import NEURON_BASELINES
@@ -449,11 +450,57 @@ def env_wrappers(value: Any) -> list[str | dict[str, dict[str, Any]]] | None:
             normalised.append(item)
         elif isinstance(item, Mapping) and len(item) == 1 and isinstance(next(iter(item.values())), Mapping | None):
             path, kwargs = next(iter(item.items()))
-            import_wrapper(path)
+            check_wrapper_arguments(str(path), import_wrapper(path), dict(kwargs or {}))
             normalised.append({str(path): dict(kwargs or {})})
         else:
             raise UserInputError(f"env_wrapper must be {WRAPPER_FORMAT}, got {item!r}")
     return normalised
+
+
+def check_wrapper_arguments(path: str, wrapper: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    """Fail with one line if ``kwargs`` do not fit the wrapper's signature, or (for
+    :class:`envs.RewardDelay`) ``delay`` is not a valid reward delay.
+
+    Args:
+        path: the wrapper's ``module.Class`` path, for the message.
+        wrapper: the imported wrapper class, called as ``wrapper(env, **kwargs)``.
+        kwargs: the arguments written in ``env_wrapper``.
+    """
+    try:
+        inspect.signature(wrapper).bind(None, **kwargs)
+    except TypeError as error:
+        raise UserInputError(f"env_wrapper {path!r} cannot take {kwargs}: {error}; fix its arguments") from None
+    except ValueError:  # no signature to check (a builtin): the env build reports any mismatch
+        return
+    if wrapper is RewardDelay:
+        try:
+            delay_period(kwargs.get("delay", EPISODE))
+        except ValueError as error:
+            raise UserInputError(f"env_wrapper {path!r}: {error}") from None
+
+
+def torch_reward_delay(value: list[str | dict[str, dict[str, Any]]] | None) -> RewardDelaySpec | None:
+    """The reward delay that a validated ``env_wrapper`` list asks of the torch backend, or ``None``.
+
+    The torch backend's batched envs are not Gymnasium envs and take no wrappers, but they pay reward
+    late themselves (:class:`envs.TorchVecEnv`'s ``reward_delay``), so ``envs.RewardDelay`` is the one
+    wrapper they accept.
+
+    Raises:
+        UserInputError: for any other wrapper, or more than one ``RewardDelay``.
+    """
+    delays: list[RewardDelaySpec] = []
+    for item in value or []:
+        path, kwargs = (item, {}) if isinstance(item, str) else next(iter(item.items()))
+        if import_wrapper(path) is not RewardDelay:
+            raise UserInputError(
+                f"env_wrapper {path!r} wraps Gymnasium envs and does not apply to the torch backend, which takes "
+                "envs.RewardDelay only; drop it or use --backend gymnasium"
+            )
+        delays.append(kwargs.get("delay", EPISODE))
+    if len(delays) > 1:
+        raise UserInputError(f"env_wrapper has {len(delays)} envs.RewardDelay entries; keep one")
+    return delays[0] if delays else None
 
 
 def wrapper_class(value: list[str | dict[str, dict[str, Any]]] | None) -> Callable[[Any], Any] | None:

@@ -75,6 +75,7 @@ from bsn_zoo.config import (
     merge,
     policy_class,
     resolve_schedules,
+    torch_reward_delay,
     validate_config,
     wrapper_class,
 )
@@ -345,9 +346,6 @@ def make_env(
     """
     env_id = config["env"]
     torch_backend = config["backend"] == "torch" and render_mode is None
-    if config["backend"] == "torch" and config.get("env_wrapper"):
-        raise UserInputError("env_wrapper wraps Gymnasium envs; it does not apply to the torch backend "
-                             "(drop env_wrapper or use --backend gymnasium)")
     if torch_backend and env_id not in TORCH_ENVS:
         raise UserInputError(f"environment {env_id!r} has no torch implementation; use one of "
                              f"{', '.join(TORCH_ENVS)} or the gymnasium backend")
@@ -357,7 +355,8 @@ def make_env(
     if render_mode is not None:
         env_kwargs["render_mode"] = render_mode
     if torch_backend:
-        options: dict[str, Any] = {"backend": "torch", "device": config["device"]}
+        options: dict[str, Any] = {"backend": "torch", "device": config["device"],
+                                   "reward_delay": torch_reward_delay(config.get("env_wrapper"))}
     else:
         options = {"monitor_dir": str(monitor_dir) if monitor_dir else None,
                    "monitor_kwargs": {"override_existing": not append_monitor},

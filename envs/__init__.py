@@ -1,4 +1,4 @@
-"""Environments: delayed-reward tasks, batched torch environments and environment factories.
+"""Environments: delayed-reward tasks, the reward-delay wrapper, batched torch environments and env factories.
 
 Importing this package registers our tasks with Gymnasium:
 
@@ -20,6 +20,7 @@ from envs.factory import (
     make_torch_vec_env,
     make_vec_env,
 )
+from envs.reward_delay import EPISODE, RewardDelay, TorchRewardDelay, delay_period
 from envs.torch_delayed import TorchDelayedChain, TorchDelayedParity, TorchDelayedRewardEnv
 from envs.torch_vec_env import TensorStep, TorchVecEnv
 
@@ -41,6 +42,7 @@ register_envs()
 
 __all__ = [
     "BACKENDS",
+    "EPISODE",
     "REGISTERED_ENVS",
     "TORCH_ENVS",
     "DelayedChainEnv",
@@ -48,6 +50,7 @@ __all__ = [
     "DelayedRewardEnv",
     "EpisodeSummary",
     "EpisodeTracker",
+    "RewardDelay",
     "TensorStep",
     "TorchAcrobot",
     "TorchCartPole",
@@ -56,9 +59,11 @@ __all__ = [
     "TorchDelayedRewardEnv",
     "TorchMountainCar",
     "TorchPendulum",
+    "TorchRewardDelay",
     "TorchVecEnv",
     "UnknownEnvironmentError",
     "check_env_id",
+    "delay_period",
     "make_env",
     "make_torch_vec_env",
     "make_vec_env",

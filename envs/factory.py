@@ -20,6 +20,7 @@ from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 
 from envs.classic_control import TorchAcrobot, TorchCartPole, TorchMountainCar, TorchPendulum
+from envs.reward_delay import RewardDelay, RewardDelaySpec, delay_period
 from envs.torch_delayed import TorchDelayedChain, TorchDelayedParity
 from envs.torch_vec_env import TorchVecEnv
 
@@ -92,6 +93,7 @@ def make_torch_vec_env(
     dtype: torch.dtype = torch.float32,
     max_episode_steps: int | None = None,
     env_kwargs: dict[str, Any] | None = None,
+    reward_delay: RewardDelaySpec | None = None,
 ) -> TorchVecEnv:
     """A batched torch environment for a Gymnasium id (see :data:`TORCH_ENVS`).
 
@@ -105,13 +107,21 @@ def make_torch_vec_env(
             (for our tasks, which end by themselves, their episode length).
         env_kwargs: task arguments of the environment's constructor (e.g. ``{"length": 20}`` for
             ``bsn/DelayedChain-v0``; the classic-control tasks take none).
+        reward_delay: ``None`` (the task's reward), an integer ``k >= 1`` or ``"episode"``
+            (:mod:`envs.reward_delay`).
     """
     check_env_id(env_id, TORCH_ENVS, "environment id for the torch backend")
     if max_episode_steps is None:
         max_episode_steps = gym.spec(env_id).max_episode_steps
     env_class = TORCH_ENVS[env_id]
     return env_class(
-        num_envs, device=device, seed=seed, dtype=dtype, max_episode_steps=max_episode_steps, **(env_kwargs or {})
+        num_envs,
+        device=device,
+        seed=seed,
+        dtype=dtype,
+        max_episode_steps=max_episode_steps,
+        reward_delay=reward_delay,
+        **(env_kwargs or {}),
     )
 
 
@@ -128,6 +138,7 @@ def make_vec_env(
     wrapper_class: Callable[[gym.Env], gym.Env] | None = None,
     normalize: bool = False,
     gamma: float = 0.99,
+    reward_delay: RewardDelaySpec | None = None,
 ) -> VecEnv:
     """An SB3 ``VecEnv`` of ``n_envs`` copies of ``env_id``: the project's one vec-env factory.
 
@@ -150,21 +161,34 @@ def make_vec_env(
         normalize: wrap the result in SB3's ``VecNormalize`` (observations and rewards, RL Zoo's
             ``normalize: true``).
         gamma: discount of ``VecNormalize``'s reward normalisation (used only with ``normalize``).
+        reward_delay: ``None`` (the task's reward), an integer ``k >= 1`` (the accumulated reward paid every
+            ``k`` steps and at the episode's end) or ``"episode"`` (the return paid at the episode's end):
+            :class:`~envs.reward_delay.RewardDelay` outside each copy's ``Monitor`` and ``wrapper_class``
+            (so ``info["episode"]`` keeps the true return), or the torch env's own ``reward_delay``.
     """
     if backend not in BACKENDS:
         check_env_id(backend, BACKENDS, "backend")
     if backend == "torch":
-        gymnasium_only = {"vec_env_cls": vec_env_cls, "monitor_dir": monitor_dir,
-                          "monitor_kwargs": monitor_kwargs, "wrapper_class": wrapper_class}
+        gymnasium_only = {
+            "vec_env_cls": vec_env_cls,
+            "monitor_dir": monitor_dir,
+            "monitor_kwargs": monitor_kwargs,
+            "wrapper_class": wrapper_class,
+        }
         given = [name for name, value in gymnasium_only.items() if value is not None]
         if given:
             raise ValueError(f"{' and '.join(given)} apply to backend='gymnasium' only")
-        venv: VecEnv = make_torch_vec_env(env_id, n_envs, device=device, seed=seed, env_kwargs=env_kwargs)
+        venv: VecEnv = make_torch_vec_env(
+            env_id, n_envs, device=device, seed=seed, env_kwargs=env_kwargs, reward_delay=reward_delay
+        )
     else:
         module, sep, name = env_id.rpartition(":")
         if sep:
             importlib.import_module(module)
         check_env_id(name)
+        if reward_delay is not None:
+            delay_period(reward_delay)  # a bad value fails here, before any env is built
+            wrapper_class = _then_delay(wrapper_class, reward_delay)
         venv = sb3_make_vec_env(
             env_id,
             n_envs=n_envs,
@@ -176,3 +200,14 @@ def make_vec_env(
             wrapper_class=wrapper_class,
         )
     return VecNormalize(venv, gamma=gamma) if normalize else venv
+
+
+def _then_delay(
+    wrapper_class: Callable[[gym.Env], gym.Env] | None, reward_delay: RewardDelaySpec
+) -> Callable[[gym.Env], gym.Env]:
+    """``wrapper_class`` (if any), then :class:`~envs.reward_delay.RewardDelay` outermost."""
+
+    def wrap(env: gym.Env) -> gym.Env:
+        return RewardDelay(wrapper_class(env) if wrapper_class else env, reward_delay)
+
+    return wrap

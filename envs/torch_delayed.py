@@ -18,6 +18,7 @@ import torch
 from gymnasium import spaces
 
 from envs.delayed import CHAIN_LENGTH, PARITY_BITS, PARITY_LENGTH, chain_key
+from envs.reward_delay import RewardDelaySpec
 from envs.torch_vec_env import TorchVecEnv
 from envs.validation import positive_int
 
@@ -34,7 +35,7 @@ class TorchDelayedRewardEnv(TorchVecEnv):
         num_envs: number of copies (>= 1).
         length: decisions per episode (>= 1).
         context_dim: number of context variables in the state (>= 0).
-        device, seed, dtype, stats_window: as in :class:`~envs.torch_vec_env.TorchVecEnv`.
+        device, seed, dtype, stats_window, reward_delay: as in :class:`~envs.torch_vec_env.TorchVecEnv`.
         max_episode_steps: time limit (>= 1); ``None``: ``length`` (episodes end by themselves).
     """
 
@@ -48,10 +49,11 @@ class TorchDelayedRewardEnv(TorchVecEnv):
         dtype: torch.dtype = torch.float32,
         max_episode_steps: int | None = None,
         stats_window: int = 100,
+        reward_delay: RewardDelaySpec | None = None,
     ) -> None:
         self.length = positive_int("length", length, "decisions per episode")
         self.state_dim = 2 + context_dim
-        super().__init__(num_envs, device, seed, dtype, max_episode_steps, stats_window)
+        super().__init__(num_envs, device, seed, dtype, max_episode_steps, stats_window, reward_delay)
 
     def default_max_episode_steps(self) -> int:
         """``length``: the task terminates by itself, so the time limit never cuts an episode."""
@@ -105,7 +107,7 @@ class TorchDelayedChain(TorchDelayedRewardEnv):
         num_envs: number of copies (>= 1).
         length: states of the chain (>= 1; default 10).
         key_seed: seed of the hidden key of correct actions (default 0, as the Gymnasium task).
-        device, seed, dtype, max_episode_steps, stats_window: as in :class:`TorchDelayedRewardEnv`.
+        device, seed, dtype, max_episode_steps, stats_window, reward_delay: as in :class:`TorchDelayedRewardEnv`.
     """
 
     gym_id = "bsn/DelayedChain-v0"
@@ -120,8 +122,9 @@ class TorchDelayedChain(TorchDelayedRewardEnv):
         dtype: torch.dtype = torch.float32,
         max_episode_steps: int | None = None,
         stats_window: int = 100,
+        reward_delay: RewardDelaySpec | None = None,
     ) -> None:
-        super().__init__(num_envs, length, 0, device, seed, dtype, max_episode_steps, stats_window)
+        super().__init__(num_envs, length, 0, device, seed, dtype, max_episode_steps, stats_window, reward_delay)
         self.key_seed = int(key_seed)
         self.key = torch.as_tensor(chain_key(self.length, self.key_seed), device=self.device)
 
@@ -149,7 +152,7 @@ class TorchDelayedParity(TorchDelayedRewardEnv):
         num_envs: number of copies (>= 1).
         num_bits: bits shown per step (>= 1; default 3).
         length: decisions per episode (>= 1; default 8).
-        device, seed, dtype, max_episode_steps, stats_window: as in :class:`TorchDelayedRewardEnv`.
+        device, seed, dtype, max_episode_steps, stats_window, reward_delay: as in :class:`TorchDelayedRewardEnv`.
     """
 
     gym_id = "bsn/DelayedParity-v0"
@@ -164,9 +167,12 @@ class TorchDelayedParity(TorchDelayedRewardEnv):
         dtype: torch.dtype = torch.float32,
         max_episode_steps: int | None = None,
         stats_window: int = 100,
+        reward_delay: RewardDelaySpec | None = None,
     ) -> None:
         self.num_bits = positive_int("num_bits", num_bits, "bits shown per step")
-        super().__init__(num_envs, length, self.num_bits, device, seed, dtype, max_episode_steps, stats_window)
+        super().__init__(
+            num_envs, length, self.num_bits, device, seed, dtype, max_episode_steps, stats_window, reward_delay
+        )
 
     def _observation_space(self) -> spaces.Box:
         return spaces.Box(-1.0, 1.0, shape=(self.num_bits,), dtype=np.float32)

@@ -38,6 +38,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from envs.episode_stats import EpisodeTracker
+from envs.reward_delay import RewardDelaySpec, TorchRewardDelay
 from envs.validation import positive_int
 
 __all__ = ["TensorStep", "TorchVecEnv", "resolve_device"]
@@ -51,7 +52,8 @@ class TensorStep(NamedTuple):
     Attributes:
         obs: (num_envs, *obs_shape) observations after the step; for copies whose episode ended this
             step, the first observation of the next episode (automatic reset, as in SB3).
-        rewards: (num_envs,) rewards of the step.
+        rewards: (num_envs,) rewards paid at the step (the task's own, or with ``reward_delay`` the
+            delayed payments).
         terminated: (num_envs,) bool, the episode reached a terminal state.
         truncated: (num_envs,) bool, the episode reached ``max_episode_steps`` (may coincide with
             ``terminated``, as with Gymnasium's ``TimeLimit``).
@@ -94,6 +96,9 @@ class TorchVecEnv(VecEnv):
         max_episode_steps: steps after which an episode is truncated (>= 1); ``None`` takes the
             limit of :attr:`gym_id`'s Gymnasium registration.
         stats_window: finished episodes averaged by :meth:`episode_summary` (>= 1; SB3 uses 100).
+        reward_delay: ``None`` pays each step's reward at once; an integer ``k >= 1`` or ``"episode"``
+            pays it late, as :class:`~envs.reward_delay.RewardDelay` does (the returned rewards are the
+            paid ones; :attr:`episodes` and ``info["episode"]`` keep the true returns).
 
     Attributes:
         state: (num_envs, state_dim) physical state of every copy, in Gymnasium's order.
@@ -101,7 +106,8 @@ class TorchVecEnv(VecEnv):
         final_obs: (num_envs, *obs_shape) observation of the state each copy reached at the last step,
             before any automatic reset (equal to the returned observation where no episode ended).
             Use it to bootstrap the value of truncated episodes.
-        episodes: the :class:`~envs.episode_stats.EpisodeTracker` of finished episodes.
+        episodes: the :class:`~envs.episode_stats.EpisodeTracker` of finished episodes (true returns).
+        reward_delay: the :class:`~envs.reward_delay.TorchRewardDelay` paying the rewards, or ``None``.
     """
 
     #: Gymnasium id whose dynamics the subclass reproduces (also the source of the default time limit).
@@ -117,6 +123,7 @@ class TorchVecEnv(VecEnv):
         dtype: torch.dtype = torch.float32,
         max_episode_steps: int | None = None,
         stats_window: int = 100,
+        reward_delay: RewardDelaySpec | None = None,
     ) -> None:
         num_envs = positive_int("num_envs", num_envs, "parallel copies of the environment")
         if dtype not in _FLOAT_DTYPES:
@@ -132,6 +139,9 @@ class TorchVecEnv(VecEnv):
         observation_space, action_space = self._make_spaces()
         super().__init__(num_envs, observation_space, action_space)
         self.episodes = EpisodeTracker(num_envs, stats_window, self.device, dtype)
+        self.reward_delay = (
+            None if reward_delay is None else TorchRewardDelay(num_envs, reward_delay, self.device, dtype)
+        )
         self.state = self._initial_state(num_envs)
         self.episode_steps = torch.zeros(num_envs, device=self.device, dtype=torch.long)
         self.final_obs = self._observe(self.state)
@@ -196,6 +206,8 @@ class TorchVecEnv(VecEnv):
         self.state = self._initial_state(self.num_envs)
         self.episode_steps.zero_()
         self.episodes.restart_running()
+        if self.reward_delay is not None:
+            self.reward_delay.reset()
         self.final_obs = self._observe(self.state)
         return self.final_obs
 
@@ -233,6 +245,8 @@ class TorchVecEnv(VecEnv):
         done = terminated | truncated
         self.final_obs = self._observe(next_state)
         episode_returns, episode_lengths = self.episodes.update(rewards, done)
+        if self.reward_delay is not None:
+            rewards = self.reward_delay.pay(rewards, done, self.episode_steps)
         fresh_state = self._initial_state(self.num_envs)
         self.state = torch.where(done.unsqueeze(-1), fresh_state, next_state)
         self.episode_steps = self.episode_steps.masked_fill(done, 0)
@@ -367,5 +381,7 @@ class TorchVecEnv(VecEnv):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}({self.gym_id}, num_envs={self.num_envs}, device={self.device}, "
-            f"dtype={self.dtype}, max_episode_steps={self.max_episode_steps})"
+            f"dtype={self.dtype}, max_episode_steps={self.max_episode_steps}"
+            + ("" if self.reward_delay is None else f", reward_delay={self.reward_delay.delay!r}")
+            + ")"
         )

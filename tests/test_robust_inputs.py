@@ -66,7 +66,10 @@ BAD_INPUTS = [
      "cannot import env_wrapper 'gymnasium.wrappers.Flatten'", 2),
     ("env_wrapper with the torch backend", "train.py",
      ["--backend", "torch", "-params", "env_wrapper:gymnasium.wrappers.FlattenObservation"],
-     "env_wrapper wraps Gymnasium envs; it does not apply to the torch backend", 2),
+     "env_wrapper 'gymnasium.wrappers.FlattenObservation' wraps Gymnasium envs and does not apply to the torch "
+     "backend", 2),
+    ("bad reward delay", "train.py", ["-params", "env_wrapper:[{envs.RewardDelay: {delay: 0}}]"],
+     "reward delay must be an integer number of steps >= 1 or 'episode', got 0", 2),
     ("CUDA without a CUDA device", "train.py", ["--device", "cuda"],
      "asked for CUDA but no CUDA device is available; use --device cpu or auto", 2),
     ("log folder that cannot be written", "train.py", ["-f", "{tmp}/notes.txt/logs"],

@@ -1,0 +1,140 @@
+"""Reward delay: a task's reward paid late, every ``k`` steps or only at the end of the episode.
+
+The *delayed* version of a task has the same dynamics, observations and episode returns as the task
+itself; only the time at which reward is paid changes. With ``delay = k`` the reward accumulated since
+the last payment is paid at every ``k``-th step of an episode; with ``delay = "episode"`` the whole
+return is paid at the episode's last step (the "episodic-reward" tasks of the credit-assignment
+literature). Whatever remains unpaid when an episode ends (terminated or truncated) is paid at that
+step, so every episode's return is unchanged for every sequence of actions:
+
+    paid_t = sum of r_s over the unpaid steps s <= t   if t is a payment step, else 0,
+    payment steps: t = k, 2k, ... (counted from 1 in each episode) and the episode's last step.
+
+Two implementations, one for each backend, tested against each other step by step:
+
+* :class:`RewardDelay`, a Gymnasium wrapper. Placed outside SB3's ``Monitor`` (as ``env_wrapper`` and
+  :func:`envs.make_vec_env` place it), ``Monitor`` still records the dense rewards, so
+  ``info["episode"]`` and ``rollout/ep_rew_mean`` report the true return.
+* :class:`TorchRewardDelay`, the same bookkeeping on tensors for a batch of episodes: a
+  :class:`~envs.torch_vec_env.TorchVecEnv` built with ``reward_delay`` pays through it and keeps
+  tracking the true returns in its :class:`~envs.episode_stats.EpisodeTracker`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import gymnasium as gym
+import torch
+
+__all__ = ["EPISODE", "RewardDelay", "RewardDelaySpec", "TorchRewardDelay", "delay_period"]
+
+#: The ``delay`` value that pays the whole return at the episode's last step.
+EPISODE = "episode"
+#: A reward delay: a number of steps ``k >= 1`` or ``"episode"``.
+RewardDelaySpec = int | Literal["episode"]
+
+
+def delay_period(delay: Any) -> int:
+    """The payment period of a reward delay: ``k`` for ``delay = k``, ``0`` for ``"episode"`` (never mid-episode).
+
+    Args:
+        delay: an integer ``k >= 1`` (pay every ``k`` steps and at the episode's end) or ``"episode"``
+            (pay only at the episode's end). ``k = 1`` is the task's own dense reward.
+
+    Raises:
+        ValueError: one line naming the bad value and the accepted ones.
+    """
+    if delay == EPISODE:
+        return 0
+    if isinstance(delay, bool) or not isinstance(delay, int) or delay < 1:
+        raise ValueError(
+            f"reward delay must be an integer number of steps >= 1 or 'episode', got {delay!r} "
+            "(e.g. delay: 50 pays every 50 steps, delay: episode pays the return at the episode's end)"
+        )
+    return int(delay)
+
+
+class RewardDelay(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Pay the wrapped env's reward every ``delay`` steps, or only at the episode's end (module docstring).
+
+    Observations, actions, terminations and infos pass through unchanged. Wrap *outside* SB3's
+    ``Monitor`` so that ``Monitor`` logs the true (dense) rewards; inside it, ``Monitor`` logs the
+    paid rewards, whose episode sum is the same.
+
+    Args:
+        env: the task.
+        delay: an integer ``k >= 1`` (pay the accumulated reward at steps ``k, 2k, ...`` of each
+            episode and at its last step) or ``"episode"`` (pay the whole return at the last step).
+
+    Example (``train.py``, RL Zoo's ``env_wrapper``)::
+
+        python train.py --env Acrobot-v1 -params "env_wrapper:[{envs.RewardDelay: {delay: episode}}]"
+    """
+
+    def __init__(self, env: gym.Env, delay: RewardDelaySpec = EPISODE) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, delay=delay)
+        gym.Wrapper.__init__(self, env)
+        self.delay = delay
+        self.period = delay_period(delay)
+        self.pending = 0.0
+        self.episode_steps = 0
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        """Reset the task and the unpaid reward."""
+        self.pending = 0.0
+        self.episode_steps = 0
+        return self.env.reset(**kwargs)
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        """Step the task; the returned reward is the accumulated one at a payment step, else ``0.0``."""
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.pending += float(reward)
+        self.episode_steps += 1
+        due = terminated or truncated or (self.period > 0 and self.episode_steps % self.period == 0)
+        paid = self.pending if due else 0.0
+        if due:
+            self.pending = 0.0
+        return obs, paid, terminated, truncated, info
+
+    def __repr__(self) -> str:
+        return f"<RewardDelay(delay={self.delay!r}){self.env}>"
+
+
+class TorchRewardDelay:
+    """:class:`RewardDelay` for a batch of ``num_envs`` episodes, on tensors, without host synchronisation.
+
+    Args:
+        num_envs: number of parallel episodes (>= 1).
+        delay: as in :class:`RewardDelay`.
+        device: where the unpaid rewards live.
+        dtype: floating dtype of the rewards.
+
+    Attributes:
+        pending: (num_envs,) reward accumulated and not yet paid in each episode.
+    """
+
+    def __init__(self, num_envs: int, delay: RewardDelaySpec, device: torch.device, dtype: torch.dtype) -> None:
+        self.delay = delay
+        self.period = delay_period(delay)
+        self.pending = torch.zeros(num_envs, device=device, dtype=dtype)
+
+    def reset(self) -> None:
+        """Forget the unpaid rewards (every episode restarts)."""
+        self.pending.zero_()
+
+    def pay(self, rewards: torch.Tensor, done: torch.Tensor, episode_steps: torch.Tensor) -> torch.Tensor:
+        """Add one step's rewards and return what is paid at this step.
+
+        Args:
+            rewards: (num_envs,) dense rewards of the step.
+            done: (num_envs,) bool, the episode ended at this step (terminated or truncated).
+            episode_steps: (num_envs,) long, steps taken in each episode including this one (>= 1).
+
+        Returns:
+            (num_envs,) the paid rewards: the accumulated reward where a payment is due, else 0.
+        """
+        pending = self.pending + rewards
+        due = done if self.period == 0 else done | (episode_steps % self.period == 0)
+        self.pending = pending.masked_fill(due, 0.0)
+        return torch.where(due, pending, torch.zeros_like(pending))
