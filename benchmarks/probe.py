@@ -8,7 +8,8 @@ deterministic episodes. ``--checkpoints`` also evaluates during training, at the
 each given step: what a run stopped there would have scored, learning-rate schedules included (they decay
 over ``--budget``; the printed steps/s include the checkpoint evaluations). ``--tuned`` starts from the
 environment's entry of ``hyperparams/localpg.yml``, the JSON then overrides keys (``lin_<start>``
-schedules accepted); without it the JSON is the whole configuration. ``--eval-seed-offset 10000``
+schedules accepted); without it the JSON is the whole configuration. ``--reward-delay`` trains on the
+delayed task (:class:`envs.RewardDelay`); every reported return is the true one. ``--eval-seed-offset 10000``
 evaluates on the same episodes as ``compare_sb3``. ``--backend torch`` trains on the batched torch env
 (:data:`envs.TORCH_ENVS`; no ``VecNormalize``) and still evaluates on Gymnasium's; the training mean is
 then checked once per rollout. ``--algo ppo`` / ``--algo a2c`` train stock SB3 PPO / A2C with
@@ -143,6 +144,12 @@ def main(argv: list[str] | None = None) -> None:
         default="gymnasium",
         help="train on Gymnasium envs (DummyVecEnv) or on the batched torch env (evaluation: Gymnasium)",
     )
+    parser.add_argument(
+        "--reward-delay",
+        type=lambda text: text if text == envs.EPISODE else int(text),
+        default=None,
+        help="train with the reward paid every K steps, or 'episode' (envs.RewardDelay); evaluation: true return",
+    )
     args = parser.parse_args(argv)
     if args.budget <= 0 or args.eval_episodes <= 0 or not 0 <= args.min_steps <= args.budget:
         parser.error("--budget and --eval-episodes must be > 0 and 0 <= --min-steps <= --budget")
@@ -160,9 +167,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--backend torch trains without VecNormalize; set normalize to false in the configuration")
     for seed in args.seeds:
         if args.backend == "torch":
-            train_env = envs.make_vec_env(args.env_id, n_envs, seed, backend="torch")
+            train_env = envs.make_vec_env(args.env_id, n_envs, seed, backend="torch", reward_delay=args.reward_delay)
         else:
-            train_env = envs.make_vec_env(args.env_id, n_envs, seed, normalize=normalize, gamma=gamma)
+            train_env = envs.make_vec_env(
+                args.env_id, n_envs, seed, normalize=normalize, gamma=gamma, reward_delay=args.reward_delay
+            )
         model = build_model(args.algo, train_env, seed, config)
 
         def eval_env(seed: int = seed) -> VecEnv:

@@ -36,7 +36,7 @@ import hyperparams
 from agents.localpg import LocalPG
 from agents.localpg.hyperparameters import HYPERPARAMETER_RANGES
 from bsn_zoo.cli_errors import UserInputError
-from envs.reward_delay import EPISODE, RewardDelay, RewardDelaySpec, delay_period
+from envs.reward_delay import EPISODE, RewardDelay, TimeFeature, delay_period
 from policies import BinaryStochasticPolicy
 from policies.estimators import ESTIMATORS
 from policies.policy import NEURON_BASELINES
@@ -56,6 +56,8 @@ __all__ = [
     "LinearDecay",
     "algorithm_class",
     "build_config",
+    "delayed_reward_file",
+    "delayed_reward_settings",
     "linear_schedule",
     "load_hyperparams",
     "merge",
@@ -299,7 +301,8 @@ def build_config(
 
     Args:
         flags: run settings given as flags (``algo``, ``env``, ``n_timesteps``...); ``None`` values
-            mean "not given". ``estimator`` / ``baseline`` go into ``policy_kwargs``.
+            mean "not given". ``estimator`` / ``baseline`` go into ``policy_kwargs``; ``reward_delay``
+            (``--reward-delay``) adds :func:`delayed_reward_settings` over the file's entry.
         overrides: ``-params`` overrides (:func:`parse_overrides`); applied last.
         hyperparams_file: the file keyed by env id; ``None`` uses ``hyperparams/<algo>.yml``.
 
@@ -308,14 +311,49 @@ def build_config(
     """
     given = {key: value for key, value in flags.items() if value is not None}
     policy_flags = {key: given.pop(key) for key in ("estimator", "baseline") if key in given}
+    reward_delay = given.pop("reward_delay", None)
     algo = str(given.get("algo", RUN_DEFAULTS["algo"]))
     env_id = str(given.get("env", RUN_DEFAULTS["env"]))
     path = hyperparams_file if hyperparams_file is not None else HYPERPARAMS_DIR / f"{algo}.yml"
     config = merge(RUN_DEFAULTS, load_hyperparams(path, env_id) if algo in ALGORITHM_NAMES else {})
+    if reward_delay is not None:
+        config = merge(config, delayed_reward_settings(algo, env_id, reward_delay, config.get("env_wrapper")))
     config = merge(config, given)
     if policy_flags:
         config = merge(config, {"policy_kwargs": policy_flags})
     return validate_config(merge(config, overrides))
+
+
+def delayed_reward_file(algo: str) -> Path:
+    """``hyperparams/<algo>_delayed.yml``: the algorithm's settings for delayed reward, keyed by env id."""
+    return HYPERPARAMS_DIR / f"{algo}_delayed.yml"
+
+
+def delayed_reward_settings(algo: str, env_id: str, delay: Any, env_wrapper: Any = None) -> dict[str, Any]:
+    """What ``train.py --reward-delay`` adds to a configuration.
+
+    * ``env_wrapper``: the given wrappers, then :class:`envs.TimeFeature` (the critic sees the remaining time,
+      which tells it how much reward has accrued unpaid) and :class:`envs.RewardDelay` with ``delay``;
+    * the entry for ``env_id`` (else ``default``) of :func:`delayed_reward_file`, if the algorithm has one:
+      the discount and GAE lambda measured best for delayed reward (``benchmarks/results/delayed.md``).
+
+    Args:
+        algo: ``--algo`` name.
+        env_id: the environment id.
+        delay: an integer ``k >= 1`` (the reward paid every ``k`` steps) or ``"episode"``.
+        env_wrapper: the ``env_wrapper`` setting so far (any RL Zoo form, or ``None``).
+
+    Raises:
+        UserInputError: for a bad ``delay``.
+    """
+    try:
+        delay_period(delay)
+    except ValueError as error:
+        raise UserInputError(f"--reward-delay: {error}") from None
+    wrappers = (env_wrappers(env_wrapper) or []) + ["envs.TimeFeature", {"envs.RewardDelay": {"delay": delay}}]
+    path = delayed_reward_file(algo)
+    settings = load_hyperparams(path, env_id) if path.is_file() else {}
+    return {**settings, "env_wrapper": wrappers}
 
 
 # --- validation -------------------------------------------------------------------------------------
@@ -479,28 +517,35 @@ def check_wrapper_arguments(path: str, wrapper: Callable[..., Any], kwargs: dict
             raise UserInputError(f"env_wrapper {path!r}: {error}") from None
 
 
-def torch_reward_delay(value: list[str | dict[str, dict[str, Any]]] | None) -> RewardDelaySpec | None:
-    """The reward delay that a validated ``env_wrapper`` list asks of the torch backend, or ``None``.
+def torch_env_options(value: list[str | dict[str, dict[str, Any]]] | None) -> dict[str, Any]:
+    """The ``reward_delay`` and ``time_feature`` options that a validated ``env_wrapper`` list asks of the torch
+    backend.
 
-    The torch backend's batched envs are not Gymnasium envs and take no wrappers, but they pay reward
-    late themselves (:class:`envs.TorchVecEnv`'s ``reward_delay``), so ``envs.RewardDelay`` is the one
-    wrapper they accept.
+    The torch backend's batched envs are not Gymnasium envs and take no wrappers, but they pay reward late and
+    observe the time themselves (:class:`envs.TorchVecEnv`'s ``reward_delay`` and ``time_feature``), so
+    ``envs.RewardDelay`` and ``envs.TimeFeature`` (with the task's own time limit) are the wrappers they accept.
 
     Raises:
-        UserInputError: for any other wrapper, or more than one ``RewardDelay``.
+        UserInputError: for any other wrapper, a ``TimeFeature`` with a time limit of its own, or a wrapper
+            given twice.
     """
-    delays: list[RewardDelaySpec] = []
+    options: dict[str, Any] = {}
     for item in value or []:
         path, kwargs = (item, {}) if isinstance(item, str) else next(iter(item.items()))
-        if import_wrapper(path) is not RewardDelay:
+        wrapper = import_wrapper(path)
+        if wrapper is RewardDelay:
+            option, setting = "reward_delay", kwargs.get("delay", EPISODE)
+        elif wrapper is TimeFeature and kwargs.get("max_episode_steps") is None:
+            option, setting = "time_feature", True
+        else:
             raise UserInputError(
                 f"env_wrapper {path!r} wraps Gymnasium envs and does not apply to the torch backend, which takes "
-                "envs.RewardDelay only; drop it or use --backend gymnasium"
+                "envs.RewardDelay and envs.TimeFeature only; drop it or use --backend gymnasium"
             )
-        delays.append(kwargs.get("delay", EPISODE))
-    if len(delays) > 1:
-        raise UserInputError(f"env_wrapper has {len(delays)} envs.RewardDelay entries; keep one")
-    return delays[0] if delays else None
+        if option in options:
+            raise UserInputError(f"env_wrapper names {path} twice; keep one")
+        options[option] = setting
+    return options
 
 
 def wrapper_class(value: list[str | dict[str, dict[str, Any]]] | None) -> Callable[[Any], Any] | None:

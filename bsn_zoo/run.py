@@ -75,7 +75,7 @@ from bsn_zoo.config import (
     merge,
     policy_class,
     resolve_schedules,
-    torch_reward_delay,
+    torch_env_options,
     validate_config,
     wrapper_class,
 )
@@ -356,7 +356,7 @@ def make_env(
         env_kwargs["render_mode"] = render_mode
     if torch_backend:
         options: dict[str, Any] = {"backend": "torch", "device": config["device"],
-                                   "reward_delay": torch_reward_delay(config.get("env_wrapper"))}
+                                   **torch_env_options(config.get("env_wrapper"))}
     else:
         options = {"monitor_dir": str(monitor_dir) if monitor_dir else None,
                    "monitor_kwargs": {"override_existing": not append_monitor},

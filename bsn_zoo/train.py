@@ -57,7 +57,8 @@ FIXED_ON_CONTINUE = ("algo", "env", "env_kwargs", "env_wrapper", "policy", "poli
 
 #: flags that set a run setting of the same name (``estimator``, ``baseline`` go into ``policy_kwargs``).
 FLAG_SETTINGS = ("algo", "env", "backend", "policy", "estimator", "baseline", "n_timesteps", "seed", "n_envs", "device",
-                 "eval_freq", "eval_episodes", "save_freq", "log_interval", "normalize", "tensorboard_log")
+                 "eval_freq", "eval_episodes", "save_freq", "log_interval", "normalize", "tensorboard_log",
+                 "reward_delay")
 
 
 def build_parser() -> OneLineArgumentParser:
@@ -109,6 +110,9 @@ def build_parser() -> OneLineArgumentParser:
                       help="override hyperparameters, e.g. learning_rate:1e-3 policy_kwargs.net_arch:[32,32]")
     conf.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
                       help="normalise observations and rewards with VecNormalize")
+    conf.add_argument("--reward-delay", type=parse_value, metavar="K|episode",
+                      help="pay the reward every K steps or only at the episode's end (envs.RewardDelay), with the "
+                           "time feature and the settings of hyperparams/<algo>_delayed.yml (docs: Delayed reward)")
     many = parser.add_argument_group("many runs (each has its own options: train.py --sweep FILE --help)")
     many.add_argument("--sweep", type=Path, metavar="FILE",
                       help="run a sweep file (grid of options x seeds) locally, or on Ray with --ray-address")
@@ -128,6 +132,9 @@ def continue_config(base: dict[str, Any], flags: dict[str, Any], overrides: dict
         UserInputError: if a flag or override would change a setting of :data:`FIXED_ON_CONTINUE`.
     """
     given = {key: value for key, value in flags.items() if value is not None}
+    if "reward_delay" in given:
+        raise UserInputError("--reward-delay applies to new runs; a continued run keeps its own env_wrapper "
+                             "(start a new run without -i)")
     policy_flags = {key: given.pop(key) for key in ("estimator", "baseline") if key in given}
     changes = merge(merge(given, {"policy_kwargs": policy_flags} if policy_flags else {}), overrides)
     config = validate_config(merge(base, changes))

@@ -20,7 +20,7 @@ from envs.factory import (
     make_torch_vec_env,
     make_vec_env,
 )
-from envs.reward_delay import EPISODE, RewardDelay, TorchRewardDelay, delay_period
+from envs.reward_delay import EPISODE, RewardDelay, RewardDelaySpec, TimeFeature, TorchRewardDelay, delay_period
 from envs.torch_delayed import TorchDelayedChain, TorchDelayedParity, TorchDelayedRewardEnv
 from envs.torch_vec_env import TensorStep, TorchVecEnv
 
@@ -51,7 +51,9 @@ __all__ = [
     "EpisodeSummary",
     "EpisodeTracker",
     "RewardDelay",
+    "RewardDelaySpec",
     "TensorStep",
+    "TimeFeature",
     "TorchAcrobot",
     "TorchCartPole",
     "TorchDelayedChain",

@@ -20,7 +20,7 @@ from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 
 from envs.classic_control import TorchAcrobot, TorchCartPole, TorchMountainCar, TorchPendulum
-from envs.reward_delay import RewardDelay, RewardDelaySpec, delay_period
+from envs.reward_delay import RewardDelay, RewardDelaySpec, TimeFeature, delay_period
 from envs.torch_delayed import TorchDelayedChain, TorchDelayedParity
 from envs.torch_vec_env import TorchVecEnv
 
@@ -94,6 +94,7 @@ def make_torch_vec_env(
     max_episode_steps: int | None = None,
     env_kwargs: dict[str, Any] | None = None,
     reward_delay: RewardDelaySpec | None = None,
+    time_feature: bool = False,
 ) -> TorchVecEnv:
     """A batched torch environment for a Gymnasium id (see :data:`TORCH_ENVS`).
 
@@ -109,6 +110,7 @@ def make_torch_vec_env(
             ``bsn/DelayedChain-v0``; the classic-control tasks take none).
         reward_delay: ``None`` (the task's reward), an integer ``k >= 1`` or ``"episode"``
             (:mod:`envs.reward_delay`).
+        time_feature: append the remaining fraction of the time limit to the observations.
     """
     check_env_id(env_id, TORCH_ENVS, "environment id for the torch backend")
     if max_episode_steps is None:
@@ -121,6 +123,7 @@ def make_torch_vec_env(
         dtype=dtype,
         max_episode_steps=max_episode_steps,
         reward_delay=reward_delay,
+        time_feature=time_feature,
         **(env_kwargs or {}),
     )
 
@@ -139,6 +142,7 @@ def make_vec_env(
     normalize: bool = False,
     gamma: float = 0.99,
     reward_delay: RewardDelaySpec | None = None,
+    time_feature: bool = False,
 ) -> VecEnv:
     """An SB3 ``VecEnv`` of ``n_envs`` copies of ``env_id``: the project's one vec-env factory.
 
@@ -165,6 +169,8 @@ def make_vec_env(
             ``k`` steps and at the episode's end) or ``"episode"`` (the return paid at the episode's end):
             :class:`~envs.reward_delay.RewardDelay` outside each copy's ``Monitor`` and ``wrapper_class``
             (so ``info["episode"]`` keeps the true return), or the torch env's own ``reward_delay``.
+        time_feature: append the remaining fraction of the time limit to the observations
+            (:class:`~envs.reward_delay.TimeFeature` after ``wrapper_class``, or the torch env's own ``time_feature``).
     """
     if backend not in BACKENDS:
         check_env_id(backend, BACKENDS, "backend")
@@ -179,7 +185,13 @@ def make_vec_env(
         if given:
             raise ValueError(f"{' and '.join(given)} apply to backend='gymnasium' only")
         venv: VecEnv = make_torch_vec_env(
-            env_id, n_envs, device=device, seed=seed, env_kwargs=env_kwargs, reward_delay=reward_delay
+            env_id,
+            n_envs,
+            device=device,
+            seed=seed,
+            env_kwargs=env_kwargs,
+            reward_delay=reward_delay,
+            time_feature=time_feature,
         )
     else:
         module, sep, name = env_id.rpartition(":")
@@ -188,7 +200,8 @@ def make_vec_env(
         check_env_id(name)
         if reward_delay is not None:
             delay_period(reward_delay)  # a bad value fails here, before any env is built
-            wrapper_class = _then_delay(wrapper_class, reward_delay)
+        if reward_delay is not None or time_feature:
+            wrapper_class = _then(wrapper_class, reward_delay, time_feature)
         venv = sb3_make_vec_env(
             env_id,
             n_envs=n_envs,
@@ -202,12 +215,15 @@ def make_vec_env(
     return VecNormalize(venv, gamma=gamma) if normalize else venv
 
 
-def _then_delay(
-    wrapper_class: Callable[[gym.Env], gym.Env] | None, reward_delay: RewardDelaySpec
+def _then(
+    wrapper_class: Callable[[gym.Env], gym.Env] | None, reward_delay: RewardDelaySpec | None, time_feature: bool
 ) -> Callable[[gym.Env], gym.Env]:
-    """``wrapper_class`` (if any), then :class:`~envs.reward_delay.RewardDelay` outermost."""
+    """``wrapper_class`` (if any), then :class:`~envs.reward_delay.TimeFeature` (if ``time_feature``), then
+    :class:`~envs.reward_delay.RewardDelay` (if ``reward_delay``) outermost."""
 
     def wrap(env: gym.Env) -> gym.Env:
-        return RewardDelay(wrapper_class(env) if wrapper_class else env, reward_delay)
+        env = wrapper_class(env) if wrapper_class else env
+        env = TimeFeature(env) if time_feature else env
+        return RewardDelay(env, reward_delay) if reward_delay is not None else env
 
     return wrap

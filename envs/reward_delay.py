@@ -10,7 +10,12 @@ step, so every episode's return is unchanged for every sequence of actions:
     paid_t = sum of r_s over the unpaid steps s <= t   if t is a payment step, else 0,
     payment steps: t = k, 2k, ... (counted from 1 in each episode) and the episode's last step.
 
-Two implementations, one for each backend, tested against each other step by step:
+With reward paid late, the value of a state also depends on how much reward has accrued unpaid, which a
+critic cannot see in the observation. For tasks whose reward accrues with time (a cost per step, as in
+Acrobot-v1 or MountainCar-v0) the elapsed time tells it: :class:`TimeFeature` appends the fraction of the time
+limit that remains to the observation (Pardo et al., "Time Limits in Reinforcement Learning", ICML 2018).
+
+Two implementations of the delay, one for each backend, tested against each other step by step:
 
 * :class:`RewardDelay`, a Gymnasium wrapper. Placed outside SB3's ``Monitor`` (as ``env_wrapper`` and
   :func:`envs.make_vec_env` place it), ``Monitor`` still records the dense rewards, so
@@ -22,12 +27,22 @@ Two implementations, one for each backend, tested against each other step by ste
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, SupportsFloat
 
 import gymnasium as gym
+import numpy as np
 import torch
+from gymnasium import spaces
 
-__all__ = ["EPISODE", "RewardDelay", "RewardDelaySpec", "TorchRewardDelay", "delay_period"]
+__all__ = [
+    "EPISODE",
+    "RewardDelay",
+    "RewardDelaySpec",
+    "TimeFeature",
+    "TorchRewardDelay",
+    "delay_period",
+    "time_feature_space",
+]
 
 #: The ``delay`` value that pays the whole return at the episode's last step.
 EPISODE = "episode"
@@ -99,6 +114,67 @@ class RewardDelay(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def __repr__(self) -> str:
         return f"<RewardDelay(delay={self.delay!r}){self.env}>"
+
+
+def time_feature_space(space: gym.Space) -> spaces.Box:
+    """``space`` (a 1-D ``Box``) with one more coordinate in [0, 1], the time feature.
+
+    Raises:
+        ValueError: one line, for a space that is not a 1-D ``Box``.
+    """
+    if not isinstance(space, spaces.Box) or len(space.shape) != 1:
+        raise ValueError(
+            f"the time feature needs a 1-D Box observation space, got {space}; flatten it first "
+            "(gymnasium.wrappers.FlattenObservation)"
+        )
+    return spaces.Box(
+        np.append(space.low, 0.0).astype(space.dtype),
+        np.append(space.high, 1.0).astype(space.dtype),
+        dtype=space.dtype,  # type: ignore[arg-type]
+    )
+
+
+class TimeFeature(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
+    """Append the remaining fraction of the time limit, ``1 - t / max_episode_steps``, to a flat ``Box`` observation.
+
+    ``t`` counts the steps of the current episode (0 at reset), so the feature runs from 1 down to 0 at the time
+    limit. The same idea as sb3-contrib's ``TimeFeatureWrapper``.
+
+    Args:
+        env: a task with a 1-D ``Box`` observation space.
+        max_episode_steps: the time limit (>= 1); ``None`` takes ``env.spec.max_episode_steps``.
+
+    Raises:
+        ValueError: one line, for an observation space that is not a 1-D ``Box`` or a task without a time limit.
+    """
+
+    def __init__(self, env: gym.Env, max_episode_steps: int | None = None) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, max_episode_steps=max_episode_steps)
+        gym.ObservationWrapper.__init__(self, env)
+        space = time_feature_space(env.observation_space)
+        limit = max_episode_steps if max_episode_steps is not None else getattr(env.spec, "max_episode_steps", None)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(
+                f"TimeFeature needs the task's time limit, got max_episode_steps={limit!r}; pass max_episode_steps"
+            )
+        self.max_episode_steps = limit
+        self.observation_space = space
+        self.episode_steps = 0
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        """Reset the task and the step count."""
+        self.episode_steps = 0
+        return super().reset(**kwargs)
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Step the task; the observation carries the remaining fraction after this step."""
+        self.episode_steps += 1
+        return super().step(action)
+
+    def observation(self, observation: Any) -> np.ndarray:
+        """``observation`` with ``1 - t / max_episode_steps`` appended."""
+        remaining = max(0.0, 1.0 - self.episode_steps / self.max_episode_steps)
+        return np.append(observation, remaining).astype(self.observation_space.dtype)
 
 
 class TorchRewardDelay:

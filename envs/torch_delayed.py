@@ -12,13 +12,13 @@ the step index; the bits in {0, 1} for parity).
 from __future__ import annotations
 
 from abc import abstractmethod
+from typing import Any
 
 import numpy as np
 import torch
 from gymnasium import spaces
 
 from envs.delayed import CHAIN_LENGTH, PARITY_BITS, PARITY_LENGTH, chain_key
-from envs.reward_delay import RewardDelaySpec
 from envs.torch_vec_env import TorchVecEnv
 from envs.validation import positive_int
 
@@ -35,25 +35,15 @@ class TorchDelayedRewardEnv(TorchVecEnv):
         num_envs: number of copies (>= 1).
         length: decisions per episode (>= 1).
         context_dim: number of context variables in the state (>= 0).
-        device, seed, dtype, stats_window, reward_delay: as in :class:`~envs.torch_vec_env.TorchVecEnv`.
-        max_episode_steps: time limit (>= 1); ``None``: ``length`` (episodes end by themselves).
+        options: keyword arguments of :class:`~envs.torch_vec_env.TorchVecEnv` (``device``, ``seed``, ``dtype``,
+            ``stats_window``, ``reward_delay``, ``time_feature``, and ``max_episode_steps``, whose default here
+            is ``length``: episodes end by themselves).
     """
 
-    def __init__(
-        self,
-        num_envs: int,
-        length: int,
-        context_dim: int,
-        device: str | torch.device = "cpu",
-        seed: int | None = None,
-        dtype: torch.dtype = torch.float32,
-        max_episode_steps: int | None = None,
-        stats_window: int = 100,
-        reward_delay: RewardDelaySpec | None = None,
-    ) -> None:
+    def __init__(self, num_envs: int, length: int, context_dim: int, **options: Any) -> None:
         self.length = positive_int("length", length, "decisions per episode")
         self.state_dim = 2 + context_dim
-        super().__init__(num_envs, device, seed, dtype, max_episode_steps, stats_window, reward_delay)
+        super().__init__(num_envs, **options)
 
     def default_max_episode_steps(self) -> int:
         """``length``: the task terminates by itself, so the time limit never cuts an episode."""
@@ -107,24 +97,13 @@ class TorchDelayedChain(TorchDelayedRewardEnv):
         num_envs: number of copies (>= 1).
         length: states of the chain (>= 1; default 10).
         key_seed: seed of the hidden key of correct actions (default 0, as the Gymnasium task).
-        device, seed, dtype, max_episode_steps, stats_window, reward_delay: as in :class:`TorchDelayedRewardEnv`.
+        options: as in :class:`TorchDelayedRewardEnv`.
     """
 
     gym_id = "bsn/DelayedChain-v0"
 
-    def __init__(
-        self,
-        num_envs: int,
-        length: int = CHAIN_LENGTH,
-        key_seed: int = 0,
-        device: str | torch.device = "cpu",
-        seed: int | None = None,
-        dtype: torch.dtype = torch.float32,
-        max_episode_steps: int | None = None,
-        stats_window: int = 100,
-        reward_delay: RewardDelaySpec | None = None,
-    ) -> None:
-        super().__init__(num_envs, length, 0, device, seed, dtype, max_episode_steps, stats_window, reward_delay)
+    def __init__(self, num_envs: int, length: int = CHAIN_LENGTH, key_seed: int = 0, **options: Any) -> None:
+        super().__init__(num_envs, length, 0, **options)
         self.key_seed = int(key_seed)
         self.key = torch.as_tensor(chain_key(self.length, self.key_seed), device=self.device)
 
@@ -152,27 +131,14 @@ class TorchDelayedParity(TorchDelayedRewardEnv):
         num_envs: number of copies (>= 1).
         num_bits: bits shown per step (>= 1; default 3).
         length: decisions per episode (>= 1; default 8).
-        device, seed, dtype, max_episode_steps, stats_window, reward_delay: as in :class:`TorchDelayedRewardEnv`.
+        options: as in :class:`TorchDelayedRewardEnv`.
     """
 
     gym_id = "bsn/DelayedParity-v0"
 
-    def __init__(
-        self,
-        num_envs: int,
-        num_bits: int = PARITY_BITS,
-        length: int = PARITY_LENGTH,
-        device: str | torch.device = "cpu",
-        seed: int | None = None,
-        dtype: torch.dtype = torch.float32,
-        max_episode_steps: int | None = None,
-        stats_window: int = 100,
-        reward_delay: RewardDelaySpec | None = None,
-    ) -> None:
+    def __init__(self, num_envs: int, num_bits: int = PARITY_BITS, length: int = PARITY_LENGTH, **options: Any) -> None:
         self.num_bits = positive_int("num_bits", num_bits, "bits shown per step")
-        super().__init__(
-            num_envs, length, self.num_bits, device, seed, dtype, max_episode_steps, stats_window, reward_delay
-        )
+        super().__init__(num_envs, length, self.num_bits, **options)
 
     def _observation_space(self) -> spaces.Box:
         return spaces.Box(-1.0, 1.0, shape=(self.num_bits,), dtype=np.float32)

@@ -38,7 +38,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from envs.episode_stats import EpisodeTracker
-from envs.reward_delay import RewardDelaySpec, TorchRewardDelay
+from envs.reward_delay import RewardDelaySpec, TorchRewardDelay, time_feature_space
 from envs.validation import positive_int
 
 __all__ = ["TensorStep", "TorchVecEnv", "resolve_device"]
@@ -99,6 +99,8 @@ class TorchVecEnv(VecEnv):
         reward_delay: ``None`` pays each step's reward at once; an integer ``k >= 1`` or ``"episode"``
             pays it late, as :class:`~envs.reward_delay.RewardDelay` does (the returned rewards are the
             paid ones; :attr:`episodes` and ``info["episode"]`` keep the true returns).
+        time_feature: append the remaining fraction of the time limit, ``1 - t / max_episode_steps``, to
+            every observation, as :class:`~envs.reward_delay.TimeFeature` does (1-D observations only).
 
     Attributes:
         state: (num_envs, state_dim) physical state of every copy, in Gymnasium's order.
@@ -124,6 +126,7 @@ class TorchVecEnv(VecEnv):
         max_episode_steps: int | None = None,
         stats_window: int = 100,
         reward_delay: RewardDelaySpec | None = None,
+        time_feature: bool = False,
     ) -> None:
         num_envs = positive_int("num_envs", num_envs, "parallel copies of the environment")
         if dtype not in _FLOAT_DTYPES:
@@ -137,6 +140,9 @@ class TorchVecEnv(VecEnv):
         self.generator = torch.Generator(device=self.device)
         self._seed_generator(seed)
         observation_space, action_space = self._make_spaces()
+        self.time_feature = bool(time_feature)
+        if self.time_feature:
+            observation_space = time_feature_space(observation_space)
         super().__init__(num_envs, observation_space, action_space)
         self.episodes = EpisodeTracker(num_envs, stats_window, self.device, dtype)
         self.reward_delay = (
@@ -144,7 +150,7 @@ class TorchVecEnv(VecEnv):
         )
         self.state = self._initial_state(num_envs)
         self.episode_steps = torch.zeros(num_envs, device=self.device, dtype=torch.long)
-        self.final_obs = self._observe(self.state)
+        self.final_obs = self._observe_at(self.state, self.episode_steps)
         self._pending_actions: torch.Tensor | None = None
         self._start_time = time.time()
 
@@ -185,6 +191,14 @@ class TorchVecEnv(VecEnv):
     def _observe(self, state: torch.Tensor) -> torch.Tensor:
         """Observations (num_envs, *obs_shape) of the states, in :attr:`dtype`."""
 
+    def _observe_at(self, state: torch.Tensor, episode_steps: torch.Tensor) -> torch.Tensor:
+        """:meth:`_observe`, with the time feature of ``episode_steps`` appended if :attr:`time_feature` is on."""
+        obs = self._observe(state)
+        if not self.time_feature:
+            return obs
+        remaining = (1.0 - episode_steps.to(obs.dtype) / self.max_episode_steps).clamp(min=0.0)
+        return torch.cat([obs, remaining.unsqueeze(-1)], dim=-1)
+
     def _uniform(self, low: torch.Tensor | float, high: torch.Tensor | float, shape: Sequence[int]) -> torch.Tensor:
         """Uniform samples in ``[low, high)`` of ``shape`` from the env's generator."""
         unit = torch.rand(tuple(shape), generator=self.generator, device=self.device, dtype=self.dtype)
@@ -208,7 +222,7 @@ class TorchVecEnv(VecEnv):
         self.episodes.restart_running()
         if self.reward_delay is not None:
             self.reward_delay.reset()
-        self.final_obs = self._observe(self.state)
+        self.final_obs = self._observe_at(self.state, self.episode_steps)
         return self.final_obs
 
     def step_tensor(self, actions: torch.Tensor) -> TensorStep:
@@ -243,14 +257,15 @@ class TorchVecEnv(VecEnv):
         self.episode_steps += 1
         truncated = self.episode_steps >= self.max_episode_steps
         done = terminated | truncated
-        self.final_obs = self._observe(next_state)
+        self.final_obs = self._observe_at(next_state, self.episode_steps)
         episode_returns, episode_lengths = self.episodes.update(rewards, done)
         if self.reward_delay is not None:
             rewards = self.reward_delay.pay(rewards, done, self.episode_steps)
         fresh_state = self._initial_state(self.num_envs)
         self.state = torch.where(done.unsqueeze(-1), fresh_state, next_state)
         self.episode_steps = self.episode_steps.masked_fill(done, 0)
-        obs = torch.where(done.view(-1, *([1] * (self.final_obs.dim() - 1))), self._observe(self.state), self.final_obs)
+        reset_obs = self._observe_at(self.state, self.episode_steps)
+        obs = torch.where(done.view(-1, *([1] * (self.final_obs.dim() - 1))), reset_obs, self.final_obs)
         return TensorStep(obs, rewards, terminated, truncated), episode_returns, episode_lengths
 
     def _prepare_actions(self, actions: torch.Tensor) -> torch.Tensor:

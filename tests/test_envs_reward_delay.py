@@ -14,8 +14,8 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.monitor import Monitor
 
 from bsn_zoo.cli_errors import UserInputError
-from bsn_zoo.config import env_wrappers, torch_reward_delay
-from envs import RewardDelay, TorchRewardDelay, delay_period, make_torch_vec_env, make_vec_env
+from bsn_zoo.config import env_wrappers, torch_env_options
+from envs import RewardDelay, TimeFeature, TorchRewardDelay, delay_period, make_torch_vec_env, make_vec_env
 
 DELAYS = [1, 3, 50, "episode"]
 
@@ -179,15 +179,63 @@ def test_torch_env_reset_forgets_unpaid_reward() -> None:
     assert torch.all(env.reward_delay.pending == 0.0)
 
 
-def test_env_wrapper_setting_reaches_the_torch_backend_as_its_reward_delay() -> None:
-    assert torch_reward_delay(env_wrappers([{"envs.RewardDelay": {"delay": 50}}])) == 50
-    assert torch_reward_delay(env_wrappers(["envs.RewardDelay"])) == "episode"
-    assert torch_reward_delay(None) is None
+def test_env_wrapper_setting_reaches_the_torch_backend_as_its_own_options() -> None:
+    delayed = env_wrappers(["envs.TimeFeature", {"envs.RewardDelay": {"delay": 50}}])
+    assert torch_env_options(delayed) == {"time_feature": True, "reward_delay": 50}
+    assert torch_env_options(env_wrappers(["envs.RewardDelay"])) == {"reward_delay": "episode"}
+    assert torch_env_options(None) == {}
     with pytest.raises(UserInputError, match=r"does not apply to the torch backend, which takes envs\.RewardDelay"):
-        torch_reward_delay(env_wrappers(["gymnasium.wrappers.FlattenObservation"]))
+        torch_env_options(env_wrappers(["gymnasium.wrappers.FlattenObservation"]))
+    with pytest.raises(UserInputError, match="does not apply to the torch backend"):
+        torch_env_options(env_wrappers([{"envs.TimeFeature": {"max_episode_steps": 9}}]))
     with pytest.raises(UserInputError, match="keep one"):
-        torch_reward_delay(env_wrappers(["envs.RewardDelay", {"envs.RewardDelay": {"delay": 3}}]))
+        torch_env_options(env_wrappers(["envs.RewardDelay", {"envs.RewardDelay": {"delay": 3}}]))
     with pytest.raises(UserInputError, match=re.escape("cannot take {'dela': 5}")):
         env_wrappers([{"envs.RewardDelay": {"dela": 5}}])
     with pytest.raises(UserInputError, match="got 'soon'"):
         env_wrappers([{"envs.RewardDelay": {"delay": "soon"}}])
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "MountainCar-v0"])
+def test_time_feature_counts_down_the_time_limit_alike_on_both_backends(env_id: str) -> None:
+    """Same seed and actions: the last coordinate is 1 - t / limit on the Gymnasium wrapper and the torch env,
+    1 after a reset, and the other coordinates are the task's."""
+    gym_env = TimeFeature(gym.make(env_id))
+    limit = gym.spec(env_id).max_episode_steps
+    assert gym_env.observation_space.shape == (gym.make(env_id).observation_space.shape[0] + 1,)
+    assert gym_env.observation_space.low[-1] == 0.0 and gym_env.observation_space.high[-1] == 1.0
+    obs, _ = gym_env.reset(seed=0)
+    assert obs[-1] == 1.0
+    for t in range(1, 6):
+        obs, *_ = gym_env.step(0)
+        assert obs[-1] == pytest.approx(1 - t / limit)
+    torch_env = make_torch_vec_env(env_id, 2, seed=0, time_feature=True)
+    assert torch_env.observation_space == gym_env.observation_space
+    plain = make_torch_vec_env(env_id, 2, seed=0)
+    np.testing.assert_array_equal(torch_env.reset()[:, :-1], plain.reset())
+    steps = 0
+    for _ in range(limit + 3):
+        obs, _, dones, infos = torch_env.step(np.zeros(2, dtype=np.int64))
+        plain_obs, *_ = plain.step(np.zeros(2, dtype=np.int64))
+        np.testing.assert_array_equal(obs[:, :-1], plain_obs)
+        steps = 0 if dones[0] else steps + 1
+        assert obs[0, -1] == pytest.approx(1 - steps / limit)
+        if dones[0]:
+            assert infos[0]["terminal_observation"][-1] == pytest.approx(
+                1 - infos[0]["episode"]["l"] / limit, abs=1e-6
+            )
+
+
+def test_time_feature_needs_a_flat_box_and_a_time_limit() -> None:
+    with pytest.raises(ValueError, match=r"needs a 1-D Box observation space.*FlattenObservation"):
+        TimeFeature(gym.make("Blackjack-v1"))
+    with pytest.raises(ValueError, match="needs the task's time limit"):
+        TimeFeature(gym.make("CartPole-v1").unwrapped)
+    assert TimeFeature(gym.make("CartPole-v1").unwrapped, max_episode_steps=10).max_episode_steps == 10
+
+
+def test_factory_orders_user_wrapper_time_feature_then_delay_outside_monitor() -> None:
+    venv = make_vec_env("Acrobot-v1", 1, reward_delay="episode", time_feature=True)
+    delay = venv.envs[0]
+    assert isinstance(delay, RewardDelay) and isinstance(delay.env, TimeFeature) and isinstance(delay.env.env, Monitor)
+    assert venv.observation_space.shape == (7,)

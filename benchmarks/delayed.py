@@ -1,0 +1,497 @@
+"""LocalPG against SB3's PPO (RL Zoo settings) when the reward is delayed: paid every ``k`` steps or only at the
+episode's end (:class:`envs.RewardDelay`), evaluated on the task's true return.
+
+Each algorithm gets its best discount and GAE lambda on the delayed task: every point of :data:`GAMMAS` x
+:data:`LAMBDAS`, applied to its settings for delayed reward (:func:`settings`: its shipped settings for the dense
+task, LocalPG's ``hyperparams/localpg.yml`` or RL Zoo's ``hyperparams/ppo.yml``, updated by the other entries of
+``hyperparams/<algo>_delayed.yml``), is trained on the *selection seeds* (:data:`SELECTION_SEEDS`, never
+reported) and the point with the best median final evaluation is kept. The chosen point is then trained on the
+reported seeds (0, 1, ...), and both algorithms are also trained on the dense task with their own shipped
+settings, so each algorithm's delayed evaluation is reported as a ratio to its dense one. Every run trains for
+the task's whole budget.
+
+On the delayed tasks both algorithms observe the remaining fraction of the time limit (:class:`envs.TimeFeature`):
+with the reward paid late, the value of a state depends on the reward accrued unpaid, which for these tasks
+grows with the elapsed time.
+
+Every finished run is saved at once as one JSON file under ``<out>_runs/`` (written atomically), and a run
+whose file exists is not trained again: a stopped benchmark resumes where it stopped, and ``--report-only``
+writes the table from the runs finished so far (missing ones are counted and named).
+
+Usage (each committed table's command is written at its top)::
+
+    nice python -m benchmarks.delayed --tasks Acrobot-v1@episode --seeds 5 --workers 2
+    nice python -m benchmarks.delayed --tasks MountainCar-v0@50 LunarLander-v3@episode --seeds 5 3 --workers 2
+    python -m benchmarks.delayed --report-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import multiprocessing
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
+
+from agents.localpg import LocalPG
+from benchmarks.common import load_tuned, machine_description, train_until
+from benchmarks.compare_sb3 import COLOURS, algo_config
+from bsn_zoo.config import delayed_reward_file
+from bsn_zoo.plotting import Line, Panel, plot_learning_curves
+from envs import EPISODE, RewardDelaySpec, make_vec_env
+
+#: The algorithms compared.
+ALGOS = ("localpg", "ppo")
+#: The discounts and GAE lambdas each algorithm chooses from on a delayed task.
+GAMMAS = (0.99, 0.999, 1.0)
+LAMBDAS = (0.95, 1.0)
+#: The seeds on which each algorithm chooses its point of the grid (never reported).
+SELECTION_SEEDS = (100,)
+
+
+@dataclass(frozen=True)
+class DelayedTask:
+    """A task with its reward delayed.
+
+    Attributes:
+        env_id: Gymnasium id.
+        delay: ``k`` (the accumulated reward paid every ``k`` steps and at the episode's end) or ``"episode"``.
+        budget: training steps of every run.
+        threshold: solved threshold of the 20-episode training mean of true returns (Gymnasium's
+            ``reward_threshold`` where it has one).
+        eval_episodes: deterministic evaluation episodes at the end of a run.
+    """
+
+    env_id: str
+    delay: RewardDelaySpec
+    budget: int
+    threshold: float
+    eval_episodes: int
+
+    @property
+    def name(self) -> str:
+        """``<env_id>@<delay>``, e.g. ``Acrobot-v1@episode``."""
+        return f"{self.env_id}@{self.delay}"
+
+
+#: The delayed tasks. Budgets: those of ``benchmarks.compare_sb3``'s dense tasks, but half of them (500k) on
+#: MountainCar-v0, where both algorithms' dense runs there reached the threshold within 350k steps.
+TASKS = {
+    task.name: task
+    for task in (
+        DelayedTask("Acrobot-v1", EPISODE, 500_000, -100.0, 30),
+        DelayedTask("MountainCar-v0", 50, 500_000, -110.0, 10),
+        DelayedTask("LunarLander-v3", EPISODE, 1_000_000, 200.0, 10),
+        DelayedTask("CartPole-v1", EPISODE, 100_000, 475.0, 10),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run.
+
+    Attributes:
+        task: a key of :data:`TASKS`.
+        phase: ``"select"`` (a grid point on a selection seed), ``"delayed"`` (the chosen point on a reported
+            seed) or ``"dense"`` (the algorithm's shipped settings on the dense task).
+        algo: a name of :data:`ALGOS`.
+        gamma: discount (``None``: the settings' own, in the dense phase).
+        gae_lambda: GAE lambda (``None``: the settings' own).
+        seed: the run's seed (its evaluation env: ``10000 + seed``).
+    """
+
+    task: str
+    phase: str
+    algo: str
+    gamma: float | None
+    gae_lambda: float | None
+    seed: int
+
+    def file_name(self) -> str:
+        """The name of the run's JSON file: task (for the dense phase, the environment, shared by its tasks), phase,
+        algorithm, grid point, seed and a digest of the complete settings, so that a run is never reused for
+        other settings."""
+        task = TASKS[self.task]
+        where = task.env_id if self.phase == "dense" else task.name
+        point = "own" if self.gamma is None else f"g{self.gamma:g}_l{self.gae_lambda:g}"
+        return (
+            f"{where.replace('/', '_')}__{self.phase}__{self.algo}__{point}__{settings_digest(self)}__s{self.seed}.json"
+        )
+
+
+def delayed_overrides(algo: str, env_id: str) -> dict[str, Any]:
+    """The algorithm's settings for delayed reward other than the grid's: its ``hyperparams/<algo>_delayed.yml``
+    entry for ``env_id`` (else ``default``; nothing without a file), without ``gamma`` and ``gae_lambda``."""
+    path = delayed_reward_file(algo)
+    if not path.is_file():
+        return {}
+    entry = load_tuned(path, env_id, algo)
+    return {key: value for key, value in entry.items() if key not in ("gamma", "gae_lambda", "env_wrapper")}
+
+
+def settings(job: Job) -> dict[str, Any]:
+    """The algorithm arguments and run settings (``n_envs``, ``normalize``) of a job: the algorithm's shipped
+    settings for the dense task (LocalPG ``hyperparams/localpg.yml``, PPO RL Zoo's ``hyperparams/ppo.yml``),
+    then, for a delayed task, :func:`delayed_overrides` and the job's ``gamma`` and ``gae_lambda``."""
+    task = TASKS[job.task]
+    config = algo_config(job.algo, task.env_id)
+    if job.phase != "dense":
+        config.update(delayed_overrides(job.algo, task.env_id), gamma=job.gamma, gae_lambda=job.gae_lambda)
+    return config
+
+
+def settings_digest(job: Job) -> str:
+    """Eight hex digits identifying the job's complete settings (:func:`settings`) and its task's budget and
+    evaluation (a dense run's: those of the task it is run for)."""
+    task = TASKS[job.task]
+    measured = {"budget": task.budget, "eval_episodes": task.eval_episodes, "threshold": task.threshold}
+    text = json.dumps({**settings(job), **measured}, sort_keys=True, default=repr)
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def build(job: Job) -> BaseAlgorithm:
+    """The seeded model of a job, on its (delayed or dense) training env."""
+    task = TASKS[job.task]
+    config = settings(job)
+    n_envs = int(config.pop("n_envs"))
+    normalize = bool(config.pop("normalize", False))
+    delayed = job.phase != "dense"
+    env = make_vec_env(
+        task.env_id,
+        n_envs,
+        job.seed,
+        normalize=normalize,
+        gamma=float(config.get("gamma", 0.99)),
+        reward_delay=task.delay if delayed else None,
+        time_feature=delayed,
+    )
+    if job.algo == "localpg":
+        return LocalPG("BsnPolicy", env, seed=job.seed, **config)
+    return PPO("MlpPolicy", env, seed=job.seed, **config)
+
+
+def run_job(job_and_folder: tuple[Job, Path]) -> dict[str, Any]:
+    """Train and evaluate one job, save its record (atomically) and return it."""
+    job, folder = job_and_folder
+    torch.set_num_threads(1)
+    task = TASKS[job.task]
+    normalize = bool(settings(job).get("normalize", False))
+
+    def eval_env() -> VecEnv:  # dense: its Monitor returns are the true returns of the delayed task too
+        time_feature = job.phase != "dense"
+        return make_vec_env(task.env_id, 1, 10_000 + job.seed, normalize=normalize, time_feature=time_feature)
+
+    result = train_until(lambda: build(job), eval_env, task.threshold, task.budget, task.budget, task.eval_episodes)
+    stride = max(1, len(result.curve) // 400)
+    record = {
+        **asdict(job),
+        "settings": json.loads(json.dumps(settings(job), default=repr)),
+        "steps_to_threshold": result.steps_to_threshold,
+        "steps": result.steps,
+        "seconds": round(result.seconds, 1),
+        "eval_mean": result.eval_mean,
+        "curve": [[int(step), round(float(mean), 3)] for step, mean in result.curve[::stride]],
+    }
+    path = folder / job.file_name()
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(record))
+    os.replace(partial, path)
+    print(
+        f"{job.task} {job.phase} {job.algo} gamma={job.gamma} gae_lambda={job.gae_lambda} seed {job.seed}: "
+        f"eval {result.eval_mean:.1f}, solved at {result.steps_to_threshold}, {result.seconds / 60:.1f} min",
+        flush=True,
+    )
+    return record
+
+
+def load_record(job: Job, folder: Path) -> dict[str, Any] | None:
+    """The saved record of a job, or ``None`` if it has not finished."""
+    path = folder / job.file_name()
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def selection_jobs(task: str, algo: str, seeds: list[int]) -> list[Job]:
+    """Every grid point of :data:`GAMMAS` x :data:`LAMBDAS` on every selection seed."""
+    return [Job(task, "select", algo, g, lam, s) for g, lam in itertools.product(GAMMAS, LAMBDAS) for s in seeds]
+
+
+def choose(task: str, algo: str, seeds: list[int], folder: Path) -> tuple[float, float] | None:
+    """The grid point with the best median final evaluation over the selection seeds (ties: the earlier point of
+    the grid), or ``None`` while any selection run is missing."""
+    scores: dict[tuple[float, float], list[float]] = {}
+    for job in selection_jobs(task, algo, seeds):
+        record = load_record(job, folder)
+        if record is None:
+            return None
+        scores.setdefault((job.gamma, job.gae_lambda), []).append(record["eval_mean"])  # type: ignore[arg-type]
+    return max(scores, key=lambda point: float(np.median(scores[point])))
+
+
+def reported_jobs(task: str, algo: str, seeds: int, selection_seeds: list[int], folder: Path) -> list[Job]:
+    """The delayed runs of the chosen grid point, then the dense runs, on seeds ``0..seeds-1`` (none while the
+    choice is not made)."""
+    point = choose(task, algo, selection_seeds, folder)
+    if point is None:
+        return []
+    return [Job(task, "delayed", algo, *point, seed) for seed in range(seeds)] + [
+        Job(task, "dense", algo, None, None, seed) for seed in range(seeds)
+    ]
+
+
+def run_jobs(jobs: list[Job], folder: Path, workers: int) -> None:
+    """Train the jobs without a saved record, ``workers`` at a time."""
+    todo = [(job, folder) for job in jobs if load_record(job, folder) is None]
+    if not todo:
+        return
+    if workers == 1:
+        for item in todo:
+            run_job(item)
+        return
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        for _ in pool.imap_unordered(run_job, todo, chunksize=1):
+            pass
+
+
+def _median(values: list[float]) -> float:
+    return float(np.median(values)) if values else float("nan")
+
+
+def target_met(delayed: float, dense: float) -> bool:
+    """Whether a delayed evaluation keeps its dense one: >= 80% of it for a positive dense return, within 20% of
+    it (``delayed >= 1.2 * dense``) for a negative one."""
+    return delayed >= (0.8 * dense if dense > 0 else 1.2 * dense)
+
+
+def summary_table(
+    tasks: list[str], seeds: dict[str, int], selection_seeds: list[int], folder: Path
+) -> tuple[str, list[str]]:
+    """The markdown table of medians over the reported seeds, and the list of runs not finished yet."""
+    lines = [
+        "| delayed task | algo | chosen gamma, gae_lambda | seeds solved | median steps to threshold | "
+        "median final eval (true return) | ratio to PPO | dense eval | delayed / dense | keeps dense (80% rule) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    missing: list[str] = []
+    for name in tasks:
+        task = TASKS[name]
+        rows = {}
+        for algo in ALGOS:
+            jobs = reported_jobs(name, algo, seeds[name], selection_seeds, folder)
+            if not jobs:
+                missing += [
+                    job.file_name()
+                    for job in selection_jobs(name, algo, selection_seeds)
+                    if load_record(job, folder) is None
+                ]
+                continue
+            missing += [job.file_name() for job in jobs if load_record(job, folder) is None]
+            point = (jobs[0].gamma, jobs[0].gae_lambda)
+            delayed = [r for job in jobs if job.phase == "delayed" and (r := load_record(job, folder)) is not None]
+            dense = [r for job in jobs if job.phase == "dense" and (r := load_record(job, folder)) is not None]
+            steps = [r["steps_to_threshold"] if r["steps_to_threshold"] is not None else task.budget for r in delayed]
+            rows[algo] = {
+                "point": point,
+                "solved": f"{sum(r['steps_to_threshold'] is not None for r in delayed)}/{len(delayed)}",
+                "steps": _median(steps),
+                "unsolved": sum(r["steps_to_threshold"] is None for r in delayed) * 2 > len(delayed),
+                "eval": _median([r["eval_mean"] for r in delayed]),
+                "dense": _median([r["eval_mean"] for r in dense]),
+            }
+        ppo = rows.get("ppo")
+        for algo, row in rows.items():
+            ratio = f"{row['eval'] / ppo['eval']:.2f}" if ppo and ppo["eval"] else "n/a"
+            kept = f"{row['eval'] / row['dense']:.2f}" if row["dense"] else "n/a"
+            met = (
+                "n/a"
+                if np.isnan(row["dense"]) or np.isnan(row["eval"])
+                else ("yes" if target_met(row["eval"], row["dense"]) else "no")
+            )
+            steps = f"{row['steps']:.0f}" + (" (> budget)" if row["unsolved"] else "")
+            lines.append(
+                f"| {name} | {algo} | {row['point'][0]:g}, {row['point'][1]:g} | {row['solved']} | {steps} | "
+                f"{row['eval']:.1f} | {ratio} | {row['dense']:.1f} | {kept} | {met} |"
+            )
+    return "\n".join(lines), missing
+
+
+def selection_table(tasks: list[str], selection_seeds: list[int], folder: Path) -> str:
+    """Each grid point's final evaluation on the selection seeds (the chosen point in bold)."""
+    lines = [
+        "| delayed task | algo | "
+        + " | ".join(f"gamma {g:g}, lambda {lam:g}" for g, lam in itertools.product(GAMMAS, LAMBDAS))
+        + " |",
+        "|---|---|" + "---|" * (len(GAMMAS) * len(LAMBDAS)),
+    ]
+    for name in tasks:
+        for algo in ALGOS:
+            chosen = choose(name, algo, selection_seeds, folder)
+            cells = []
+            for g, lam in itertools.product(GAMMAS, LAMBDAS):
+                records = [load_record(Job(name, "select", algo, g, lam, s), folder) for s in selection_seeds]
+                values = [r["eval_mean"] for r in records if r is not None]
+                cell = ", ".join(f"{v:.1f}" for v in values) or "-"
+                cells.append(f"**{cell}**" if chosen == (g, lam) else cell)
+            lines.append(f"| {name} | {algo} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def report_records(
+    tasks: list[str], seeds: dict[str, int], selection_seeds: list[int], folder: Path
+) -> dict[str, list[dict[str, Any]]]:
+    """For each task, the saved records of its reported runs (:func:`reported_jobs`), in algorithm order."""
+    return {
+        name: [
+            record
+            for algo in ALGOS
+            for job in reported_jobs(name, algo, seeds[name], selection_seeds, folder)
+            if (record := load_record(job, folder)) is not None
+        ]
+        for name in tasks
+    }
+
+
+def per_seed_table(records: dict[str, list[dict[str, Any]]]) -> str:
+    """One row per reported run (delayed and dense phases)."""
+    lines = [
+        "| task | phase | algo | gamma, gae_lambda | seed | steps to threshold | final eval | minutes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, record in ((name, record) for name, task_records in records.items() for record in task_records):
+        where = TASKS[name].env_id if record["phase"] == "dense" else name
+        point = "shipped" if record["gamma"] is None else f"{record['gamma']:g}, {record['gae_lambda']:g}"
+        solved = record["steps_to_threshold"] if record["steps_to_threshold"] is not None else "not reached"
+        lines.append(
+            f"| {where} | {record['phase']} | {record['algo']} | {point} | {record['seed']} | {solved} | "
+            f"{record['eval_mean']:.1f} | {record['seconds'] / 60:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(records: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """Training curves of the reported delayed runs (solid) and dense runs (faint), one panel per task."""
+    panels = []
+    for name, task_records in records.items():
+        lines = []
+        for record in task_records:
+            if not record["curve"]:
+                continue
+            steps, means = zip(*record["curve"], strict=True)
+            dense = record["phase"] == "dense"
+            label = f"{record['algo']} ({record['phase']})" if record["seed"] == 0 else None
+            colour = COLOURS[record["algo"]]
+            lines.append(Line(steps, means, label=label, color=colour, alpha=0.25 if dense else 0.7, linewidth=1))
+        ylabel = "20-episode training mean (true return)"
+        panels.append(Panel(lines, title=name, xlabel="env steps", ylabel=ylabel, thresholds=[TASKS[name].threshold]))
+    plot_learning_curves(panels, path, panel_size=(6, 4), grid=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--tasks", nargs="+", default=list(TASKS)[:3], choices=list(TASKS), help="delayed tasks, <env id>@<delay>"
+    )
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[5], help="reported seeds 0..N-1 (> 0), one value or one per task"
+    )
+    parser.add_argument(
+        "--selection-seeds",
+        type=int,
+        nargs="+",
+        default=list(SELECTION_SEEDS),
+        help="seeds on which each algorithm chooses its gamma and gae_lambda (not reported)",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="training processes in parallel (> 0)")
+    parser.add_argument("--report-only", action="store_true", help="write the report from the finished runs")
+    parser.add_argument("--out", default="benchmarks/results/delayed", help="output path without extension")
+    args = parser.parse_args(argv)
+    if any(n <= 0 for n in args.seeds) or args.workers <= 0:
+        parser.error("--seeds and --workers must be > 0")
+    if len(args.seeds) not in (1, len(args.tasks)):
+        parser.error("--seeds takes one value, or one per --tasks entry")
+    if set(args.selection_seeds) & set(range(max(args.seeds))):
+        parser.error("--selection-seeds must differ from the reported seeds 0..N-1")
+    seeds = dict(zip(args.tasks, args.seeds * len(args.tasks) if len(args.seeds) == 1 else args.seeds, strict=True))
+    out = Path(args.out)
+    folder = out.parent / f"{out.name}_runs"
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    if not args.report_only:
+        selection = [
+            job for name in args.tasks for algo in ALGOS for job in selection_jobs(name, algo, args.selection_seeds)
+        ]
+        run_jobs(selection, folder, args.workers)
+        reported = [
+            job
+            for name in args.tasks
+            for algo in ALGOS
+            for job in reported_jobs(name, algo, seeds[name], args.selection_seeds, folder)
+        ]
+        run_jobs(reported, folder, args.workers)
+    table, missing = summary_table(args.tasks, seeds, args.selection_seeds, folder)
+    records = report_records(args.tasks, seeds, args.selection_seeds, folder)
+    selection_records = [
+        record
+        for name in args.tasks
+        for algo in ALGOS
+        for job in selection_jobs(name, algo, args.selection_seeds)
+        if (record := load_record(job, folder)) is not None
+    ]
+    reported = [record for task_records in records.values() for record in task_records]
+    minutes = sum(record["seconds"] for record in reported + selection_records) / 60
+    plot(records, out.with_suffix(".png"))
+    command = "nice python -m benchmarks.delayed " + " ".join(sys.argv[1:] if argv is None else argv)
+    text = "\n\n".join(
+        [
+            "# LocalPG vs SB3 PPO with delayed reward",
+            f"Command: `{command}` (this invocation: {(time.perf_counter() - start) / 60:.0f} min; the runs of this "
+            f"report trained for {minutes:.0f} min in all). Finished runs are kept in "
+            f"`{folder.name}/` and not trained again, so the same command without `--report-only` trains only the "
+            f"missing ones. Machine: {machine_description('cpu')}.",
+            "Delayed task `<env>@<delay>`: the task's reward accumulated and paid every `<delay>` steps, or only at "
+            "the episode's end (`episode`), by `envs.RewardDelay`, and the remaining fraction of the time limit "
+            "observed by both algorithms (`envs.TimeFeature`); every return reported here is the task's true return "
+            "(SB3's Monitor sits inside the delay). Each algorithm chose its gamma in "
+            f"{{{', '.join(f'{g:g}' for g in GAMMAS)}}} and gae_lambda in "
+            f"{{{', '.join(f'{lam:g}' for lam in LAMBDAS)}}} "
+            f"by its median final evaluation on seed(s) {', '.join(map(str, args.selection_seeds))} (table below), "
+            "then trained on the reported seeds 0..N-1. Other settings: each algorithm's shipped ones for the "
+            "dense task (LocalPG `hyperparams/localpg.yml`, PPO RL Zoo's `hyperparams/ppo.yml`) updated by the "
+            "entries of `hyperparams/<algo>_delayed.yml` other than gamma and gae_lambda (each run's settings are "
+            "in its file); dense eval: the shipped settings on the dense task, same seeds. Budgets: "
+            + "; ".join(
+                f"{name} {TASKS[name].budget} steps, {TASKS[name].eval_episodes} deterministic evaluation "
+                f"episodes, threshold {TASKS[name].threshold:g}"
+                for name in args.tasks
+            )
+            + ". Medians over seeds; ratio to PPO: of the median final evaluations (for negative returns, below 1 is "
+            "better); keeps dense: delayed >= 0.8 x dense (positive returns) or >= 1.2 x dense (negative returns).",
+            table,
+            (f"Not finished yet ({len(missing)} runs): " + ", ".join(f"`{name}`" for name in missing))
+            if missing
+            else "All runs finished.",
+            f"![learning curves]({out.with_suffix('.png').name})",
+            "## Choice of gamma and gae_lambda (final evaluation on the selection seeds)",
+            selection_table(args.tasks, args.selection_seeds, folder),
+            "## Per seed",
+            per_seed_table(records),
+        ]
+    )
+    out.with_suffix(".md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

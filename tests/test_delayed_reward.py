@@ -1,0 +1,148 @@
+"""Delayed reward from the command line: ``--reward-delay`` adds the time feature, the delay and the shipped
+settings; runs on both backends evaluate on the true return; the shipped settings are the benchmark's choice."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+from cli_support import TINY, TINY_PARAMS, call_main
+
+from benchmarks import delayed
+from benchmarks.compare_sb3 import algo_config
+from benchmarks.delayed import ALGOS, TASKS, choose
+from bsn_zoo.cli_errors import UserInputError
+from bsn_zoo.config import build_config, delayed_reward_file, read_hyperparams, validate_config
+from bsn_zoo.run import RunLayout
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+
+def test_reward_delay_flag_adds_wrappers_and_shipped_settings_over_the_entry() -> None:
+    config = build_config({"env": "Acrobot-v1", "reward_delay": "episode"}, {})
+    assert config["env_wrapper"] == ["envs.TimeFeature", {"envs.RewardDelay": {"delay": "episode"}}]
+    entry = read_hyperparams(delayed_reward_file("localpg"))["Acrobot-v1"]
+    assert set(entry) >= {"gamma", "gae_lambda"}
+    shipped = validate_config(entry)  # as written in config.yml (lin_1e-3 becomes lin_0.001)
+    assert all(config[key] == shipped[key] for key in entry)
+    dense = build_config({"env": "Acrobot-v1"}, {})
+    assert config["n_steps"] == dense["n_steps"] and config["policy_kwargs"] == dense["policy_kwargs"]
+    # Flags and -params still win, and the user's own wrappers come first.
+    mine = build_config({"env": "Acrobot-v1", "reward_delay": 50, "n_envs": 3},
+                        {"gamma": 0.9, "env_wrapper": None})
+    assert mine["gamma"] == 0.9 and mine["n_envs"] == 3 and mine["env_wrapper"] is None
+    assert build_config({"reward_delay": 5, "algo": "a2c"}, {})["env_wrapper"][-1] == {"envs.RewardDelay": {"delay": 5}}
+
+
+def test_reward_delay_flag_keeps_the_entrys_wrappers_first(tmp_path: Path) -> None:
+    conf = tmp_path / "mine.yml"
+    conf.write_text("default:\n  env_wrapper: gymnasium.wrappers.FlattenObservation\n")
+    config = build_config({"reward_delay": 5}, {}, conf)
+    assert config["env_wrapper"] == [
+        "gymnasium.wrappers.FlattenObservation", "envs.TimeFeature", {"envs.RewardDelay": {"delay": 5}}
+    ]
+    for bad in (0, "end", 2.5):
+        with pytest.raises(UserInputError, match="--reward-delay: reward delay must be"):
+            build_config({"reward_delay": bad}, {}, conf)
+
+
+def test_delayed_settings_files_hold_the_benchmarks_choice() -> None:
+    """Each shipped gamma and gae_lambda is the point benchmarks/delayed.py chose for that task and algorithm
+    (from the committed runs), so the table and the files cannot disagree."""
+    folder = RESULTS / "delayed_runs"
+    checked = 0
+    for name, task in TASKS.items():
+        for algo in ALGOS:
+            point = choose(name, algo, list(delayed.SELECTION_SEEDS), folder)
+            if point is None:
+                continue
+            entry = read_hyperparams(delayed_reward_file(algo))[task.env_id]
+            assert (entry["gamma"], entry["gae_lambda"]) == point, (name, algo)
+            checked += 1
+    assert checked >= 2
+
+
+@pytest.mark.parametrize("backend", ["gymnasium", "torch"])
+def test_delayed_run_trains_records_its_wrappers_and_evaluates(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = [*TINY, "--env", "Acrobot-v1", "--reward-delay", "episode", "--backend", backend, *TINY_PARAMS]
+    assert call_main("train.py", args) == 0
+    run = RunLayout(tmp_path / "logs" / "localpg" / "Acrobot-v1_1")
+    config = yaml.safe_load(run.config_file.read_text())
+    assert config["env_wrapper"] == ["envs.TimeFeature", {"envs.RewardDelay": {"delay": "episode"}}]
+    assert call_main("evaluate.py", [str(run.root), "-n", "1", "--json", "r.json"]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["results"][0]["mean_return"] <= -1.0
+    assert call_main("train.py", ["-i", str(run.root), "-n", "512", "--reward-delay", "5"]) == 2
+
+
+def test_benchmark_resumes_from_its_saved_runs_and_reports_what_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tiny = replace(TASKS["CartPole-v1@episode"], budget=300, eval_episodes=1)
+    monkeypatch.setitem(TASKS, "CartPole-v1@episode", tiny)
+    monkeypatch.setattr(delayed, "GAMMAS", (0.99, 1.0))
+    monkeypatch.setattr(delayed, "LAMBDAS", (1.0,))
+    out = tmp_path / "delayed"
+    args = ["--tasks", "CartPole-v1@episode", "--seeds", "1", "--selection-seeds", "7", "--out", str(out)]
+    delayed.main(args)
+    runs = sorted((tmp_path / "delayed_runs").glob("*.json"))
+    assert len(runs) == 2 * 2 + 2 * 2  # selection: 2 points x 2 algos; then delayed and dense runs of each algo
+    text = out.with_suffix(".md").read_text()
+    assert "All runs finished." in text and out.with_suffix(".png").is_file()
+    rows = [line for line in text.splitlines() if line.startswith("| CartPole-v1@episode | ")]
+    assert {row.split(" | ")[1] for row in rows[:2]} == {"localpg", "ppo"}
+    record = json.loads(runs[0].read_text())
+    assert {"eval_mean", "steps_to_threshold", "curve", "seconds"} <= set(record)
+    # A stopped benchmark resumes: only the missing run trains again.
+    dense = next(path for path in runs if "__dense__localpg" in path.name)
+    dense.unlink()
+    trained: list[str] = []
+    original = delayed.run_job
+    monkeypatch.setattr(delayed, "run_job", lambda item: trained.append(item[0].file_name()) or original(item))
+    delayed.main(args)
+    assert trained == [dense.name]
+    dense.unlink()
+    delayed.main([*args, "--report-only"])
+    assert f"Not finished yet (1 runs): `{dense.name}`" in out.with_suffix(".md").read_text()
+    with pytest.raises(SystemExit):
+        delayed.main([*args[:-2], "--selection-seeds", "0", "--out", str(out)])
+
+
+@pytest.mark.slow
+def test_shipped_delayed_settings_learn_acrobot_with_the_return_paid_at_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Acrobot-v1 paying its return (minus the episode's length) only at the last step: LocalPG with
+    ``--reward-delay episode`` and nothing else learns to swing up within 200k steps (random policy: about
+    -500; the dense task's tuned entry: about -75 after 500k)."""
+    monkeypatch.chdir(tmp_path)
+    args = ["--env", "Acrobot-v1", "--reward-delay", "episode", "-n", "200000", "--seed", "0", "--eval-freq", "0",
+            "--save-freq", "0", "--no-progress-bar"]
+    assert call_main("train.py", args) == 0
+    run = RunLayout(tmp_path / "logs" / "localpg" / "Acrobot-v1_1")
+    assert call_main("evaluate.py", [str(run.root), "-n", "20", "--seed", "1", "--json", "r.json"]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["results"][0]["mean_return"] >= -100.0
+
+
+def test_benchmark_settings_are_the_shipped_ones_with_the_grid_point() -> None:
+    """A delayed run trains the dense settings updated by <algo>_delayed.yml, then the grid point; a dense run the
+    dense settings alone; and any change of settings changes the run's file name (no stale reuse)."""
+    name = "Acrobot-v1@episode"
+    for algo in ALGOS:
+        dense = delayed.settings(delayed.Job(name, "dense", algo, None, None, 0))
+        assert repr(dense) == repr(algo_config(algo, "Acrobot-v1"))
+        job = delayed.Job(name, "delayed", algo, 1.0, 1.0, 0)
+        config = delayed.settings(job)
+        assert (config["gamma"], config["gae_lambda"]) == (1.0, 1.0)
+        shipped = read_hyperparams(delayed_reward_file(algo))["Acrobot-v1"]
+        overrides = delayed.delayed_overrides(algo, "Acrobot-v1")
+        assert set(overrides) == set(shipped) - {"gamma", "gae_lambda"}
+        assert all(repr(config[key]) == repr(value) for key, value in overrides.items())
+        other = delayed.Job(name, "delayed", algo, 1.0, 0.95, 0)
+        assert job.file_name() != other.file_name()
+        assert job.file_name().endswith(f"__{delayed.settings_digest(job)}__s0.json")
