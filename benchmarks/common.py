@@ -1,5 +1,5 @@
 """Shared pieces of the benchmarks: the steps-to-threshold callback, one timed training run, hyperparameter
-entries (read through :mod:`bsn_zoo.config`) and the description of the machine.
+entries (read through :mod:`bsn_zoo.config`), resumable run records and the description of the machine.
 
 A run's *training curve* is the mean return of the last ``window`` finished training episodes
 (SB3's ``rollout/ep_rew_mean`` with a window of 20), recorded each time an episode ends; its
@@ -8,11 +8,13 @@ A run's *training curve* is the mean return of the last ``window`` finished trai
 
 from __future__ import annotations
 
+import json
+import multiprocessing
 import os
 import platform
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
@@ -34,8 +36,11 @@ __all__ = [
     "benchmark_settings",
     "evaluate",
     "has_entry",
+    "load_record",
     "load_tuned",
     "machine_description",
+    "run_in_workers",
+    "save_record",
     "train_until",
 ]
 
@@ -113,6 +118,18 @@ class RunResult:
     eval_mean: float
     curve: list[tuple[int, float]] = field(default_factory=list)
 
+    def record(self, max_points: int = 400) -> dict[str, Any]:
+        """The result as a JSON-ready dict for a run record (:func:`save_record`): every field, seconds rounded to
+        0.1 and the curve thinned to at most about ``max_points`` points."""
+        stride = max(1, len(self.curve) // max_points)
+        return {
+            "steps_to_threshold": self.steps_to_threshold,
+            "steps": int(self.steps),
+            "seconds": round(self.seconds, 1),
+            "eval_mean": float(self.eval_mean),
+            "curve": [[int(step), round(float(mean), 3)] for step, mean in self.curve[::stride]],
+        }
+
 
 def evaluate(model: BaseAlgorithm, eval_env: VecEnv, n_episodes: int) -> float:
     """Mean return of ``n_episodes`` deterministic episodes (observation statistics frozen if normalised)."""
@@ -133,6 +150,7 @@ def train_until(
     min_steps: int,
     eval_episodes: int,
     window: int = 20,
+    callbacks: Sequence[BaseCallback] = (),
 ) -> RunResult:
     """Build a model, train it under the :class:`ThresholdCallback` budget rule, then evaluate it.
 
@@ -144,11 +162,12 @@ def train_until(
         min_steps: train at least this many steps once solved (<= max_steps).
         eval_episodes: deterministic evaluation episodes after training (> 0).
         window: episodes in the training mean.
+        callbacks: more callbacks to train with (e.g. ones that collect diagnostics).
     """
     model = make_model()
     callback = ThresholdCallback(threshold, window, min_steps)
     start = time.perf_counter()
-    model.learn(total_timesteps=max_steps, callback=callback)
+    model.learn(total_timesteps=max_steps, callback=CallbackList([callback, *callbacks]))
     seconds = time.perf_counter() - start
     eval_mean = evaluate(model, make_eval_env(), eval_episodes)
     return RunResult(callback.solved_at, int(model.num_timesteps), seconds, eval_mean, callback.curve)
@@ -212,3 +231,32 @@ def machine_description(device: str | None = None) -> str:
         f"{cpu}; {gpu}; torch {torch.__version__} ({torch.get_num_threads()} threads); "
         f"python {platform.python_version()}; load average at the end (1, 5, 15 min): {load}"
     )
+
+
+def save_record(path: Path, record: dict[str, Any]) -> None:
+    """Write a finished run's ``record`` as JSON at ``path``, atomically: a benchmark stopped mid-write leaves no
+    half file, so it resumes from whole records only (:func:`load_record`)."""
+    partial = path.with_suffix(path.suffix + ".partial")
+    partial.write_text(json.dumps(record))
+    os.replace(partial, path)
+
+
+def load_record(path: Path) -> dict[str, Any] | None:
+    """The record saved at ``path`` by :func:`save_record`, or ``None`` if that run has not finished."""
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def run_in_workers(function: Callable[[Any], Any], items: Iterable[Any], workers: int) -> None:
+    """Call ``function`` on every item, ``workers`` at a time in spawned processes (in this process for 1).
+
+    ``function`` must be importable (a module-level function) and save its own result: a resumable benchmark
+    passes only the items without a record.
+    """
+    todo = list(items)
+    if workers == 1 or len(todo) <= 1:
+        for item in todo:
+            function(item)
+        return
+    with multiprocessing.get_context("spawn").Pool(min(workers, len(todo))) as pool:
+        for _ in pool.imap_unordered(function, todo, chunksize=1):
+            pass

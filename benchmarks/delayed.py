@@ -31,8 +31,6 @@ import argparse
 import hashlib
 import itertools
 import json
-import multiprocessing
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -46,7 +44,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.localpg import LocalPG
-from benchmarks.common import load_tuned, machine_description, train_until
+from benchmarks.common import load_record, load_tuned, machine_description, run_in_workers, save_record, train_until
 from benchmarks.compare_sb3 import COLOURS, algo_config
 from bsn_zoo.config import delayed_reward_file
 from bsn_zoo.plotting import Line, Panel, plot_learning_curves
@@ -195,20 +193,8 @@ def run_job(job_and_folder: tuple[Job, Path]) -> dict[str, Any]:
         return make_vec_env(task.env_id, 1, 10_000 + job.seed, normalize=normalize, time_feature=time_feature)
 
     result = train_until(lambda: build(job), eval_env, task.threshold, task.budget, task.budget, task.eval_episodes)
-    stride = max(1, len(result.curve) // 400)
-    record = {
-        **asdict(job),
-        "settings": json.loads(json.dumps(settings(job), default=repr)),
-        "steps_to_threshold": result.steps_to_threshold,
-        "steps": result.steps,
-        "seconds": round(result.seconds, 1),
-        "eval_mean": result.eval_mean,
-        "curve": [[int(step), round(float(mean), 3)] for step, mean in result.curve[::stride]],
-    }
-    path = folder / job.file_name()
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(record))
-    os.replace(partial, path)
+    record = {**asdict(job), "settings": json.loads(json.dumps(settings(job), default=repr)), **result.record()}
+    save_record(folder / job.file_name(), record)
     print(
         f"{job.task} {job.phase} {job.algo} gamma={job.gamma} gae_lambda={job.gae_lambda} seed {job.seed}: "
         f"eval {result.eval_mean:.1f}, solved at {result.steps_to_threshold}, {result.seconds / 60:.1f} min",
@@ -217,10 +203,9 @@ def run_job(job_and_folder: tuple[Job, Path]) -> dict[str, Any]:
     return record
 
 
-def load_record(job: Job, folder: Path) -> dict[str, Any] | None:
+def job_record(job: Job, folder: Path) -> dict[str, Any] | None:
     """The saved record of a job, or ``None`` if it has not finished."""
-    path = folder / job.file_name()
-    return json.loads(path.read_text()) if path.is_file() else None
+    return load_record(folder / job.file_name())
 
 
 def selection_jobs(task: str, algo: str, seeds: list[int]) -> list[Job]:
@@ -233,7 +218,7 @@ def choose(task: str, algo: str, seeds: list[int], folder: Path) -> tuple[float,
     the grid), or ``None`` while any selection run is missing."""
     scores: dict[tuple[float, float], list[float]] = {}
     for job in selection_jobs(task, algo, seeds):
-        record = load_record(job, folder)
+        record = job_record(job, folder)
         if record is None:
             return None
         scores.setdefault((job.gamma, job.gae_lambda), []).append(record["eval_mean"])  # type: ignore[arg-type]
@@ -253,16 +238,7 @@ def reported_jobs(task: str, algo: str, seeds: int, selection_seeds: list[int], 
 
 def run_jobs(jobs: list[Job], folder: Path, workers: int) -> None:
     """Train the jobs without a saved record, ``workers`` at a time."""
-    todo = [(job, folder) for job in jobs if load_record(job, folder) is None]
-    if not todo:
-        return
-    if workers == 1:
-        for item in todo:
-            run_job(item)
-        return
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        for _ in pool.imap_unordered(run_job, todo, chunksize=1):
-            pass
+    run_in_workers(run_job, [(job, folder) for job in jobs if job_record(job, folder) is None], workers)
 
 
 def _median(values: list[float]) -> float:
@@ -294,13 +270,13 @@ def summary_table(
                 missing += [
                     job.file_name()
                     for job in selection_jobs(name, algo, selection_seeds)
-                    if load_record(job, folder) is None
+                    if job_record(job, folder) is None
                 ]
                 continue
-            missing += [job.file_name() for job in jobs if load_record(job, folder) is None]
+            missing += [job.file_name() for job in jobs if job_record(job, folder) is None]
             point = (jobs[0].gamma, jobs[0].gae_lambda)
-            delayed = [r for job in jobs if job.phase == "delayed" and (r := load_record(job, folder)) is not None]
-            dense = [r for job in jobs if job.phase == "dense" and (r := load_record(job, folder)) is not None]
+            delayed = [r for job in jobs if job.phase == "delayed" and (r := job_record(job, folder)) is not None]
+            dense = [r for job in jobs if job.phase == "dense" and (r := job_record(job, folder)) is not None]
             steps = [r["steps_to_threshold"] if r["steps_to_threshold"] is not None else task.budget for r in delayed]
             rows[algo] = {
                 "point": point,
@@ -340,7 +316,7 @@ def selection_table(tasks: list[str], selection_seeds: list[int], folder: Path) 
             chosen = choose(name, algo, selection_seeds, folder)
             cells = []
             for g, lam in itertools.product(GAMMAS, LAMBDAS):
-                records = [load_record(Job(name, "select", algo, g, lam, s), folder) for s in selection_seeds]
+                records = [job_record(Job(name, "select", algo, g, lam, s), folder) for s in selection_seeds]
                 values = [r["eval_mean"] for r in records if r is not None]
                 cell = ", ".join(f"{v:.1f}" for v in values) or "-"
                 cells.append(f"**{cell}**" if chosen == (g, lam) else cell)
@@ -357,7 +333,7 @@ def report_records(
             record
             for algo in ALGOS
             for job in reported_jobs(name, algo, seeds[name], selection_seeds, folder)
-            if (record := load_record(job, folder)) is not None
+            if (record := job_record(job, folder)) is not None
         ]
         for name in tasks
     }
@@ -447,7 +423,7 @@ def main(argv: list[str] | None = None) -> None:
         for name in args.tasks
         for algo in ALGOS
         for job in selection_jobs(name, algo, args.selection_seeds)
-        if (record := load_record(job, folder)) is not None
+        if (record := job_record(job, folder)) is not None
     ]
     reported = [record for task_records in records.values() for record in task_records]
     minutes = sum(record["seconds"] for record in reported + selection_records) / 60

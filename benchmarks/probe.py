@@ -7,12 +7,12 @@ and at least ``--min-steps`` were taken, else at the budget) and is then evaluat
 deterministic episodes. ``--checkpoints`` also evaluates during training, at the first step at or after
 each given step: what a run stopped there would have scored, learning-rate schedules included (they decay
 over ``--budget``; the printed steps/s include the checkpoint evaluations). ``--tuned`` starts from the
-environment's entry of ``hyperparams/localpg.yml``, the JSON then overrides keys (``lin_<start>``
-schedules accepted); without it the JSON is the whole configuration. ``--reward-delay`` trains on the
-delayed task (:class:`envs.RewardDelay`); every reported return is the true one. ``--eval-seed-offset 10000``
-evaluates on the same episodes as ``compare_sb3``. ``--backend torch`` trains on the batched torch env
-(:data:`envs.TORCH_ENVS`; no ``VecNormalize``) and still evaluates on Gymnasium's; the training mean is
-then checked once per rollout. ``--algo ppo`` / ``--algo a2c`` train stock SB3 PPO / A2C with
+environment's entry of ``hyperparams/localpg.yml``, the JSON then overrides keys (``policy_kwargs`` key by
+key; ``lin_<start>`` schedules accepted); without it the JSON is the whole configuration. ``--reward-delay``
+trains on the delayed task (:class:`envs.RewardDelay`); every reported return is the true one.
+``--eval-seed-offset 10000`` evaluates on the same episodes as ``compare_sb3``. ``--backend torch`` trains on
+the batched torch env (:data:`envs.TORCH_ENVS`; no ``VecNormalize``) and still evaluates on Gymnasium's; the
+training mean is then checked once per rollout. ``--algo ppo`` / ``--algo a2c`` train stock SB3 PPO / A2C with
 ``BinaryStochasticPolicy`` instead; ``--tuned`` then starts from RL Zoo's settings (as ``compare_sb3``'s
 ``ppo_bsn`` / ``a2c_bsn``).
 
@@ -47,7 +47,7 @@ import envs
 from agents.localpg import LocalPG
 from benchmarks.common import ThresholdCallback, benchmark_settings, evaluate, load_tuned
 from benchmarks.compare_sb3 import PLUGINS, TUNED_PATH, algo_config
-from bsn_zoo.config import resolve_schedules
+from bsn_zoo.config import merge, resolve_schedules
 from policies import BinaryStochasticPolicy
 
 
@@ -99,14 +99,15 @@ def evaluate_both(model: BaseAlgorithm, make_eval_env: Any, n_episodes: int, sto
 
 def probe_config(env_id: str, overrides: dict[str, Any], tuned: bool, algo: str = "localpg") -> dict[str, Any]:
     """The run's configuration: the shipped one (LocalPG's tuned entry, or RL Zoo's settings for ``ppo`` /
-    ``a2c``) updated by ``overrides``, or ``overrides`` alone."""
+    ``a2c``) updated by ``overrides`` (nested mappings such as ``policy_kwargs`` key by key, as ``train.py
+    -params`` does), or ``overrides`` alone."""
     if not tuned:
         base: dict[str, Any] = {}
     elif algo == "localpg":
         base = benchmark_settings(load_tuned(TUNED_PATH, env_id))
     else:
         base = algo_config(f"{algo}_bsn", env_id)
-    return {**base, **resolve_schedules(overrides)}
+    return merge(base, resolve_schedules(overrides))
 
 
 def build_model(algo: str, env: VecEnv, seed: int, config: dict[str, Any]) -> BaseAlgorithm:

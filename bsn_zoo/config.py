@@ -46,6 +46,7 @@ __all__ = [
     "ALGORITHM_NAMES",
     "BACKEND_NAMES",
     "BASELINE_NAMES",
+    "CREDIT_RULES",
     "DEFAULT_NUM_THREADS",
     "ESTIMATOR_NAMES",
     "HYPERPARAMS_DIR",
@@ -56,6 +57,8 @@ __all__ = [
     "LinearDecay",
     "algorithm_class",
     "build_config",
+    "deep_policy_file",
+    "deep_policy_settings",
     "delayed_reward_file",
     "delayed_reward_settings",
     "linear_schedule",
@@ -302,7 +305,9 @@ def build_config(
     Args:
         flags: run settings given as flags (``algo``, ``env``, ``n_timesteps``...); ``None`` values
             mean "not given". ``estimator`` / ``baseline`` go into ``policy_kwargs``; ``reward_delay``
-            (``--reward-delay``) adds :func:`delayed_reward_settings` over the file's entry.
+            (``--reward-delay``) adds :func:`delayed_reward_settings` over the file's entry; ``bsn_layers``
+            (``--bsn-layers``) adds :func:`deep_policy_settings` for ``credit`` (``--credit``, default
+            ``strict``), and ``credit`` alone sets ``rao_blackwell``.
         overrides: ``-params`` overrides (:func:`parse_overrides`); applied last.
         hyperparams_file: the file keyed by env id; ``None`` uses ``hyperparams/<algo>.yml``.
 
@@ -312,12 +317,18 @@ def build_config(
     given = {key: value for key, value in flags.items() if value is not None}
     policy_flags = {key: given.pop(key) for key in ("estimator", "baseline") if key in given}
     reward_delay = given.pop("reward_delay", None)
+    bsn_layers = given.pop("bsn_layers", None)
+    credit = given.pop("credit", None)
+    if credit is not None:
+        given["rao_blackwell"] = credit == "posterior"
     algo = str(given.get("algo", RUN_DEFAULTS["algo"]))
     env_id = str(given.get("env", RUN_DEFAULTS["env"]))
     path = hyperparams_file if hyperparams_file is not None else HYPERPARAMS_DIR / f"{algo}.yml"
     config = merge(RUN_DEFAULTS, load_hyperparams(path, env_id) if algo in ALGORITHM_NAMES else {})
     if reward_delay is not None:
         config = merge(config, delayed_reward_settings(algo, env_id, reward_delay, config.get("env_wrapper")))
+    if bsn_layers is not None:
+        config = merge(config, deep_settings_for_flags(algo, env_id, bsn_layers, credit, config))
     config = merge(config, given)
     if policy_flags:
         config = merge(config, {"policy_kwargs": policy_flags})
@@ -354,6 +365,87 @@ def delayed_reward_settings(algo: str, env_id: str, delay: Any, env_wrapper: Any
     path = delayed_reward_file(algo)
     settings = load_hyperparams(path, env_id) if path.is_file() else {}
     return {**settings, "env_wrapper": wrappers}
+
+
+#: Credit rules of a deep BSN policy: ``strict`` (``rao_blackwell: false``; each unit reads only its inputs, its
+#: own sample and probability, and the broadcast advantage) or ``posterior`` (``rao_blackwell: true``; each unit
+#: is credited with its posterior firing probability given the layer above, docs/method.md).
+CREDIT_RULES = ("strict", "posterior")
+#: Settings of :func:`deep_policy_file` given per BSN layer, written ``[first layer, every layer above]``.
+PER_LAYER_SETTINGS = ("hidden_lr_scale", "bsn_init_gain")
+
+
+def deep_policy_file() -> Path:
+    """``hyperparams/localpg_deep.yml``: what LocalPG changes with more than one BSN layer, keyed by env id, then
+    by credit rule (:data:`CREDIT_RULES`)."""
+    return HYPERPARAMS_DIR / "localpg_deep.yml"
+
+
+def deep_policy_settings(env_id: str, layers: int, credit: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings that turn ``entry`` (LocalPG's configuration for ``env_id``) into a policy of ``layers`` BSN
+    layers learning under the ``credit`` rule.
+
+    * ``policy_kwargs.net_arch``: ``layers`` layers as wide as the entry's first BSN layer;
+    * ``rao_blackwell``: ``credit == "posterior"``;
+    * the ``credit`` settings of :func:`deep_policy_file`'s entry for ``env_id`` (else ``default``), where each
+      of :data:`PER_LAYER_SETTINGS` written ``[first, above]`` becomes one value per layer,
+      ``[first, above, ..., above]`` (``policy_kwargs`` keys go into ``policy_kwargs``).
+
+    Args:
+        env_id: the environment id.
+        layers: the number of BSN layers (>= 1).
+        credit: a name of :data:`CREDIT_RULES`.
+        entry: the configuration the settings apply to (its ``policy_kwargs.net_arch`` gives the width; 64
+            without one).
+
+    Returns:
+        Settings to :func:`merge` over ``entry``.
+
+    Raises:
+        UserInputError: for a bad ``layers`` or ``credit``, or a per-layer setting not written as a number or
+            ``[first, above]``.
+    """
+    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+        raise UserInputError(f"the number of BSN layers must be an integer >= 1, got {layers!r}")
+    if credit not in CREDIT_RULES:
+        raise UserInputError(f"unknown credit rule {credit!r}; choose one of: {', '.join(CREDIT_RULES)}")
+    arch = dict(entry.get("policy_kwargs") or {}).get("net_arch", [64])
+    first = arch.get("pi", [64]) if isinstance(arch, Mapping) else arch
+    width = int(first[0]) if first else 64
+    path = deep_policy_file()
+    rules = load_hyperparams(path, env_id) if path.is_file() else {}
+    chosen = dict(rules.get(credit) or {})
+    policy_kwargs = dict(chosen.pop("policy_kwargs", None) or {})
+    for settings in (chosen, policy_kwargs):
+        for key in PER_LAYER_SETTINGS:
+            if key in settings:
+                settings[key] = _per_layer(key, settings[key], layers)
+    net_arch = [width] * layers if not isinstance(arch, Mapping) else {**arch, "pi": [width] * layers}
+    return {**chosen, "rao_blackwell": credit == "posterior", "policy_kwargs": {**policy_kwargs, "net_arch": net_arch}}
+
+
+def deep_settings_for_flags(
+    algo: str, env_id: str, layers: Any, credit: str | None, config: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What ``train.py --bsn-layers D [--credit RULE]`` adds to ``config``: :func:`deep_policy_settings` for
+    ``D`` layers under ``RULE`` (default ``strict``, the paper's rule).
+
+    Raises:
+        UserInputError: for an algorithm other than LocalPG, or a bad ``D``.
+    """
+    if algo != "localpg":
+        raise UserInputError(f"--bsn-layers sets LocalPG's deep-policy settings; got --algo {algo} (set the BSN "
+                             "policy's layers with -params policy_kwargs.net_arch:[...] instead)")
+    return deep_policy_settings(env_id, positive_int("bsn-layers", layers), credit or "strict", config)
+
+
+def _per_layer(key: str, value: Any, layers: int) -> Any:
+    """A :data:`PER_LAYER_SETTINGS` value for ``layers`` layers: a number as it is, ``[first, above]`` expanded."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    if isinstance(value, list) and len(value) == 2:
+        return [value[0]] + [value[1]] * (layers - 1)
+    raise UserInputError(f"{deep_policy_file()}: {key} must be a number or [first layer, layers above], got {value!r}")
 
 
 # --- validation -------------------------------------------------------------------------------------

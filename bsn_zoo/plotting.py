@@ -38,6 +38,7 @@ class Line:
         band: ``(low, high)`` arrays drawn as a shaded band in the line's colour (e.g. a confidence interval).
         smooth: window of a moving average (1: none); the line is the average, drawn from the window's
             last step, and the raw values are drawn faint behind it.
+        marker: matplotlib marker drawn at every point (``None``: none); with ``linewidth=0``, points only.
     """
 
     steps: Any
@@ -48,6 +49,7 @@ class Line:
     linewidth: float | None = None
     band: tuple[Any, Any] | None = None
     smooth: int = 1
+    marker: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,13 @@ def _draw(axes: Any, line: Line) -> None:
     if window > 1:
         values = np.convolve(values, np.ones(window) / window, mode="valid")
     drawn = axes.plot(
-        steps[window - 1 :], values, label=line.label, color=line.color, alpha=line.alpha, linewidth=line.linewidth
+        steps[window - 1 :],
+        values,
+        label=line.label,
+        color=line.color,
+        alpha=line.alpha,
+        linewidth=line.linewidth,
+        marker=line.marker,
     )[0]
     if window > 1:
         axes.plot(line.steps, line.values, color=drawn.get_color(), alpha=0.2, linewidth=0.8)

@@ -27,6 +27,7 @@ from bsn_zoo.config import (
     ALGORITHM_NAMES,
     BACKEND_NAMES,
     BASELINE_NAMES,
+    CREDIT_RULES,
     DEFAULT_NUM_THREADS,
     ESTIMATOR_NAMES,
     POLICY_NAMES,
@@ -58,7 +59,7 @@ FIXED_ON_CONTINUE = ("algo", "env", "env_kwargs", "env_wrapper", "policy", "poli
 #: flags that set a run setting of the same name (``estimator``, ``baseline`` go into ``policy_kwargs``).
 FLAG_SETTINGS = ("algo", "env", "backend", "policy", "estimator", "baseline", "n_timesteps", "seed", "n_envs", "device",
                  "eval_freq", "eval_episodes", "save_freq", "log_interval", "normalize", "tensorboard_log",
-                 "reward_delay")
+                 "reward_delay", "bsn_layers", "credit")
 
 
 def build_parser() -> OneLineArgumentParser:
@@ -113,6 +114,12 @@ def build_parser() -> OneLineArgumentParser:
     conf.add_argument("--reward-delay", type=parse_value, metavar="K|episode",
                       help="pay the reward every K steps or only at the episode's end (envs.RewardDelay), with the "
                            "time feature and the settings of hyperparams/<algo>_delayed.yml (docs: Delayed reward)")
+    conf.add_argument("--bsn-layers", type=parse_value, metavar="D",
+                      help="LocalPG with D BSN layers as wide as the entry's first, with the settings of "
+                           "hyperparams/localpg_deep.yml for --credit (docs: Deep policies)")
+    conf.add_argument("--credit", choices=CREDIT_RULES, default=None,
+                      help="credit rule of the BSN layers: strict (rao_blackwell false) or posterior (true); with "
+                           "--bsn-layers, also that rule's deep settings")
     many = parser.add_argument_group("many runs (each has its own options: train.py --sweep FILE --help)")
     many.add_argument("--sweep", type=Path, metavar="FILE",
                       help="run a sweep file (grid of options x seeds) locally, or on Ray with --ray-address")
@@ -135,6 +142,11 @@ def continue_config(base: dict[str, Any], flags: dict[str, Any], overrides: dict
     if "reward_delay" in given:
         raise UserInputError("--reward-delay applies to new runs; a continued run keeps its own env_wrapper "
                              "(start a new run without -i)")
+    if "bsn_layers" in given:
+        raise UserInputError("--bsn-layers applies to new runs; a continued run keeps its own policy "
+                             "(start a new run without -i)")
+    if "credit" in given:
+        given["rao_blackwell"] = given.pop("credit") == "posterior"
     policy_flags = {key: given.pop(key) for key in ("estimator", "baseline") if key in given}
     changes = merge(merge(given, {"policy_kwargs": policy_flags} if policy_flags else {}), overrides)
     config = validate_config(merge(base, changes))

@@ -25,6 +25,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.vec_env import VecNormalize
 
+from policies.bsn import bit_affine
 from policies.estimators import NoisyRectifierEstimator, StochasticTimesSmoothEstimator
 from policies.policy import BinaryStochasticPolicy
 
@@ -68,8 +69,9 @@ def policy_arrays(model: BaseAlgorithm, vec_normalize: VecNormalize | None = Non
         return tensor.detach().cpu().numpy().astype(np.float32)
 
     arrays: dict[str, np.ndarray] = {"obs_shape": np.asarray(observation_space.shape, dtype=np.int64)}
-    for index, layer in enumerate(policy.bsn.layers):
-        arrays[f"weight_{index}"], arrays[f"bias_{index}"] = array(layer.weight), array(layer.bias)
+    for index, layer in enumerate(policy.bsn.layers):  # each as a map of the raw 0/1 bits it reads
+        weight, bias = bit_affine(layer)
+        arrays[f"weight_{index}"], arrays[f"bias_{index}"] = array(weight), array(bias)
     arrays["head_weight"], arrays["head_bias"] = array(policy.action_net.weight), array(policy.action_net.bias)
     if isinstance(action_space, spaces.Discrete):
         arrays["kind"] = np.asarray("discrete")

@@ -9,7 +9,7 @@ from policies.baselines import (
     RunningMeanBaseline,
     make_baseline,
 )
-from policies.bsn import BinaryStochasticNetwork, BSNOutput
+from policies.bsn import BinaryStochasticNetwork, BSNOutput, SignedInputLinear, bit_affine
 from policies.estimators import (
     ESTIMATORS,
     Estimator,
@@ -42,10 +42,12 @@ __all__ = [
     "NoisyRectifierEstimator",
     "OptimalBaseline",
     "RunningMeanBaseline",
+    "SignedInputLinear",
     "StochasticTimesSmoothEstimator",
     "StraightThroughEstimator",
     "bernoulli_children_log_ratio",
     "bernoulli_log_prob",
+    "bit_affine",
     "local_gradient",
     "make_baseline",
     "make_estimator",

@@ -10,7 +10,8 @@ broadcastable to (batch, units_l):
   E[(h_i - p_i)^2]`` (docs/method.md §2), tracked with running averages of numerator and
   denominator. Not input-dependent, so optimal for a fixed input distribution.
 * :class:`LearnedBaseline`: an input-dependent per-neuron regressor ``c(x)``, trained on
-  ``sum_i (h_i - p_i)^2 (L - c_i(x))^2`` whose minimiser is ``c_i*`` given ``x``.
+  ``sum_i (h_i - p_i)^2 (L - c_i(x))^2`` whose minimiser is ``c_i*`` given ``x``; ``x`` is the observation
+  features, or each unit's own input (``condition="layer_input"``).
 
 Protocol: compute ``c = baseline(inputs, output)`` *before* using the current batch's ``L``; then
 call ``baseline.observe(output, L)`` (running statistics) and/or minimise ``baseline.loss(...)``.
@@ -29,6 +30,7 @@ from policies.bsn import BSNOutput
 
 __all__ = [
     "BASELINES",
+    "LEARNED_BASELINE_CONDITIONS",
     "Baseline",
     "LearnedBaseline",
     "NoBaseline",
@@ -153,42 +155,80 @@ class OptimalBaseline(Baseline):
 
 
 class LearnedBaseline(Baseline):
-    """Input-dependent per-neuron baseline ``c(x)``, one output per unit. docs/method.md §2.
+    """Input-dependent per-neuron baseline ``c_i(x)``, one output per unit. docs/method.md §2.
 
     Trained with ``sum_i (h_i - p_i)^2 (L - c_i(x))^2`` (mean over the batch), whose minimiser is
-    ``c_i*(x) = E[(h_i - p_i)^2 L | x] / E[(h_i - p_i)^2 | x]``. A linear map of the input by
-    default, or an MLP with ``net_arch`` hidden tanh layers.
+    ``c_i*(x) = E[(h_i - p_i)^2 L | x] / E[(h_i - p_i)^2 | x]``. A linear map of ``x`` by default, or an MLP
+    with ``net_arch`` hidden tanh layers.
+
+    What ``x`` is (``condition``):
+
+    * ``"features"``: the network's input (the observation features), one regressor for every unit.
+    * ``"layer_input"``: each unit's own input, ``x_{l-1}`` (the observation features for the first layer, the
+      samples of the layer below for the others), one regressor per layer. It stays unbiased because ``x_{l-1}``
+      is drawn before ``h_i``: ``E[(h_i - p_i) c_i(x_{l-1})] = 0``. Conditioning on the samples below removes
+      from a unit's signal the part of ``L`` that the lower layers' noise caused, which a state-value critic
+      cannot see: the variance that grows with depth.
 
     Args:
-        in_features: size of the input ``x`` the baseline conditions on (> 0).
+        in_features: size of the network's input (> 0).
         hidden_sizes: number of units of each layer of the network it serves.
-        net_arch: hidden layer sizes of the regressor (empty: linear).
+        net_arch: hidden layer sizes of each regressor (empty: linear).
+        condition: ``"features"`` or ``"layer_input"`` (above).
     """
 
     name = "learned"
     learned = True
 
-    def __init__(self, in_features: int, hidden_sizes: Sequence[int], net_arch: Sequence[int] = ()) -> None:
+    def __init__(
+        self, in_features: int, hidden_sizes: Sequence[int], net_arch: Sequence[int] = (), condition: str = "features"
+    ) -> None:
         super().__init__()
+        if condition not in LEARNED_BASELINE_CONDITIONS:
+            raise ValueError(
+                f"unknown baseline condition {condition!r}; choose one of: {', '.join(LEARNED_BASELINE_CONDITIONS)}"
+            )
         self.hidden_sizes = [int(s) for s in hidden_sizes]
-        dims = [int(in_features), *[int(n) for n in net_arch]]
-        modules: list[nn.Module] = []
-        for fan_in, fan_out in itertools.pairwise(dims):
-            modules += [nn.Linear(fan_in, fan_out), nn.Tanh()]
-        modules.append(nn.Linear(dims[-1], sum(self.hidden_sizes)))
-        self.regressor = nn.Sequential(*modules)
+        self.condition = condition
+        if condition == "features":
+            shapes = [(int(in_features), sum(self.hidden_sizes))]
+        else:
+            shapes = list(zip([int(in_features), *self.hidden_sizes[:-1]], self.hidden_sizes, strict=True))
+        self.regressors = nn.ModuleList(_regressor(fan_in, fan_out, net_arch) for fan_in, fan_out in shapes)
 
-    def predict(self, inputs: torch.Tensor) -> torch.Tensor:
-        """``c(x)`` for every unit, with autograd, shape (batch, total_units)."""
-        return self.regressor(inputs)
+    def predict(self, inputs: torch.Tensor, output: BSNOutput) -> torch.Tensor:
+        """``c(x)`` for every unit, with autograd, shape (batch, total_units).
+
+        Args:
+            inputs: the network's input, (batch, in_features).
+            output: the network's output on ``inputs`` (its layer inputs, for ``condition="layer_input"``).
+        """
+        if self.condition == "features":
+            return self.regressors[0](inputs)
+        pairs = zip(self.regressors, output.layer_inputs, strict=True)
+        return torch.cat([regressor(x.detach()) for regressor, x in pairs], -1)
 
     def forward(self, inputs: torch.Tensor, output: BSNOutput) -> list[torch.Tensor]:
-        return list(torch.split(self.predict(inputs).detach(), self.hidden_sizes, dim=-1))
+        return list(torch.split(self.predict(inputs, output).detach(), self.hidden_sizes, dim=-1))
 
     def loss(self, inputs: torch.Tensor, output: BSNOutput, learning_signal: torch.Tensor) -> torch.Tensor:
         weights = torch.cat([(h - p).pow(2) for h, p in zip(output.samples, output.firing_probs, strict=True)], -1)
-        residual = _column(learning_signal).detach() - self.predict(inputs)
+        residual = _column(learning_signal).detach() - self.predict(inputs, output)
         return (weights.detach() * residual.pow(2)).sum(-1).mean()
+
+
+#: What a :class:`LearnedBaseline` may condition on (its ``condition`` argument).
+LEARNED_BASELINE_CONDITIONS = ("features", "layer_input")
+
+
+def _regressor(fan_in: int, fan_out: int, net_arch: Sequence[int]) -> nn.Sequential:
+    """A linear map ``fan_in -> fan_out``, or an MLP with ``net_arch`` hidden tanh layers."""
+    dims = [fan_in, *[int(n) for n in net_arch]]
+    modules: list[nn.Module] = []
+    for inner_in, inner_out in itertools.pairwise(dims):
+        modules += [nn.Linear(inner_in, inner_out), nn.Tanh()]
+    modules.append(nn.Linear(dims[-1], fan_out))
+    return nn.Sequential(*modules)
 
 
 BASELINES: dict[str, type[Baseline]] = {
@@ -206,7 +246,7 @@ def make_baseline(name: str, in_features: int, hidden_sizes: Sequence[int], **kw
         name: the registry name.
         in_features: input size of the network served (used by ``learned``).
         hidden_sizes: layer sizes of the network served (used by ``optimal`` and ``learned``).
-        kwargs: the baseline's own constructor arguments (``decay``, ``net_arch``).
+        kwargs: the baseline's own constructor arguments (``decay``; ``net_arch``, ``condition``).
 
     Raises:
         ValueError: for an unknown name, listing the known ones.

@@ -3,6 +3,11 @@
 A layer computes pre-activations ``a = W x + b`` of its input ``x`` (the observation features, or the
 *sampled* outputs of the layer below) and each unit fires with probability ``p = sigmoid(a)``:
 ``h = 1[u < p]``, ``u ~ U(0, 1)``. See ``docs/method.md`` and :mod:`policies.estimators`.
+
+With ``signed_inputs`` a layer above the first reads each unit below as a sign, ``a = W (2h - 1) + b``
+(:class:`SignedInputLinear`): the same family of functions, but inputs centred on 0 instead of on 1/2, which
+keeps a unit's weight updates from all moving its pre-activation the same way (the centring trick of
+Boltzmann machines: Montavon & Mueller, 2012). :func:`bit_affine` gives any layer's map of its raw 0/1 input.
 """
 
 from __future__ import annotations
@@ -12,10 +17,11 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from policies.estimators import Estimator, make_estimator
 
-__all__ = ["BSNOutput", "BinaryStochasticNetwork", "NoiseFn"]
+__all__ = ["BSNOutput", "BinaryStochasticNetwork", "NoiseFn", "SignedInputLinear", "bit_affine"]
 
 #: ``noise_fn(layer_index, shape) -> uniform noise in [0, 1)`` of that shape.
 NoiseFn = Callable[[int, torch.Size], torch.Tensor]
@@ -70,6 +76,28 @@ class BSNOutput(NamedTuple):
         return BSNOutput(*per_layer, self.log_prob[index], self.inputs[index])
 
 
+class SignedInputLinear(nn.Linear):
+    """An affine map of 0/1 samples read as signs: ``a = W (2h - 1) + b``.
+
+    Same arguments and parameters as ``nn.Linear``; only the input is centred. Autograd sees the centred input,
+    so the local estimator's weight gradient is ``(h_i - p_i) A (2h - 1)``.
+    """
+
+    def forward(self, bits: torch.Tensor) -> torch.Tensor:
+        return F.linear(2.0 * bits - 1.0, self.weight, self.bias)
+
+
+def bit_affine(layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+    """A layer's pre-activation as an affine map of its *raw* input ``x``: ``(W', b')`` with ``a = W' x + b'``.
+
+    ``(W, b)`` for ``nn.Linear``; ``(2W, b - W 1)`` for :class:`SignedInputLinear`. Flipping input ``j`` from 0 to
+    1 moves the pre-activations by ``W'[:, j]`` (posterior credit, export to bit-reading runtimes).
+    """
+    if isinstance(layer, SignedInputLinear):
+        return 2.0 * layer.weight, layer.bias - layer.weight.sum(1)
+    return layer.weight, layer.bias
+
+
 class BinaryStochasticNetwork(nn.Module):
     """A stack of fully-connected layers of binary stochastic neurons.
 
@@ -86,9 +114,12 @@ class BinaryStochasticNetwork(nn.Module):
             (``"local"``, ``"learned_predictor"``, ``"st"``, ``"st_sigmoid"``, ``"sts"``,
             ``"noisy_rectifier"``). A learned predictor gets one instance per layer.
         estimator_kwargs: keyword arguments of the estimator's constructor, when given by name.
+        signed_inputs: layers above the first read the units below as signs, ``2h - 1``
+            (:class:`SignedInputLinear`); the first layer reads the input as it is.
 
     Attributes:
-        layers: ``nn.ModuleList`` of the ``nn.Linear`` affine maps, one per layer.
+        layers: ``nn.ModuleList`` of the affine maps, one per layer (``nn.Linear``, or above the first
+            :class:`SignedInputLinear` with ``signed_inputs``).
         estimators: ``nn.ModuleList`` with one estimator per layer (they share no parameters).
 
     Deterministic mode (``forward(x, deterministic=True)``): no noise is drawn and each unit
@@ -102,6 +133,7 @@ class BinaryStochasticNetwork(nn.Module):
         hidden_sizes: Sequence[int],
         estimator: str | Estimator = "local",
         estimator_kwargs: dict | None = None,
+        signed_inputs: bool = False,
     ) -> None:
         super().__init__()
         if not _is_positive_int(in_features):
@@ -122,7 +154,11 @@ class BinaryStochasticNetwork(nn.Module):
             per_layer = [make_estimator(estimator, **kwargs) for _ in sizes]
         self.estimators = nn.ModuleList(per_layer)
         dims = [self.in_features, *self.hidden_sizes]
-        self.layers = nn.ModuleList(nn.Linear(dims[i], dims[i + 1]) for i in range(len(self.hidden_sizes)))
+        self.signed_inputs = bool(signed_inputs)
+        above = SignedInputLinear if self.signed_inputs else nn.Linear
+        self.layers = nn.ModuleList(
+            (nn.Linear if i == 0 else above)(dims[i], dims[i + 1]) for i in range(len(self.hidden_sizes))
+        )
         for layer, layer_estimator in zip(self.layers, self.estimators, strict=True):
             layer_estimator.bind(layer.in_features, layer.out_features)
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from policies.baselines import Baseline
-from policies.bsn import BinaryStochasticNetwork, BSNOutput
+from policies.bsn import BinaryStochasticNetwork, BSNOutput, bit_affine
 from policies.estimators import LearnedPredictorEstimator, StochasticTimesSmoothEstimator, local_gradient
 
 __all__ = [
@@ -135,7 +135,7 @@ def enumerate_network(net: BinaryStochasticNetwork, inputs: torch.Tensor) -> Enu
     layer_input = inputs[input_index]
     values, log_probability = [], torch.zeros(batch * count, dtype=inputs.dtype)
     for linear, event in zip(net.layers, events, strict=True):
-        pre_activation = layer_input @ linear.weight.T + linear.bias
+        pre_activation = linear(layer_input)
         fire = torch.sigmoid(pre_activation)
         fire = fire.sqrt() if sts else fire
         log_probability = log_probability + (event * fire.log() + (1 - event) * (1 - fire).log()).sum(-1)
@@ -363,7 +363,7 @@ def straight_through_signals(net: BinaryStochasticNetwork, output: BSNOutput, lo
     signals = [signal]
     for index in range(len(net.layers) - 1, 0, -1):
         prob = output.firing_probs[index].detach()
-        signal = (signal * prob * (1 - prob)) @ net.layers[index].weight.detach()
+        signal = (signal * prob * (1 - prob)) @ bit_affine(net.layers[index])[0].detach()
         signals.insert(0, signal)
     return signals
 

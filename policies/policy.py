@@ -51,7 +51,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
 from policies.baselines import Baseline, make_baseline
-from policies.bsn import BinaryStochasticNetwork, BSNOutput
+from policies.bsn import BinaryStochasticNetwork, BSNOutput, bit_affine
 from policies.estimators import ESTIMATORS, LearnedPredictorEstimator
 from policies.noise import CounterNoise
 from policies.posterior import bernoulli_children_log_ratio, flip_log_ratio, flip_shifts
@@ -152,6 +152,7 @@ class BsnExtractor(nn.Module):
         activation_fn: activation of the critic's MLP.
         estimator: estimator name (see :data:`policies.estimators.ESTIMATORS`).
         estimator_kwargs: the estimator's constructor arguments.
+        signed_inputs: BSN layers above the first read the units below as ``2h - 1``.
     """
 
     def __init__(
@@ -162,9 +163,10 @@ class BsnExtractor(nn.Module):
         activation_fn: type[nn.Module],
         estimator: str,
         estimator_kwargs: dict[str, Any] | None,
+        signed_inputs: bool = False,
     ) -> None:
         super().__init__()
-        self.bsn = BinaryStochasticNetwork(feature_dim, pi_sizes, estimator, estimator_kwargs)
+        self.bsn = BinaryStochasticNetwork(feature_dim, pi_sizes, estimator, estimator_kwargs, signed_inputs)
         layers: list[nn.Module] = []
         last = feature_dim
         for size in vf_sizes:
@@ -237,9 +239,10 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
             (default): the state-value critic ``V(s)`` shared by every unit (the advantage is the
             signal). ``"mean"``, ``"optimal"`` or ``"learned"``: additionally subtract a per-neuron
             baseline from the advantage, respectively a running mean, the running variance-optimal
-            ``c_i*`` (docs/method.md §2) or an input-dependent per-neuron regressor ``c_i(s)``.
+            ``c_i*`` (docs/method.md §2) or an input-dependent per-neuron regressor ``c_i(x)`` (``x``: the
+            observation features, or with ``baseline_kwargs={"condition": "layer_input"}`` each unit's own input).
             Per-neuron baselines are applied by LocalPG; stock PPO/A2C use the value critic.
-        baseline_kwargs: constructor arguments of the per-neuron baseline (``decay``, ``net_arch``).
+        baseline_kwargs: constructor arguments of the per-neuron baseline (``decay``; ``net_arch``, ``condition``).
         bsn_init_gain: gain of the orthogonal initialisation of the BSN layers (> 0; default 128). Small
             gains (about 1) start every unit near ``p = 0.5``, the most exploratory point, and the policy
             stays as noisy as its units; large ones (tens to 128) start each unit as a near-deterministic
@@ -247,6 +250,12 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
             to the deterministic one that is evaluated. The default is a gain with which stock PPO and A2C
             learn CartPole-v1 with RL Zoo's settings and SB3's identity tasks
             (``benchmarks/results/compare_sb3_plugin.md``); ``hyperparams/localpg.yml`` sets it per task.
+            One float for every layer, or a list of one gain per BSN layer, bottom first: a layer above the
+            first reads 0/1 samples of the layer below, whose scale differs from the observation's.
+        signed_inputs: BSN layers above the first read each unit below as a sign, ``a = W (2h - 1) + b``
+            (:class:`~policies.bsn.SignedInputLinear`), centring their inputs on 0. The policy computes the same
+            family of functions; what changes is how evenly the weights learn. Posterior credit and export
+            account for it (:func:`~policies.bsn.bit_affine`). Default ``False`` (inputs ``h`` in {0, 1}).
     """
 
     def __init__(
@@ -272,7 +281,8 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
         estimator_kwargs: dict[str, Any] | None = None,
         baseline: str = "value",
         baseline_kwargs: dict[str, Any] | None = None,
-        bsn_init_gain: float = DEFAULT_INIT_GAIN,
+        bsn_init_gain: float | Sequence[float] = DEFAULT_INIT_GAIN,
+        signed_inputs: bool = False,
     ) -> None:
         check_spaces(observation_space, action_space)
         if use_sde:
@@ -284,8 +294,9 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
             raise ValueError(f"unknown estimator {estimator!r}; choose one of: {', '.join(ESTIMATORS)}")
         if baseline not in NEURON_BASELINES:
             raise ValueError(f"unknown baseline {baseline!r}; choose one of: {', '.join(NEURON_BASELINES)}")
-        if not bsn_init_gain > 0:
-            raise ValueError(f"bsn_init_gain must be > 0, got {bsn_init_gain}")
+        gains = [bsn_init_gain] if isinstance(bsn_init_gain, (int, float)) else list(bsn_init_gain)
+        if not gains or any(not isinstance(gain, (int, float)) or not gain > 0 for gain in gains):
+            raise ValueError(f"bsn_init_gain must be > 0 (a float or one per BSN layer), got {bsn_init_gain}")
         if features_extractor_class is None:
             if isinstance(observation_space, spaces.Dict):
                 features_extractor_class = CombinedExtractor
@@ -297,7 +308,8 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
         self.estimator_kwargs = dict(estimator_kwargs or {})
         self.baseline_name = baseline
         self.baseline_kwargs = dict(baseline_kwargs or {})
-        self.bsn_init_gain = float(bsn_init_gain)
+        self.signed_inputs = bool(signed_inputs)
+        self.bsn_init_gain = float(gains[0]) if isinstance(bsn_init_gain, (int, float)) else [float(g) for g in gains]
         if net_arch is None:  # SB3 would turn None into [] (no layer) when it picks NatureCNN
             net_arch = dict(pi=list(DEFAULT_PI_SIZES), vf=[64, 64])
         # Per-rollout key of the counter-based noise; advanced on every train -> eval transition.
@@ -344,7 +356,13 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
     def _build_mlp_extractor(self) -> None:
         pi_sizes, vf_sizes = self._layer_sizes()
         self.mlp_extractor = BsnExtractor(
-            self.features_dim, pi_sizes, vf_sizes, self.activation_fn, self.estimator_name, self.estimator_kwargs
+            self.features_dim,
+            pi_sizes,
+            vf_sizes,
+            self.activation_fn,
+            self.estimator_name,
+            self.estimator_kwargs,
+            self.signed_inputs,
         )
         self.neuron_baseline: Baseline | None = None
         if self.baseline_name != "value":
@@ -355,13 +373,29 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
     def _build(self, lr_schedule: Schedule) -> None:
         super()._build(lr_schedule)
         if self.ortho_init:
-            for layer in self.bsn.layers:
-                nn.init.orthogonal_(layer.weight, gain=self.bsn_init_gain)
+            for layer, gain in zip(self.bsn.layers, self.layer_init_gains(), strict=True):
+                nn.init.orthogonal_(layer.weight, gain=gain)
                 nn.init.zeros_(layer.bias)
             # SB3's orthogonal init also reached the learned predictors; restore their zero output.
             for estimator in self.bsn.estimators:
                 if isinstance(estimator, LearnedPredictorEstimator):
                     estimator.reset_output()
+
+    def layer_init_gains(self) -> list[float]:
+        """``bsn_init_gain`` for each BSN layer, bottom first.
+
+        Raises:
+            ValueError: a list of gains whose length is not the number of BSN layers.
+        """
+        layers = len(self.bsn.layers)
+        if isinstance(self.bsn_init_gain, float):
+            return [self.bsn_init_gain] * layers
+        if len(self.bsn_init_gain) != layers:
+            raise ValueError(
+                f"bsn_init_gain gives {len(self.bsn_init_gain)} gains for {layers} BSN layers; "
+                "pass one float or one per layer"
+            )
+        return list(self.bsn_init_gain)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -371,6 +405,7 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
             baseline=self.baseline_name,
             baseline_kwargs=self.baseline_kwargs,
             bsn_init_gain=self.bsn_init_gain,
+            signed_inputs=self.signed_inputs,
         )
         data.pop("use_sde", None)
         data.pop("full_std", None)
@@ -518,7 +553,10 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
             layers = self.bsn.layers
             ratios = [
                 bernoulli_children_log_ratio(
-                    output.pre_activations[index + 1], output.samples[index + 1], layers[index + 1].weight, samples
+                    output.pre_activations[index + 1],
+                    output.samples[index + 1],
+                    bit_affine(layers[index + 1])[0],  # a flip of unit i moves child j by W'[j, i]
+                    samples,
                 )
                 for index, samples in enumerate(output.samples[:-1])
             ]

@@ -88,11 +88,58 @@ def test_learned_baseline_loss_is_the_weighted_squared_error() -> None:
     out = net(inputs)
     signal = torch.randn(16)
     baseline = LearnedBaseline(3, net.hidden_sizes, net_arch=[8])
-    c = baseline.predict(inputs)
+    c = baseline.predict(inputs, out)
     weights = torch.cat([(h - p).pow(2) for h, p in zip(out.samples, out.firing_probs, strict=True)], -1)
     expected = (weights * (signal.unsqueeze(-1) - c).pow(2)).sum(-1).mean()
     torch.testing.assert_close(baseline.loss(inputs, out, signal), expected)
     assert all(not v.requires_grad for v in baseline(inputs, out))
+
+
+def test_layer_input_baseline_reads_each_layers_own_input() -> None:
+    """With ``condition="layer_input"`` layer l's units are predicted from the samples of layer l - 1 (the network's
+    input for the first layer): changing the samples below a layer changes its prediction, and nothing else."""
+    net = BinaryStochasticNetwork(3, [4, 2])
+    inputs = torch.randn(8, 3)
+    out = net(inputs)
+    baseline = LearnedBaseline(3, net.hidden_sizes, condition="layer_input")
+    first, second = baseline(inputs, out)
+    torch.testing.assert_close(first, baseline.regressors[0](inputs).detach())
+    torch.testing.assert_close(second, baseline.regressors[1](out.samples[0]).detach())
+    flipped = out._replace(samples=[1.0 - out.samples[0], out.samples[1]])
+    changed = baseline(inputs, flipped)
+    torch.testing.assert_close(changed[0], first)
+    assert not torch.allclose(changed[1], second)
+    with pytest.raises(ValueError, match="unknown baseline condition 'action'"):
+        LearnedBaseline(3, [2], condition="action")
+
+
+def test_layer_input_baseline_lowers_the_upper_layers_variance_below_the_state_conditioned_one() -> None:
+    """Top unit 1 copies bottom unit 0 and the loss rewards it; top unit 0 is a fair coin. On a fixed input a
+    baseline of the observation is one constant per unit, so unit 0's signal keeps the loss's swing caused by
+    the bottom unit's noise; a baseline of the layer below's samples predicts that swing and removes it."""
+    net = BinaryStochasticNetwork(1, [2, 2]).double()
+    with torch.no_grad():
+        for layer in net.layers:
+            layer.weight.zero_()
+            layer.bias.zero_()
+        net.layers[1].weight[1, 0], net.layers[1].bias[1] = 8.0, -4.0  # h2_1 = h1_0 with probability 0.98
+
+    def loss(top: torch.Tensor) -> torch.Tensor:
+        return 3.0 + 5.0 * top[:, 1] + top[:, 0]
+
+    inputs = torch.ones(1, 1, dtype=torch.float64)
+    variances = {}
+    for condition in ("features", "layer_input"):
+        baseline = make_baseline("learned", 1, net.hidden_sizes, net_arch=[16], condition=condition).double()
+        fit_baseline(baseline, net, inputs, loss, steps=300, batch_size=2000, learning_rate=0.05)
+        rows = inputs.repeat(20000, 1)
+        with torch.no_grad():
+            out = net(rows)
+            corrections = baseline(rows, out)
+        coin, prob = out.samples[1][:, 0], out.firing_probs[1][:, 0]
+        estimate = local_gradient(coin, prob, loss(out.output), corrections[1][:, 0])
+        variances[condition] = float(estimate.var())
+    assert variances["layer_input"] < 0.3 * variances["features"], variances
 
 
 def test_optimal_baseline_has_the_lowest_exact_variance() -> None:
@@ -147,7 +194,7 @@ def test_learned_baseline_learns_an_input_dependent_optimum() -> None:
     targets = torch.stack([exact_unit_moments(net, x.unsqueeze(0), loss)[2] for x in inputs])
     assert (targets[0] - targets[1]).abs().max() > 1.0
     baseline = fitted("learned", net, inputs, loss, steps=400, batch_size=2000, learning_rate=0.1)
-    torch.testing.assert_close(baseline.predict(inputs), targets, atol=0.1, rtol=0)
+    torch.testing.assert_close(baseline.predict(inputs, net(inputs)), targets, atol=0.1, rtol=0)
 
 
 def test_make_baseline_builds_every_registered_name() -> None:
@@ -156,7 +203,9 @@ def test_make_baseline_builds_every_registered_name() -> None:
         assert type(baseline) is kind and baseline.name == name
     assert make_baseline("mean", 3, [2], decay=0.5).decay == 0.5
     learned = make_baseline("learned", 3, [2, 2], net_arch=[8])
-    assert isinstance(learned, LearnedBaseline) and learned.predict(torch.randn(4, 3)).shape == (4, 4)
+    rows = torch.randn(4, 3)
+    assert isinstance(learned, LearnedBaseline)
+    assert learned.predict(rows, BinaryStochasticNetwork(3, [2, 2])(rows)).shape == (4, 4)
 
 
 @pytest.mark.parametrize(

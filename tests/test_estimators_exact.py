@@ -60,9 +60,17 @@ def tiny_setup(
     return net, inputs, Readout(hidden_sizes[-1], offset=3.0, seed=3)
 
 
+#: The baselines checked: every registered one, and the learned one conditioned on each unit's own input.
+BASELINE_CASES: dict[str, tuple[str, dict]] = {
+    **{name: (name, {}) for name in BASELINES},
+    "learned_layer_input": ("learned", {"condition": "layer_input"}),
+}
+
+
 def fitted_baseline(name: str, net: BinaryStochasticNetwork, inputs: torch.Tensor, readout: Readout) -> Baseline:
-    """The named baseline, warmed up on 40 independent batches and frozen."""
-    baseline = make_baseline(name, IN_FEATURES, net.hidden_sizes).double()
+    """The baseline of :data:`BASELINE_CASES` ``name``, warmed up on 40 independent batches and frozen."""
+    registry_name, kwargs = BASELINE_CASES[name]
+    baseline = make_baseline(registry_name, IN_FEATURES, net.hidden_sizes, **kwargs).double()
     return fit_baseline(baseline, net, inputs, readout, steps=40, batch_size=1000)
 
 
@@ -108,7 +116,7 @@ WRONG_ESTIMATORS: dict[str, Callable] = {
 
 
 @pytest.mark.parametrize("hidden_sizes", [(3, 2), (2, 2, 2)])
-@pytest.mark.parametrize("baseline_name", list(BASELINES))
+@pytest.mark.parametrize("baseline_name", list(BASELINE_CASES))
 def test_local_estimator_expectation_equals_exact_gradient(hidden_sizes: tuple[int, ...], baseline_name: str) -> None:
     net, inputs, readout = tiny_setup(hidden_sizes)
     baseline = fitted_baseline(baseline_name, net, inputs, readout)
@@ -130,7 +138,7 @@ def test_wrong_estimators_expectation_differs_from_exact_gradient(wrong: str) ->
 
 @pytest.mark.parametrize(
     ("hidden_sizes", "baseline_name"),
-    [((3, 2), name) for name in BASELINES] + [((2, 2, 2), "none"), ((2, 2, 2), "learned")],
+    [((3, 2), name) for name in BASELINE_CASES] + [((2, 2, 2), name) for name in ("none", "learned_layer_input")],
 )
 def test_local_estimator_monte_carlo_mean_matches_exact_for_every_parameter(
     hidden_sizes: tuple[int, ...], baseline_name: str

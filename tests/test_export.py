@@ -7,6 +7,7 @@ import gymnasium as gym
 import numpy as np
 import onnxruntime
 import pytest
+import torch
 from cli_support import TINY, TINY_PARAMS, run_tool
 from gymnasium import spaces
 from stable_baselines3 import PPO
@@ -80,6 +81,20 @@ def test_exported_policies_choose_predicts_actions(case, tmp_path) -> None:
     env = make_vec_env(CASES[case], n_envs=8, seed=0)
     model = LocalPG("MlpPolicy", env, n_steps=32, batch_size=64, seed=0, policy_kwargs={"net_arch": [32, 16, 8]})
     model.learn(512)
+    check_same_actions(model, env, tmp_path)
+
+
+def test_signed_layer_inputs_are_folded_into_the_bit_weights(tmp_path) -> None:
+    """Runtimes read each layer's input as 0/1 bits; a policy whose layers read signs exports the equivalent map."""
+    env = make_vec_env("CartPole-v1", n_envs=8, seed=2)
+    model = LocalPG(
+        "MlpPolicy", env, n_steps=32, batch_size=64, seed=2,
+        policy_kwargs={"net_arch": [16, 16, 8], "bsn_init_gain": 2.0, "signed_inputs": True},
+    )
+    model.learn(512)
+    with torch.no_grad():  # biases away from 0, so the fold's offset decides actions
+        for layer in model.policy.bsn.layers[1:]:
+            layer.bias.add_(torch.randn_like(layer.bias))
     check_same_actions(model, env, tmp_path)
 
 

@@ -65,8 +65,22 @@ class StaticEnv(gym.Env):
         return np.zeros(OBS_DIM, dtype=np.float32), 0.0, True, False, {}
 
 
-def make_model(space_name: str, rao_blackwell: bool, baseline: str, rows: int, hidden_coef: float) -> LocalPG:
-    """A LocalPG whose buffer holds ``rows`` rows (n_envs 1), with a non-trivial per-neuron baseline."""
+#: Per-neuron baselines by test name: the policy's ``baseline`` and its ``baseline_kwargs``.
+BASELINE_SETTINGS: dict[str, tuple[str, dict]] = {
+    "value": ("value", {}),
+    "mean": ("mean", {}),
+    "optimal": ("optimal", {}),
+    "learned": ("learned", {}),
+    "learned_layer_input": ("learned", {"condition": "layer_input"}),
+}
+
+
+def make_model(
+    space_name: str, rao_blackwell: bool, baseline: str, rows: int, hidden_coef: float, signed_inputs: bool = False
+) -> LocalPG:
+    """A LocalPG whose buffer holds ``rows`` rows (n_envs 1), with a non-trivial per-neuron baseline
+    (``baseline``: a key of :data:`BASELINE_SETTINGS`); ``signed_inputs`` as the policy's argument."""
+    baseline_name, baseline_kwargs = BASELINE_SETTINGS[baseline]
     env = DummyVecEnv([lambda: StaticEnv(ACTION_SPACES[space_name])])
     model = LocalPG(
         "MlpPolicy",
@@ -79,10 +93,16 @@ def make_model(space_name: str, rao_blackwell: bool, baseline: str, rows: int, h
         hidden_coef=hidden_coef,
         seed=3,
         policy_kwargs={
-            "net_arch": HIDDEN_SIZES, "baseline": baseline, "bsn_init_gain": 2.0, "log_std_init": BOX_LOG_STD
+            "net_arch": HIDDEN_SIZES,
+            "baseline": baseline_name,
+            "baseline_kwargs": baseline_kwargs,
+            "bsn_init_gain": 2.0,
+            "log_std_init": BOX_LOG_STD,
+            "signed_inputs": signed_inputs,
         },
     )
     policy = model.policy
+    torch.manual_seed(0)  # the same draws below whatever the baseline's construction consumed
     with torch.no_grad():
         for parameter in policy.action_net.parameters():  # a head whose output varies with the samples
             parameter.copy_(torch.randn_like(parameter))
@@ -231,7 +251,19 @@ def checked_parameters(model: LocalPG) -> list[str]:
     return names
 
 
-@pytest.mark.parametrize("baseline", ["value", "mean", "optimal", "learned"])
+def assert_update_is_exact(model: LocalPG, table: torch.Tensor, hidden_coef: float) -> None:
+    """The update's expected gradient equals ``-d J / d theta`` for every checked parameter (times ``hidden_coef``
+    for the BSN layers), each far enough from 0 for the check to bite."""
+    exact = exact_gradient(model, table)
+    update = expected_update_gradient(model, table)
+    for name in checked_parameters(model):
+        scale = hidden_coef if ".bsn.layers." in name else 1.0
+        expected = -scale * exact[name]
+        assert expected.abs().max() > 1e-3, f"{name}: the exact gradient must be far from 0 for the check to bite"
+        torch.testing.assert_close(update[name], expected, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("baseline", list(BASELINE_SETTINGS))
 @pytest.mark.parametrize("rao_blackwell", [False, True], ids=["sample_credit", "posterior_credit"])
 @pytest.mark.parametrize("space_name", list(ACTION_SPACES))
 def test_update_gradient_is_exact_in_every_layer(space_name: str, rao_blackwell: bool, baseline: str) -> None:
@@ -242,16 +274,22 @@ def test_update_gradient_is_exact_in_every_layer(space_name: str, rao_blackwell:
     table = advantage_table(space)
     rows = len(STATES) * 2 ** sum(HIDDEN_SIZES) * table.shape[1]
     model = make_model(space_name, rao_blackwell, baseline, rows, hidden_coef)
-    exact = exact_gradient(model, table)
-    update = expected_update_gradient(model, table)
-    for name in checked_parameters(model):
-        scale = hidden_coef if ".bsn.layers." in name else 1.0
-        expected = -scale * exact[name]
-        assert expected.abs().max() > 1e-3, f"{name}: the exact gradient must be far from 0 for the check to bite"
-        torch.testing.assert_close(update[name], expected, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+    assert_update_is_exact(model, table, hidden_coef)
 
 
-@pytest.mark.parametrize("baseline", ["optimal", "learned"])
+@pytest.mark.parametrize("rao_blackwell", [False, True], ids=["sample_credit", "posterior_credit"])
+@pytest.mark.parametrize("space_name", ["Discrete", "Box"])
+def test_update_gradient_is_exact_with_signed_layer_inputs(space_name: str, rao_blackwell: bool) -> None:
+    """As above, for a policy whose layers above the first read the units below as signs (``signed_inputs``):
+    the local rule and the posterior credit (which must shift a child by ``2 W`` per flip) stay exact."""
+    hidden_coef = 1.7
+    table = advantage_table(ACTION_SPACES[space_name])
+    rows = len(STATES) * 2 ** sum(HIDDEN_SIZES) * table.shape[1]
+    model = make_model(space_name, rao_blackwell, "value", rows, hidden_coef, signed_inputs=True)
+    assert_update_is_exact(model, table, hidden_coef)
+
+
+@pytest.mark.parametrize("baseline", ["optimal", "learned", "learned_layer_input"])
 @pytest.mark.parametrize("rao_blackwell", [False, True], ids=["sample_credit", "posterior_credit"])
 def test_each_row_is_credited_against_its_own_layers_baseline(rao_blackwell: bool, baseline: str) -> None:
     """Row by row, every layer's gradient is ``-hidden_coef (credit - p)(A - c_l) x^T`` with ``c_l`` that layer's

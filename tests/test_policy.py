@@ -67,6 +67,9 @@ def test_unsupported_spaces_raise_with_names(algo, observation_space, action_spa
         ({"net_arch": [0]}, "positive integers"),
         ({"net_arch": {"pi": [4], "qf": [3]}}, "keys 'pi' and 'vf'"),
         ({"bsn_init_gain": 0.0}, "bsn_init_gain must be > 0"),
+        ({"bsn_init_gain": [8.0, -1.0]}, "bsn_init_gain must be > 0"),
+        ({"net_arch": [4, 4], "bsn_init_gain": [8.0, 2.0, 1.0]}, "3 gains for 2 BSN layers"),
+        ({"baseline": "learned", "baseline_kwargs": {"condition": "action"}}, "unknown baseline condition 'action'"),
     ],
 )
 def test_bad_policy_kwargs_raise(kwargs, fragment) -> None:
@@ -224,7 +227,8 @@ def test_joint_log_prob_includes_hidden_units_for_local_family_only() -> None:
 
 
 def local_estimator_gradients(policy, observations, acted, advantages) -> list[torch.Tensor]:
-    """Per BSN layer, ``-(1/B) sum_rows A (h - p) x^T`` from the acting samples, written from the layers' weights."""
+    """Per BSN layer, ``-(1/B) sum_rows A (h - p) x^T`` from the acting samples, written from the layers' weights
+    (``x``: the layer below's samples, as signs ``2h - 1`` when the policy has ``signed_inputs``)."""
     samples = policy.bsn.unpack_samples(acted)
     layer_input = policy.actor_features(observations)
     gradients = []
@@ -232,12 +236,13 @@ def local_estimator_gradients(policy, observations, acted, advantages) -> list[t
         firing_prob = torch.sigmoid(layer_input @ layer.weight.T + layer.bias)
         signal = (sample - firing_prob) * advantages.unsqueeze(-1)
         gradients.append(-(signal.T @ layer_input) / len(observations))
-        layer_input = sample
+        layer_input = 2.0 * sample - 1.0 if policy.signed_inputs else sample
     return gradients
 
 
+@pytest.mark.parametrize("signed_inputs", [False, True], ids=["bit_inputs", "signed_inputs"])
 @pytest.mark.parametrize("algo", [PPO, A2C])
-def test_stock_algorithms_apply_the_local_estimator_in_every_layer(algo) -> None:
+def test_stock_algorithms_apply_the_local_estimator_in_every_layer(algo, signed_inputs) -> None:
     """The first gradient step of PPO / A2C on a 3-layer BSN actor: every layer's weight gradient is the
     paper's local estimate ``-(h - p) A x^T`` (mean over the minibatch) on the samples that acted."""
     env = make_vec_env("CartPole-v1", n_envs=4, seed=2)
@@ -248,7 +253,7 @@ def test_stock_algorithms_apply_the_local_estimator_in_every_layer(algo) -> None
         n_steps=16,
         seed=2,
         max_grad_norm=1e9,
-        policy_kwargs={"net_arch": [6, 5, 4], "bsn_init_gain": 2.0},
+        policy_kwargs={"net_arch": [6, 5, 4], "bsn_init_gain": 2.0, "signed_inputs": signed_inputs},
         **extra,
     )
     model._setup_learn(64, callback=None)
@@ -277,14 +282,34 @@ def test_stock_algorithms_apply_the_local_estimator_in_every_layer(algo) -> None
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6, msg=lambda m, i=index: f"layer {i}: {m}")
 
 
-def test_save_load_round_trip_keeps_policy_kwargs(tmp_path) -> None:
-    kwargs = {"net_arch": {"pi": [8, 4], "vf": [16]}, "estimator": "local", "baseline": "learned", "bsn_init_gain": 2.0}
+def test_each_bsn_layer_gets_its_own_init_gain() -> None:
+    """Orthogonal initialisation with the layer's gain: every singular value of a layer's weight equals it."""
+    gains = [8.0, 2.0, 0.5]
+    model = LocalPG("BsnPolicy", "CartPole-v1", policy_kwargs={"net_arch": [16, 16, 16], "bsn_init_gain": gains})
+    assert model.policy.layer_init_gains() == gains
+    for layer, gain in zip(model.policy.bsn.layers, gains, strict=True):
+        singular_values = torch.linalg.svdvals(layer.weight.detach())
+        torch.testing.assert_close(singular_values, torch.full_like(singular_values, gain), rtol=1e-4, atol=1e-5)
+    single = LocalPG("BsnPolicy", "CartPole-v1", policy_kwargs={"net_arch": [16, 16], "bsn_init_gain": 4.0})
+    assert single.policy.layer_init_gains() == [4.0, 4.0]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"baseline": "learned", "bsn_init_gain": 2.0},
+        {"baseline": "learned", "baseline_kwargs": {"condition": "layer_input"}, "bsn_init_gain": [2.0, 8.0]},
+    ],
+)
+def test_save_load_round_trip_keeps_policy_kwargs(tmp_path, extra) -> None:
+    kwargs = {"net_arch": {"pi": [8, 4], "vf": [16]}, "estimator": "local", **extra}
     model = LocalPG("BsnPolicy", "CartPole-v1", n_steps=16, batch_size=32, policy_kwargs=kwargs, seed=3)
     model.learn(32)
     model.save(tmp_path / "model.zip")
     loaded = LocalPG.load(tmp_path / "model.zip", device="cpu")
     assert loaded.policy.bsn.hidden_sizes == [8, 4]
     assert loaded.policy.baseline_name == "learned"
-    assert loaded.policy.bsn_init_gain == 2.0
+    assert loaded.policy.baseline_kwargs == extra.get("baseline_kwargs", {})
+    assert loaded.policy.bsn_init_gain == extra["bsn_init_gain"]
     for (name, a), (_, b) in zip(model.policy.state_dict().items(), loaded.policy.state_dict().items(), strict=True):
         assert torch.equal(a, b), name

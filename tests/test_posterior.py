@@ -29,9 +29,14 @@ SIZES = [3, 2]  # two layers: the lower one's children are units, the top one's 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-def tiny_policy(action_space: spaces.Space) -> BinaryStochasticPolicy:
+def tiny_policy(action_space: spaces.Space, signed_inputs: bool = False) -> BinaryStochasticPolicy:
     policy = BinaryStochasticPolicy(
-        OBSERVATION_SPACE, action_space, lambda _progress: 1e-3, net_arch=SIZES, bsn_init_gain=2.0
+        OBSERVATION_SPACE,
+        action_space,
+        lambda _progress: 1e-3,
+        net_arch=SIZES,
+        bsn_init_gain=2.0,
+        signed_inputs=signed_inputs,
     )
     with torch.no_grad():  # non-zero head and biases, so that every unit matters differently
         for parameter in policy.parameters():
@@ -51,11 +56,12 @@ def joint_log_prob(policy: BinaryStochasticPolicy, obs: torch.Tensor, actions: t
     return evaluation.bsn.log_prob + evaluation.action_log_prob, evaluation.bsn
 
 
+@pytest.mark.parametrize("signed_inputs", [False, True], ids=["bit_inputs", "signed_inputs"])
 @pytest.mark.parametrize("space_name", list(ACTION_SPACES))
-def test_posterior_is_the_conditional_of_the_joint(space_name: str) -> None:
+def test_posterior_is_the_conditional_of_the_joint(space_name: str, signed_inputs: bool) -> None:
     """q_i = P(h_i = 1 | every other unit, the action, s): brute force from the joint log-probability with
-    unit i set to 1 and to 0, for every action space the policy supports."""
-    policy = tiny_policy(ACTION_SPACES[space_name])
+    unit i set to 1 and to 0, for every action space the policy supports, with 0/1 or signed layer inputs."""
+    policy = tiny_policy(ACTION_SPACES[space_name], signed_inputs)
     rows = 16
     obs = torch.rand(rows, 2) * 2 - 1
     hidden = (torch.rand(rows, sum(SIZES)) < 0.5).to(torch.uint8)

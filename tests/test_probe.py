@@ -41,6 +41,10 @@ def test_tuned_entry_is_the_base_and_json_overrides_it_with_schedules() -> None:
     assert config["n_epochs"] == 4 and config["n_envs"] == 16 and "n_timesteps" not in config
     assert config["learning_rate"](0.5) == pytest.approx(5e-4)
     assert probe_config("Acrobot-v1", {"n_steps": 8}, tuned=False) == {"n_steps": 8}
+    # policy_kwargs merge key by key: overriding the layers keeps the entry's initial gain.
+    deep = probe_config("CartPole-v1", {"policy_kwargs": {"net_arch": [16, 16]}}, tuned=True)
+    entry = probe_config("CartPole-v1", {}, tuned=True)
+    assert deep["policy_kwargs"] == {**entry["policy_kwargs"], "net_arch": [16, 16]}
 
 
 @pytest.mark.parametrize("algo", ["ppo", "a2c"])
