@@ -45,7 +45,7 @@ def run_command(installed: Path, name: str, args: list[str], cwd: Path) -> subpr
 def test_the_wheel_holds_every_package_and_the_shipped_hyperparameters(installed: Path) -> None:
     for package in ("policies", "agents", "envs", "deploy", "bsn_zoo", "hyperparams"):
         assert (installed / package / "__init__.py").is_file(), package
-    for algo in ("localpg", "ppo", "a2c", "localpg_torch"):
+    for algo in ("localpg", "ppo", "a2c", "localpg_torch", "localpg_delayed", "ppo_delayed", "localpg_deep"):
         assert (installed / "hyperparams" / f"{algo}.yml").is_file(), algo
     assert not (installed / "benchmarks").exists() and not (installed / "tests").exists()
     for command in ("bsn-train", "bsn-evaluate", "bsn-export", "bsn-sweep"):
