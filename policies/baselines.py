@@ -196,6 +196,12 @@ class LearnedBaseline(Baseline):
             shapes = list(zip([int(in_features), *self.hidden_sizes[:-1]], self.hidden_sizes, strict=True))
         self.regressors = nn.ModuleList(_regressor(fan_in, fan_out, net_arch) for fan_in, fan_out in shapes)
 
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object, **kwargs: object) -> None:
+        # Models saved before the regressors became a list named their one regressor ``regressor``.
+        for key in [k for k in state_dict if k.startswith(prefix + "regressor.")]:
+            state_dict[prefix + "regressors.0." + key.removeprefix(prefix + "regressor.")] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[arg-type]
+
     def predict(self, inputs: torch.Tensor, output: BSNOutput) -> torch.Tensor:
         """``c(x)`` for every unit, with autograd, shape (batch, total_units).
 

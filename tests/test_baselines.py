@@ -95,6 +95,19 @@ def test_learned_baseline_loss_is_the_weighted_squared_error() -> None:
     assert all(not v.requires_grad for v in baseline(inputs, out))
 
 
+def test_learned_baseline_loads_the_state_of_its_single_regressor_layout() -> None:
+    """A state dict that names the observation-conditioned regressor ``regressor.*`` (one regressor, not a list)
+    loads into the same predictions."""
+    baseline = LearnedBaseline(3, [2, 2], net_arch=[8])
+    older = {key.replace("regressors.0.", "regressor."): value for key, value in baseline.state_dict().items()}
+    loaded = LearnedBaseline(3, [2, 2], net_arch=[8])
+    loaded.load_state_dict(older)
+    net = BinaryStochasticNetwork(3, [2, 2])
+    rows = torch.randn(5, 3)
+    out = net(rows)
+    torch.testing.assert_close(loaded.predict(rows, out), baseline.predict(rows, out))
+
+
 def test_layer_input_baseline_reads_each_layers_own_input() -> None:
     """With ``condition="layer_input"`` layer l's units are predicted from the samples of layer l - 1 (the network's
     input for the first layer): changing the samples below a layer changes its prediction, and nothing else."""
