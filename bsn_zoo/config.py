@@ -320,6 +320,8 @@ def build_config(
     bsn_layers = given.pop("bsn_layers", None)
     credit = given.pop("credit", None)
     if credit is not None:
+        if given.get("algo", RUN_DEFAULTS["algo"]) != "localpg":
+            raise UserInputError(f"--credit sets LocalPG's credit rule (rao_blackwell); got --algo {given['algo']}")
         given["rao_blackwell"] = credit == "posterior"
     algo = str(given.get("algo", RUN_DEFAULTS["algo"]))
     env_id = str(given.get("env", RUN_DEFAULTS["env"]))

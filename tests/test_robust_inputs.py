@@ -79,6 +79,8 @@ BAD_INPUTS = [
      "--bsn-layers sets LocalPG's deep-policy settings; got --algo ppo", 2),
     ("--bsn-layers on a continued run", "train.py", ["-i", "{run}", "--bsn-layers", "3"],
      "--bsn-layers applies to new runs", 2),
+    ("--credit for another algorithm", "train.py", ["--algo", "ppo", "--credit", "strict"],
+     "--credit sets LocalPG's credit rule (rao_blackwell); got --algo ppo", 2),
     ("CUDA without a CUDA device", "train.py", ["--device", "cuda"],
      "asked for CUDA but no CUDA device is available; use --device cpu or auto", 2),
     ("log folder that cannot be written", "train.py", ["-f", "{tmp}/notes.txt/logs"],
