@@ -57,6 +57,7 @@ __all__ = [
     "LinearDecay",
     "algorithm_class",
     "build_config",
+    "credit_setting",
     "deep_policy_file",
     "deep_policy_settings",
     "delayed_reward_file",
@@ -320,9 +321,7 @@ def build_config(
     bsn_layers = given.pop("bsn_layers", None)
     credit = given.pop("credit", None)
     if credit is not None:
-        if given.get("algo", RUN_DEFAULTS["algo"]) != "localpg":
-            raise UserInputError(f"--credit sets LocalPG's credit rule (rao_blackwell); got --algo {given['algo']}")
-        given["rao_blackwell"] = credit == "posterior"
+        given.update(credit_setting(str(given.get("algo", RUN_DEFAULTS["algo"])), credit))
     algo = str(given.get("algo", RUN_DEFAULTS["algo"]))
     env_id = str(given.get("env", RUN_DEFAULTS["env"]))
     path = hyperparams_file if hyperparams_file is not None else HYPERPARAMS_DIR / f"{algo}.yml"
@@ -375,6 +374,17 @@ def delayed_reward_settings(algo: str, env_id: str, delay: Any, env_wrapper: Any
 CREDIT_RULES = ("strict", "posterior")
 #: Settings of :func:`deep_policy_file` given per BSN layer, written ``[first layer, every layer above]``.
 PER_LAYER_SETTINGS = ("hidden_lr_scale", "bsn_init_gain")
+
+
+def credit_setting(algo: str, credit: str) -> dict[str, bool]:
+    """What ``train.py --credit RULE`` sets: ``rao_blackwell`` (``True`` for ``posterior``).
+
+    Raises:
+        UserInputError: for an algorithm other than LocalPG, which has no credit rule.
+    """
+    if algo != "localpg":
+        raise UserInputError(f"--credit sets LocalPG's credit rule (rao_blackwell); got --algo {algo}")
+    return {"rao_blackwell": credit == "posterior"}
 
 
 def deep_policy_file() -> Path:

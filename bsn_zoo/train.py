@@ -33,6 +33,7 @@ from bsn_zoo.config import (
     POLICY_NAMES,
     RUN_DEFAULTS,
     build_config,
+    credit_setting,
     merge,
     parse_overrides,
     parse_value,
@@ -146,7 +147,7 @@ def continue_config(base: dict[str, Any], flags: dict[str, Any], overrides: dict
         raise UserInputError("--bsn-layers applies to new runs; a continued run keeps its own policy "
                              "(start a new run without -i)")
     if "credit" in given:
-        given["rao_blackwell"] = given.pop("credit") == "posterior"
+        given.update(credit_setting(str(base.get("algo", "localpg")), given.pop("credit")))
     policy_flags = {key: given.pop(key) for key in ("estimator", "baseline") if key in given}
     changes = merge(merge(given, {"policy_kwargs": policy_flags} if policy_flags else {}), overrides)
     config = validate_config(merge(base, changes))
