@@ -10,29 +10,41 @@ Reports, per variant, the median over seeds of the env steps until the 20-episod
 reaches the threshold, the final deterministic evaluation, and the final training mean, with
 learning curves (median over seeds on a common step grid).
 
+The continuous-control arms (``Variant.box_actions_only``: the Gaussian head's options) sit out tasks with
+discrete actions, and the report says so.
+
+Every finished run is saved at once as one JSON file under ``<out>_runs/`` (atomically), named by a digest of its
+settings and budget: a run whose file exists is not trained again, so a stopped ablation resumes where it stopped,
+and ``--report-only`` writes the report from the runs finished so far.
+
 Usage (the committed table's command is written at its top)::
 
     nice python -m benchmarks.ablation --envs CartPole-v1 --seeds 3 --workers 2
+    nice python -m benchmarks.ablation --envs Hopper-v5 --budget 300000 --seeds 3 --workers 2 \
+        --variants default rao_blackwell=False hidden_lr_scale=1 n_epochs=1 bsn_init_gain=1 net_arch=[64] \
+        net_arch=[256,256] state_dependent_std log_std_init=-1 --out benchmarks/results/ablation_hopper
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
+import hashlib
+import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.localpg import LocalPG
-from benchmarks.common import RunResult, train_until
+from benchmarks.common import RunResult, load_record, machine_description, run_in_workers, save_record, train_until
 from benchmarks.compare_sb3 import TASKS, algo_config
 from bsn_zoo.plotting import Line, Panel, plot_learning_curves
 from envs import make_vec_env
@@ -48,6 +60,7 @@ class Variant:
         algo: ``"localpg"`` or ``"ppo"`` (stock SB3 PPO with the BSN policy).
         overrides: LocalPG constructor keys replaced (``localpg``) or the BSN policy's kwargs (``ppo``).
         policy_overrides: ``policy_kwargs`` keys replaced.
+        box_actions_only: the arm changes the Gaussian head and sits out tasks with other action spaces.
     """
 
     name: str
@@ -55,6 +68,7 @@ class Variant:
     algo: str = "localpg"
     overrides: dict[str, Any] = field(default_factory=dict)
     policy_overrides: dict[str, Any] = field(default_factory=dict)
+    box_actions_only: bool = False
 
 
 VARIANTS = [
@@ -105,6 +119,24 @@ VARIANTS = [
     Variant(
         "bsn_init_gain=1", "orthogonal init gain 1 (units start near p = 0.5)", policy_overrides={"bsn_init_gain": 1.0}
     ),
+    Variant("net_arch=[64]", "a 64-unit BSN layer instead of the entry's width", policy_overrides={"net_arch": [64]}),
+    Variant(
+        "net_arch=[256,256]",
+        "two 256-unit BSN layers (the entry's credit rule)",
+        policy_overrides={"net_arch": [256, 256]},
+    ),
+    Variant(
+        "state_dependent_std",
+        "Gaussian log-std a function of the top layer's samples, not one learned value per action dimension",
+        policy_overrides={"state_dependent_std": True},
+        box_actions_only=True,
+    ),
+    Variant(
+        "log_std_init=-1",
+        "Gaussian log-std starting at -1 (std 0.37) instead of 0",
+        policy_overrides={"log_std_init": -1.0},
+        box_actions_only=True,
+    ),
     Variant(
         "ppo+local",
         "stock SB3 PPO, joint log-prob (local estimator via PPO's ratio)",
@@ -148,14 +180,44 @@ def build(variant: Variant, env_id: str, seed: int) -> BaseAlgorithm:
     n_envs = int(zoo.pop("n_envs"))
     normalize = bool(zoo.pop("normalize", False))
     env = make_vec_env(env_id, n_envs, seed, normalize=normalize, gamma=float(zoo.get("gamma", 0.99)))
-    ppo_policy = {key: policy_kwargs[key] for key in ("net_arch", "bsn_init_gain", "estimator") if key in policy_kwargs}
+    # RL Zoo's policy_kwargs (the Gaussian head's, the critic's activation) with LocalPG's actor
+    ppo_policy = {
+        **zoo.pop("policy_kwargs", {}),
+        **{key: policy_kwargs[key] for key in ("net_arch", "bsn_init_gain", "estimator") if key in policy_kwargs},
+    }
     return PPO(LocalPG.policy_aliases["BsnPolicy"], env, seed=seed, policy_kwargs=ppo_policy, **zoo)
 
 
-def run_one(job: tuple[str, str, int, int]) -> tuple[str, str, int, RunResult]:
+#: One run: (variant name, environment id, seed, budget in env steps).
+Job = tuple[str, str, int, int]
+
+
+def variant_named(name: str) -> Variant:
+    """The arm of :data:`VARIANTS` called ``name``."""
+    return next(v for v in VARIANTS if v.name == name)
+
+
+def applies(variant: Variant, env_id: str) -> bool:
+    """Whether the arm runs on the task (arms of the Gaussian head need Box actions)."""
+    return not variant.box_actions_only or isinstance(make_vec_env(env_id, 1).action_space, spaces.Box)
+
+
+def record_name(job: Job) -> str:
+    """The file of a job's record: environment, variant, a digest of the variant, the tuned configuration it
+    changes, the task and the budget, and the seed; a record is never reused for other settings."""
+    name, env_id, seed, budget = job
+    settings = {**asdict(variant_named(name)), **algo_config("localpg", env_id), **asdict(TASKS[env_id]),
+                "budget": budget}
+    digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=repr).encode()).hexdigest()[:8]
+    return f"{env_id}__{name}__{digest}__s{seed}.json"
+
+
+def run_one(job_and_folder: tuple[Job, Path]) -> RunResult:
+    """Train and evaluate one job at a fixed budget, save its record in the folder (atomically), return it."""
+    job, folder = job_and_folder
     name, env_id, seed, budget = job
     torch.set_num_threads(1)
-    variant = next(v for v in VARIANTS if v.name == name)
+    variant = variant_named(name)
     task = TASKS[env_id]
     normalize = bool(algo_config("localpg" if variant.algo == "localpg" else "ppo", env_id).get("normalize", False))
 
@@ -166,8 +228,10 @@ def run_one(job: tuple[str, str, int, int]) -> tuple[str, str, int, RunResult]:
     result = train_until(
         lambda: build(variant, env_id, seed), eval_env, task.threshold, budget, budget, task.eval_episodes
     )
-    print(f"{env_id} {name} seed {seed}: solved_at={result.steps_to_threshold} eval={result.eval_mean:.1f}", flush=True)
-    return name, env_id, seed, result
+    save_record(folder / record_name(job), {"variant": name, "env_id": env_id, "seed": seed, **result.record()})
+    print(f"{env_id} {name} seed {seed}: solved_at={result.steps_to_threshold} eval={result.eval_mean:.1f} "
+          f"({result.seconds / 60:.1f} min)", flush=True)
+    return result
 
 
 def grid_curve(curve: list[tuple[int, float]], grid: np.ndarray) -> np.ndarray:
@@ -239,6 +303,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (> 0)")
     parser.add_argument("--budget", type=int, nargs="+", default=[100_000], help="env steps per run, one per env")
     parser.add_argument("--workers", type=int, default=1, help="training processes in parallel (> 0)")
+    parser.add_argument("--report-only", action="store_true", help="write the report from the finished runs")
     parser.add_argument("--out", default="benchmarks/results/ablation", help="output path prefix")
     args = parser.parse_args(argv)
     if args.seeds <= 0 or args.workers <= 0:
@@ -247,25 +312,38 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--budget takes one value, or one per --envs entry")
     budgets = dict(zip(args.envs, args.budget * len(args.envs) if len(args.budget) == 1 else args.budget, strict=True))
     command = "nice python -m benchmarks.ablation " + " ".join(sys.argv[1:] if argv is None else argv)
+    sitting_out = [f"{name} on {env_id}" for env_id in args.envs for name in args.variants
+                   if not applies(variant_named(name), env_id)]
     jobs = [
         (name, env_id, seed, budgets[env_id])
         for env_id in args.envs
         for seed in range(args.seeds)
         for name in args.variants
+        if applies(variant_named(name), env_id)
     ]
     start = time.perf_counter()
-    if args.workers == 1:
-        results = [run_one(job) for job in jobs]
-    else:
-        with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-            results = pool.map(run_one, jobs, chunksize=1)
-    minutes = (time.perf_counter() - start) / 60
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    folder = out.parent / f"{out.name}_runs"
+    folder.mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        run_in_workers(run_one, [(job, folder) for job in jobs if not (folder / record_name(job)).is_file()],
+                       args.workers)
+    results = []
+    for job in jobs:
+        record = load_record(folder / record_name(job))
+        if record is not None:
+            results.append((job[0], job[1], job[2], RunResult.from_record(record)))
+    missing = len(jobs) - len(results)
+    minutes = (time.perf_counter() - start) / 60
+    trained = sum(result.seconds for *_key, result in results) / 60
     sections = [
         "# Ablation of LocalPG's estimator, baselines and levers; back-propagated comparisons",
-        f"Command: `{command}` ({minutes:.0f} min on a 2-core machine shared with other jobs, "
-        f"torch.set_num_threads(1), {args.workers} worker process(es)).",
+        f"Command: `{command}` (this invocation: {minutes:.0f} min on a 2-core machine shared with other jobs, "
+        f"torch.set_num_threads(1), {args.workers} worker process(es); the runs of this report trained for "
+        f"{trained:.0f} min in all). Finished runs are kept in `{folder}/`; {missing} of the {len(jobs)} runs "
+        "asked for are not finished."
+        + (f" Not run (the arm changes the Gaussian head; no Box actions): {', '.join(sitting_out)}."
+           if sitting_out else ""),
         "Each LocalPG variant changes one setting of the tuned default (`hyperparams/localpg.yml`). "
         "The `ppo+*` rows train the same BSN actor (same net_arch and bsn_init_gain) with stock SB3 PPO and "
         "RL Zoo's PPO hyperparameters. Fixed budget per run; steps to threshold: first env step at which the "
@@ -284,7 +362,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, env_id, seed, r in results:
         solved = "not reached" if r.steps_to_threshold is None else str(r.steps_to_threshold)
         per_seed.append(f"| {env_id} | {name} | {seed} | {solved} | {r.eval_mean:.1f} |")
-    text = "\n\n".join([*sections, "\n".join(per_seed)])
+    text = "\n\n".join([*sections, "\n".join(per_seed), f"Machine: {machine_description('cpu')}."])
     out.with_suffix(".md").write_text(text + "\n")
     print(text)
 

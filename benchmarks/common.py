@@ -118,6 +118,13 @@ class RunResult:
     eval_mean: float
     curve: list[tuple[int, float]] = field(default_factory=list)
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> RunResult:
+        """The result saved by :meth:`record` (its curve as thinned there)."""
+        curve = [(int(step), float(mean)) for step, mean in record["curve"]]
+        return cls(record["steps_to_threshold"], int(record["steps"]), float(record["seconds"]),
+                   float(record["eval_mean"]), curve)
+
     def record(self, max_points: int = 400) -> dict[str, Any]:
         """The result as a JSON-ready dict for a run record (:func:`save_record`): every field, seconds rounded to
         0.1 and the curve thinned to at most about ``max_points`` points."""

@@ -14,8 +14,17 @@ rollout). The table gives medians over seeds and each as a ratio to PPO.
 ``localpg_compiled`` is LocalPG with ``compile_update=True``: the same update, compiled (its runs'
 steps/s include the compilation; the timed segments start after it).
 
-The tasks (:data:`TASKS`) are CartPole-v1, Acrobot-v1, Pendulum-v1, MountainCar-v0 and LunarLander-v3; an
-algorithm without RL Zoo settings for a task (A2C on Pendulum-v1) sits it out, and the table says so.
+The tasks (:data:`TASKS`) are CartPole-v1, Acrobot-v1, Pendulum-v1, MountainCar-v0 and LunarLander-v3, the
+continuous-control tasks LunarLanderContinuous-v3 and BipedalWalker-v3 (Box2D) and the MuJoCo locomotion tasks
+HalfCheetah-v5, Hopper-v5, Walker2d-v5, Ant-v5 and Swimmer-v5; an algorithm without RL Zoo settings for a task
+(A2C on Pendulum-v1 and on the locomotion tasks) sits it out, and the table says so. The table also gives, per
+algorithm, the steps its training mean took to reach PPO's final training mean (the median over PPO's seeds of
+its last 20-episode mean) and the minutes each run took.
+
+Every finished run is saved at once as one JSON file under ``<out>_runs/`` (atomically), named by a digest of its
+settings and budget: a run whose file exists is not trained again, so a stopped benchmark resumes where it
+stopped, ``--report-only`` writes the report from the runs finished so far, and ``--throughput-steps 0`` skips
+the timed segments (their columns then read ``nan``).
 
 Usage (each committed table's command is written at its top; ``benchmarks/results/compare_sb3.md`` holds
 CartPole-v1 and Acrobot-v1, 15 min, ``compare_sb3_pendulum.md`` Pendulum-v1, 19 min,
@@ -27,15 +36,18 @@ LunarLander-v3, whose runs take about 10 minutes each here, 53 min)::
         --out benchmarks/results/compare_sb3_pendulum
     nice python -m benchmarks.compare_sb3 --envs MountainCar-v0 LunarLander-v3 --algos localpg ppo --seeds 5 3 \
         --workers 2 --out benchmarks/results/compare_sb3_mountaincar_lunarlander
+    nice python -m benchmarks.compare_sb3 --envs Hopper-v5 HalfCheetah-v5 --algos localpg ppo --seeds 3 \
+        --workers 2 --throughput-steps 0 --out benchmarks/results/compare_sb3_locomotion
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
+import hashlib
+import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +58,17 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.localpg import LocalPG
-from benchmarks.common import RunResult, benchmark_settings, has_entry, load_tuned, train_until
+from benchmarks.common import (
+    RunResult,
+    benchmark_settings,
+    has_entry,
+    load_record,
+    load_tuned,
+    machine_description,
+    run_in_workers,
+    save_record,
+    train_until,
+)
 from bsn_zoo.config import HYPERPARAMS_DIR
 from bsn_zoo.plotting import Line, Panel, plot_learning_curves
 from envs import make_vec_env
@@ -95,6 +117,25 @@ class Task:
         return self.max_steps.get(algo, self.max_steps[PLUGINS.get(algo, algo)])
 
 
+#: Thresholds of the continuous-control tasks: Gymnasium's reward_threshold for the Box2D tasks; for MuJoCo
+#: locomotion, RL Zoo's published score of its PPO at 1M steps on the -v3 task (rl-baselines3-zoo
+#: benchmark.md), which the -v5 tasks keep by default.
+CONTINUOUS_THRESHOLDS = {
+    "LunarLanderContinuous-v3": 200.0,
+    "BipedalWalker-v3": 300.0,
+    "HalfCheetah-v5": 5819.0,
+    "Hopper-v5": 2410.0,
+    "Walker2d-v5": 3479.0,
+    "Ant-v5": 1327.0,
+    "Swimmer-v5": 282.0,
+}
+
+
+def _continuous_control(env_id: str, threshold: float) -> Task:
+    """A fixed, equal budget of 1M steps for LocalPG and PPO (min_steps = budget), 10 evaluation episodes."""
+    return Task(env_id, threshold, {"localpg": 1_000_000, "ppo": 1_000_000}, 1_000_000, 10)
+
+
 #: Budgets sized for a 2-core machine. CartPole-v1: stop once solved (and 30k steps taken) or at 100k.
 #: Others: a fixed, equal budget (min_steps = budget), every algorithm evaluated where it ends.
 TASKS = {
@@ -140,6 +181,7 @@ TASKS = {
         1_000_000,
         10,
     ),
+    **{env_id: _continuous_control(env_id, threshold) for env_id, threshold in CONTINUOUS_THRESHOLDS.items()},
 }
 
 
@@ -181,8 +223,23 @@ def build(algo: str, env_id: str, seed: int, overrides: dict[str, Any] | None = 
     return cls(BinaryStochasticPolicy if algo in PLUGINS else "MlpPolicy", env, seed=seed, **config)
 
 
-def run_one(job: tuple[str, str, int, int]) -> tuple[str, str, int, RunResult]:
-    """Train and evaluate one (algorithm, environment, seed, evaluation episodes) under the task's budget."""
+#: One run: (algorithm, environment id, seed, deterministic evaluation episodes).
+Job = tuple[str, str, int, int]
+
+
+def record_name(job: Job) -> str:
+    """The file of a job's record: environment, algorithm, a digest of its complete settings (the algorithm's
+    configuration, the task's budget and the evaluation episodes) and the seed, so that a record is never reused
+    for other settings."""
+    algo, env_id, seed, eval_episodes = job
+    settings = {**algo_config(algo, env_id), **asdict(TASKS[env_id]), "eval_episodes": eval_episodes}
+    digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=repr).encode()).hexdigest()[:8]
+    return f"{env_id}__{algo}__{digest}__s{seed}.json"
+
+
+def run_one(job_and_folder: tuple[Job, Path]) -> RunResult:
+    """Train and evaluate one job under its task's budget, save its record in the folder (atomically), return it."""
+    job, folder = job_and_folder
     algo, env_id, seed, eval_episodes = job
     torch.set_num_threads(1)
     task = TASKS[env_id]
@@ -199,12 +256,23 @@ def run_one(job: tuple[str, str, int, int]) -> tuple[str, str, int, RunResult]:
         task.min_steps,
         eval_episodes,
     )
+    save_record(folder / record_name(job), {"algo": algo, "env_id": env_id, "seed": seed, **result.record()})
     print(
         f"{env_id} {algo} seed {seed}: solved_at={result.steps_to_threshold} steps={result.steps} "
-        f"eval={result.eval_mean:.1f} sps={result.steps / result.seconds:.0f}",
+        f"eval={result.eval_mean:.1f} sps={result.steps / result.seconds:.0f} ({result.seconds / 60:.1f} min)",
         flush=True,
     )
-    return algo, env_id, seed, result
+    return result
+
+
+def finished_runs(jobs: list[Job], folder: Path) -> list[tuple[str, str, int, RunResult]]:
+    """``(algo, env_id, seed, result)`` of every job whose record is in ``folder``."""
+    results = []
+    for job in jobs:
+        record = load_record(folder / record_name(job))
+        if record is not None:
+            results.append((job[0], job[1], job[2], RunResult.from_record(record)))
+    return results
 
 
 #: How LocalPG's minibatches follow PPO's rollout in the equal-``n_envs``/``n_steps`` timing.
@@ -277,15 +345,19 @@ def summarise(
     """The markdown table: medians over seeds and ratios to PPO.
 
     ``throughput``: ``{(algo, env_id, rule): steps/s}`` at PPO's ``n_envs`` and ``n_steps`` (:func:`timed_throughput`).
+    Steps to PPO's final training mean: per run, the first step at which its training mean reached the median over
+    PPO's runs of their last training mean (:func:`first_step_at_or_above`; the budget if never).
     """
     lines = [
         "| env | algo | seeds solved | median steps to threshold | ratio to PPO | median final eval | "
-        "ratio to PPO | steps/s (equal n_envs, n_steps; minibatches kept) | ratio to PPO | "
-        "steps/s (equal n_envs, n_steps; batch_size kept) | ratio to PPO | steps/s in the runs |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "ratio to PPO | median steps to PPO's final training mean | ratio to PPO | "
+        "steps/s (equal n_envs, n_steps; minibatches kept) | ratio to PPO | "
+        "steps/s (equal n_envs, n_steps; batch_size kept) | ratio to PPO | steps/s in the runs | min per run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for env_id in env_ids:
         task = TASKS[env_id]
+        ppo_final = _median([r.curve[-1][1] for a, e, _s, r in results if a == "ppo" and e == env_id and r.curve])
         rows: dict[str, dict[str, float]] = {}
         for algo in ALGOS:
             mine = [r for a, e, _s, r in results if a == algo and e == env_id]
@@ -293,7 +365,11 @@ def summarise(
                 continue
             # Unsolved runs count as "more than the budget": the budget is used for the median.
             steps = [r.steps_to_threshold if r.steps_to_threshold is not None else task.budget(algo) for r in mine]
+            to_ppo = [first_step_at_or_above(r.curve, ppo_final) for r in mine]
             rows[algo] = {
+                "to_ppo": _median([task.budget(algo) if step is None else step for step in to_ppo]),
+                "to_ppo_unreached": sum(step is None for step in to_ppo) * 2 > len(mine),
+                "minutes": _median([r.seconds / 60 for r in mine]),
                 "solved": sum(r.steps_to_threshold is not None for r in mine),
                 "n": len(mine),
                 "steps": _median(steps),
@@ -311,23 +387,36 @@ def summarise(
                 return f"{row[key] / base[key]:.2f}"
 
             steps = f"{row['steps']:.0f}" + (" (> budget)" if row["unsolved_median"] else "")
+            to_ppo = "n/a" if np.isnan(ppo_final) else f"{row['to_ppo']:.0f}" + (
+                " (> budget)" if row["to_ppo_unreached"] else ""
+            )
             lines.append(
                 f"| {env_id} | {algo} | {row['solved']:.0f}/{row['n']:.0f} | {steps} | {ratio('steps')} | "
-                f"{row['eval']:.1f} | {ratio('eval')} | {row['sps_minibatches']:.0f} | {ratio('sps_minibatches')} | "
-                f"{row['sps_batch_size']:.0f} | {ratio('sps_batch_size')} | {row['sps_runs']:.0f} |"
+                f"{row['eval']:.1f} | {ratio('eval')} | {to_ppo} | {ratio('to_ppo')} | "
+                f"{row['sps_minibatches']:.0f} | {ratio('sps_minibatches')} | "
+                f"{row['sps_batch_size']:.0f} | {ratio('sps_batch_size')} | {row['sps_runs']:.0f} | "
+                f"{row['minutes']:.1f} |"
             )
     return "\n".join(lines)
 
 
+def first_step_at_or_above(curve: list[tuple[int, float]], target: float) -> int | None:
+    """The first step of a training curve whose mean is at least ``target`` (``None``: never, or no target)."""
+    return next((step for step, mean in curve if mean >= target), None)
+
+
 def per_seed_table(results: list[tuple[str, str, int, RunResult]]) -> str:
     lines = [
-        "| env | algo | seed | steps to threshold | steps trained | final eval | steps/s |",
-        "|---|---|---|---|---|---|---|",
+        "| env | algo | seed | steps to threshold | steps trained | final eval | final training mean | steps/s | "
+        "minutes |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for algo, env_id, seed, r in sorted(results, key=lambda x: (x[1], x[0], x[2])):
         solved = "not reached" if r.steps_to_threshold is None else str(r.steps_to_threshold)
+        final = f"{r.curve[-1][1]:.1f}" if r.curve else "n/a"
         lines.append(
-            f"| {env_id} | {algo} | {seed} | {solved} | {r.steps} | {r.eval_mean:.1f} | {r.steps / r.seconds:.0f} |"
+            f"| {env_id} | {algo} | {seed} | {solved} | {r.steps} | {r.eval_mean:.1f} | {final} | "
+            f"{r.steps / r.seconds:.0f} | {r.seconds / 60:.1f} |"
         )
     return "\n".join(lines)
 
@@ -377,12 +466,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--eval-episodes", type=int, default=None, help="deterministic evaluation episodes (> 0; default: the task's)"
     )
-    parser.add_argument("--throughput-steps", type=int, default=20_000, help="env steps of the timed segment")
+    parser.add_argument(
+        "--throughput-steps", type=int, default=20_000, help="env steps of the timed segment (0: no timed segments)"
+    )
+    parser.add_argument("--report-only", action="store_true", help="write the report from the finished runs")
     parser.add_argument("--out", default="benchmarks/results/compare_sb3", help="output path without extension")
     args = parser.parse_args(argv)
     bad_episodes = args.eval_episodes is not None and args.eval_episodes <= 0
-    if any(n <= 0 for n in args.seeds) or args.workers <= 0 or bad_episodes:
-        parser.error("--seeds, --workers and --eval-episodes must be > 0")
+    if any(n <= 0 for n in args.seeds) or args.workers <= 0 or bad_episodes or args.throughput_steps < 0:
+        parser.error("--seeds, --workers and --eval-episodes must be > 0, --throughput-steps >= 0")
     if len(args.seeds) not in (1, len(args.envs)):
         parser.error("--seeds takes one value, or one per --envs entry")
     seeds = dict(zip(args.envs, args.seeds * len(args.envs) if len(args.seeds) == 1 else args.seeds, strict=True))
@@ -397,25 +489,33 @@ def main(argv: list[str] | None = None) -> None:
         for algo in runnable[env_id]
     ]
     start = time.perf_counter()
-    if args.workers == 1:
-        results = [run_one(job) for job in jobs]
-    else:
-        with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-            results = pool.map(run_one, jobs, chunksize=1)
+    out = Path(args.out)
+    folder = out.parent / f"{out.name}_runs"
+    folder.mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        run_in_workers(run_one, [(job, folder) for job in jobs if not (folder / record_name(job)).is_file()],
+                       args.workers)
+    results = finished_runs(jobs, folder)
+    missing = [f"{algo} {env_id} seed {seed}" for algo, env_id, seed, _episodes in jobs
+               if not (folder / record_name((algo, env_id, seed, _episodes))).is_file()]
+    timed = args.throughput_steps > 0 and not args.report_only
     throughput = {
         (algo, env_id, rule): rate
-        for env_id in args.envs
+        for env_id in (args.envs if timed else [])
         for (algo, rule), rate in timed_throughput(runnable[env_id], env_id, args.throughput_steps).items()
     }
     minutes = (time.perf_counter() - start) / 60
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    trained = sum(result.seconds for *_key, result in results) / 60
     plot(results, args.envs, out.with_suffix(".png"))
     text = "\n\n".join(
         [
             "# LocalPG vs SB3 PPO / A2C (MlpPolicy, RL Zoo hyperparameters)",
-            f"Command: `{command}` ({minutes:.0f} min on a 2-core machine shared with other jobs, "
-            f"torch.set_num_threads(1), {args.workers} worker process(es)).",
+            f"Command: `{command}` (this invocation: {minutes:.0f} min on a 2-core machine shared with other jobs, "
+            f"torch.set_num_threads(1), {args.workers} worker process(es); the runs of this report trained for "
+            f"{trained:.0f} min in all). Finished runs are kept in `{folder}/`; {len(missing)} of the runs asked "
+            "for are not finished"
+            + (f" ({', '.join(missing[:6])}{', ...' if len(missing) > 6 else ''})." if missing else ".")
+            + ("" if timed else " No timed segments in this invocation: the equal-rollout steps/s columns read nan."),
             "Steps to threshold: first env step at which the mean return of the last 20 finished *training* "
             "episodes reached the threshold ("
             + ", ".join(f"{e} {TASKS[e].threshold:g}" for e in args.envs)
@@ -428,6 +528,8 @@ def main(argv: list[str] | None = None) -> None:
             + ", ".join(f"{e} {equal_rollout_overrides('localpg', e, 'minibatches')['batch_size']}" for e in args.envs)
             + ") and keeping its batch_size (PPO and A2C: their own settings in both columns); "
             "steps/s in the runs: each algorithm's own settings, while another worker shared the CPU. "
+            "Steps to PPO's final training mean: the first step at which a run's training mean reached the "
+            "median over PPO's runs of their last 20-episode training mean (the budget if never). "
             "Medians over seeds; ratios are to PPO's median (for negative returns, a ratio below 1 is better).",
             "Budgets: "
             + "; ".join(
@@ -440,6 +542,7 @@ def main(argv: list[str] | None = None) -> None:
             f"![learning curves]({out.with_suffix('.png').name})",
             "## Per seed",
             per_seed_table(results),
+            f"Machine: {machine_description('cpu')}.",
         ]
     )
     out.with_suffix(".md").write_text(text + "\n")

@@ -518,7 +518,8 @@ def _prepare_env(config: Mapping[str, Any], layout: RunLayout, resume_from: Path
         vec_normalize = VecNormalize.load(str(stats), env)
         vec_normalize.training = True
     else:
-        vec_normalize = VecNormalize(env)
+        # RL Zoo's normalize: the return statistics that scale rewards use the run's discount
+        vec_normalize = VecNormalize(env, gamma=float(config.get("gamma", 0.99)))
     return vec_normalize, vec_normalize
 
 

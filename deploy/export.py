@@ -72,7 +72,11 @@ def policy_arrays(model: BaseAlgorithm, vec_normalize: VecNormalize | None = Non
     for index, layer in enumerate(policy.bsn.layers):  # each as a map of the raw 0/1 bits it reads
         weight, bias = bit_affine(layer)
         arrays[f"weight_{index}"], arrays[f"bias_{index}"] = array(weight), array(bias)
-    arrays["head_weight"], arrays["head_bias"] = array(policy.action_net.weight), array(policy.action_net.bias)
+    head_weight, head_bias = policy.action_net.weight, policy.action_net.bias
+    if policy.state_dependent_std:  # the mode needs the mean rows only, not the log-std rows
+        mean_rows = int(np.prod(action_space.shape))
+        head_weight, head_bias = head_weight[:mean_rows], head_bias[:mean_rows]
+    arrays["head_weight"], arrays["head_bias"] = array(head_weight), array(head_bias)
     if isinstance(action_space, spaces.Discrete):
         arrays["kind"] = np.asarray("discrete")
     elif isinstance(action_space, spaces.MultiDiscrete):

@@ -57,6 +57,7 @@ from policies.noise import CounterNoise
 from policies.posterior import bernoulli_children_log_ratio, flip_log_ratio, flip_shifts
 
 __all__ = [
+    "LOG_STD_RANGE",
     "NEURON_BASELINES",
     "SUPPORTED_ACTION_SPACES",
     "SUPPORTED_OBSERVATION_SPACES",
@@ -84,6 +85,8 @@ SUPPORTED_OBSERVATION_SPACES: tuple[type[spaces.Space], ...] = (
 DEFAULT_PI_SIZES = (64, 64)
 #: Default orthogonal-initialisation gain of the BSN layers (see ``bsn_init_gain``).
 DEFAULT_INIT_GAIN = 128.0
+#: Range of a state-dependent Gaussian log-std (``state_dependent_std``), SAC's clamp in SB3.
+LOG_STD_RANGE = (-20.0, 2.0)
 #: Per-neuron baselines applied to the advantage, on top of the value critic (see ``baseline``).
 NEURON_BASELINES = ("value", "mean", "optimal", "learned")
 
@@ -256,6 +259,13 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
             (:class:`~policies.bsn.SignedInputLinear`), centring their inputs on 0. The policy computes the same
             family of functions; what changes is how evenly the weights learn. Posterior credit and export
             account for it (:func:`~policies.bsn.bit_affine`). Default ``False`` (inputs ``h`` in {0, 1}).
+        state_dependent_std: for Box actions, the Gaussian's log-std is a function of the state: the action
+            head maps the top layer's samples ``h`` to ``[mean, log_std] = W h + b`` (``2 x action_dim``
+            outputs; ``log_std`` clamped to :data:`LOG_STD_RANGE`; its rows start at weight 0 and bias
+            ``log_std_init``), instead of SB3's one learned log-std per action dimension (``False``, the
+            default). Posterior credit and the local estimators see both halves, as they see the mean.
+            Actions outside the Box bounds are clipped by SB3 when they are sent to the environment (the
+            log-probability is that of the unclipped sample); ``squash_output`` is gSDE's and is not offered.
     """
 
     def __init__(
@@ -283,8 +293,13 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
         baseline_kwargs: dict[str, Any] | None = None,
         bsn_init_gain: float | Sequence[float] = DEFAULT_INIT_GAIN,
         signed_inputs: bool = False,
+        state_dependent_std: bool = False,
     ) -> None:
         check_spaces(observation_space, action_space)
+        if state_dependent_std and not isinstance(action_space, spaces.Box):
+            raise ValueError(
+                f"state_dependent_std applies to Box action spaces only, got {action_space}; drop state_dependent_std"
+            )
         if use_sde:
             raise ValueError(
                 "use_sde=True is not supported by BinaryStochasticPolicy (its hidden units already explore): "
@@ -309,6 +324,7 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
         self.baseline_name = baseline
         self.baseline_kwargs = dict(baseline_kwargs or {})
         self.signed_inputs = bool(signed_inputs)
+        self.state_dependent_std = bool(state_dependent_std)
         self.bsn_init_gain = float(gains[0]) if isinstance(bsn_init_gain, (int, float)) else [float(g) for g in gains]
         if net_arch is None:  # SB3 would turn None into [] (no layer) when it picks NatureCNN
             net_arch = dict(pi=list(DEFAULT_PI_SIZES), vf=[64, 64])
@@ -380,6 +396,23 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
             for estimator in self.bsn.estimators:
                 if isinstance(estimator, LearnedPredictorEstimator):
                     estimator.reset_output()
+        if self.state_dependent_std:
+            self._build_state_dependent_std_head(lr_schedule)
+
+    def _build_state_dependent_std_head(self, lr_schedule: Schedule) -> None:
+        """Replace SB3's Gaussian head (``action_net`` for the mean, a free ``log_std``) by one linear map to
+        ``[mean, log_std]``: the mean rows as SB3 initialised them, the log-std rows at weight 0 and bias
+        ``log_std_init``; then rebuild the optimizer over the new parameters."""
+        mean_net = self.action_net
+        head = nn.Linear(mean_net.in_features, 2 * mean_net.out_features)
+        with torch.no_grad():
+            head.weight[: mean_net.out_features].copy_(mean_net.weight)
+            head.bias[: mean_net.out_features].copy_(mean_net.bias)
+            head.weight[mean_net.out_features :].zero_()
+            head.bias[mean_net.out_features :].fill_(self.log_std_init)
+        self.action_net = head
+        del self.log_std
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
     def layer_init_gains(self) -> list[float]:
         """``bsn_init_gain`` for each BSN layer, bottom first.
@@ -406,6 +439,7 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
             baseline_kwargs=self.baseline_kwargs,
             bsn_init_gain=self.bsn_init_gain,
             signed_inputs=self.signed_inputs,
+            state_dependent_std=self.state_dependent_std,
         )
         data.pop("use_sde", None)
         data.pop("full_std", None)
@@ -585,6 +619,9 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
     def _distribution_from_params(self, params: torch.Tensor) -> Distribution:
         """The action distribution whose parameters are ``params``, the output of ``action_net``."""
         if isinstance(self.action_dist, DiagGaussianDistribution):
+            if self.state_dependent_std:
+                mean, log_std = params.chunk(2, dim=-1)
+                return self.action_dist.proba_distribution(mean, log_std.clamp(*LOG_STD_RANGE))
             return self.action_dist.proba_distribution(params, self.log_std)
         # Categorical, MultiCategorical, Bernoulli: the head's output is the logits
         return self.action_dist.proba_distribution(action_logits=params)

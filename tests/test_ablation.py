@@ -1,20 +1,46 @@
-"""benchmarks/ablation.py: every arm builds on every benchmark task."""
+"""benchmarks/ablation.py: every arm builds on every benchmark task it applies to; finished runs are kept."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 from stable_baselines3 import PPO
 
 from agents.localpg import LocalPG
-from benchmarks.ablation import VARIANTS, build
-from benchmarks.compare_sb3 import TASKS
+from benchmarks.ablation import VARIANTS, applies, build, main, variant_named
+from benchmarks.compare_sb3 import TASKS, Task
 
 
 @pytest.mark.parametrize("env_id", list(TASKS))
 def test_every_arm_builds_on_every_task(env_id: str) -> None:
     for variant in VARIANTS:
+        if not applies(variant, env_id):
+            assert variant.box_actions_only, variant.name
+            continue
         model = build(variant, env_id, seed=0)
         assert isinstance(model, LocalPG if variant.algo == "localpg" else PPO), variant.name
         # The stock-PPO arms keep RL Zoo's settings except gSDE, which the BSN policy refuses.
         assert not model.use_sde
         model.get_env().close()
+
+
+def test_gaussian_head_arms_sit_out_discrete_tasks_and_runs_are_not_trained_twice(tmp_path: Path, monkeypatch) -> None:
+    assert applies(variant_named("state_dependent_std"), "Pendulum-v1")
+    assert not applies(variant_named("state_dependent_std"), "CartPole-v1")
+    monkeypatch.setitem(TASKS, "CartPole-v1", Task("CartPole-v1", 475.0, {"localpg": 256}, 256, 1))
+    out = tmp_path / "ablation"
+    argv = ["--envs", "CartPole-v1", "--variants", "default", "state_dependent_std", "--seeds", "1",
+            "--budget", "256", "--out", str(out)]
+    main(argv)
+    text = out.with_suffix(".md").read_text()
+    assert "Not run (the arm changes the Gaussian head; no Box actions): state_dependent_std on CartPole-v1." in text
+    assert "0 of the 1 runs asked for are not finished" in text
+    assert len(list((tmp_path / "ablation_runs").glob("CartPole-v1__default__*.json"))) == 1
+
+    def no_training(job_and_folder):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr("benchmarks.ablation.run_one", no_training)
+    main(argv)
+    assert "| default |" in out.with_suffix(".md").read_text()

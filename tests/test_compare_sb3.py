@@ -11,9 +11,11 @@ from benchmarks.compare_sb3 import (
     ALGOS,
     TASKS,
     ZOO_PATHS,
+    Task,
     algo_config,
     build,
     equal_rollout_overrides,
+    first_step_at_or_above,
     has_config,
     main,
     summarise,
@@ -109,3 +111,34 @@ def test_rl_zoo_settings_come_from_the_hyperparameter_files() -> None:
                 assert env_id in TASKS and has_config(algo, env_id)
     with pytest.raises(KeyError, match="no RL Zoo settings for 'Pendulum-v1'"):
         algo_config("a2c", "Pendulum-v1")
+
+
+def test_finished_runs_are_kept_and_not_trained_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each finished run is saved as a record; a second invocation reports from the records without training,
+    and the table gives the steps to PPO's final training mean and the minutes per run."""
+    monkeypatch.setitem(TASKS, "CartPole-v1", Task("CartPole-v1", 475.0, {"localpg": 256, "ppo": 256}, 256, 1))
+    out = tmp_path / "compare"
+    argv = ["--envs", "CartPole-v1", "--algos", "localpg", "ppo", "--seeds", "1", "--throughput-steps", "0",
+            "--out", str(out)]
+    main(argv)
+    records = sorted((tmp_path / "compare_runs").glob("CartPole-v1__*__s0.json"))
+    assert [path.name.split("__")[1] for path in records] == ["localpg", "ppo"]
+    first = out.with_suffix(".md").read_text()
+    assert "0 of the runs asked for are not finished" in first and "steps to PPO's final training mean" in first
+
+    def no_training(job_and_folder):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr("benchmarks.compare_sb3.run_one", no_training)
+    main(argv)
+    main([*argv, "--report-only"])
+    table = [line for line in out.with_suffix(".md").read_text().splitlines() if line.startswith("| CartPole-v1 |")]
+    assert table == [line for line in first.splitlines() if line.startswith("| CartPole-v1 |")]
+
+
+def test_steps_to_a_target_is_the_first_curve_point_at_or_above_it() -> None:
+    curve = [(100, -5.0), (200, 3.0), (300, 2.0), (400, 7.0)]
+    assert first_step_at_or_above(curve, 3.0) == 200
+    assert first_step_at_or_above(curve, 6.5) == 400
+    assert first_step_at_or_above(curve, 8.0) is None
+    assert first_step_at_or_above(curve, float("nan")) is None

@@ -84,6 +84,17 @@ def test_exported_policies_choose_predicts_actions(case, tmp_path) -> None:
     check_same_actions(model, env, tmp_path)
 
 
+def test_state_dependent_std_exports_the_mean_rows(tmp_path) -> None:
+    """A head that also outputs the log-std exports only its mean rows: the deterministic action is the mean."""
+    env = make_vec_env(CASES["Box"], n_envs=8, seed=1)
+    model = LocalPG(
+        "MlpPolicy", env, n_steps=32, batch_size=64, seed=1,
+        policy_kwargs={"net_arch": [16, 8], "state_dependent_std": True},
+    )
+    model.learn(512)
+    check_same_actions(model, env, tmp_path)
+
+
 def test_signed_layer_inputs_are_folded_into_the_bit_weights(tmp_path) -> None:
     """Runtimes read each layer's input as 0/1 bits; a policy whose layers read signs exports the equivalent map."""
     env = make_vec_env("CartPole-v1", n_envs=8, seed=2)

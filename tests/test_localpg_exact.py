@@ -76,10 +76,17 @@ BASELINE_SETTINGS: dict[str, tuple[str, dict]] = {
 
 
 def make_model(
-    space_name: str, rao_blackwell: bool, baseline: str, rows: int, hidden_coef: float, signed_inputs: bool = False
+    space_name: str,
+    rao_blackwell: bool,
+    baseline: str,
+    rows: int,
+    hidden_coef: float,
+    signed_inputs: bool = False,
+    state_dependent_std: bool = False,
 ) -> LocalPG:
     """A LocalPG whose buffer holds ``rows`` rows (n_envs 1), with a non-trivial per-neuron baseline
-    (``baseline``: a key of :data:`BASELINE_SETTINGS`); ``signed_inputs`` as the policy's argument."""
+    (``baseline``: a key of :data:`BASELINE_SETTINGS`); ``signed_inputs`` and ``state_dependent_std`` as the
+    policy's arguments."""
     baseline_name, baseline_kwargs = BASELINE_SETTINGS[baseline]
     env = DummyVecEnv([lambda: StaticEnv(ACTION_SPACES[space_name])])
     model = LocalPG(
@@ -99,6 +106,7 @@ def make_model(
             "bsn_init_gain": 2.0,
             "log_std_init": BOX_LOG_STD,
             "signed_inputs": signed_inputs,
+            "state_dependent_std": state_dependent_std,
         },
     )
     policy = model.policy
@@ -108,6 +116,10 @@ def make_model(
             parameter.copy_(torch.randn_like(parameter))
         if isinstance(model.action_space, spaces.Box):  # Gaussian means well inside the grid
             policy.action_net.weight.mul_(0.6)
+            if state_dependent_std:  # log-stds that vary with the samples, each std wide enough for the grid
+                mean_rows = model.action_space.shape[0]
+                policy.action_net.weight[mean_rows:].mul_(0.15 / 0.6)
+                policy.action_net.bias[mean_rows:].fill_(BOX_LOG_STD + 0.2)
         for layer in policy.bsn.layers:  # biases away from 0, so no unit sits at p = 1/2
             layer.bias.copy_(0.5 * torch.randn_like(layer.bias))
         neuron_baseline = policy.neuron_baseline
@@ -161,7 +173,11 @@ def head_log_probs(policy, top: torch.Tensor, space: spaces.Space, actions: torc
 def box_density(policy, top: torch.Tensor) -> torch.Tensor:
     """The Gaussian head's density at every grid point for each row of ``top``, (rows, grid points)."""
     mean = top @ policy.action_net.weight.T + policy.action_net.bias
-    std = policy.log_std.exp()
+    if policy.state_dependent_std:  # the head's outputs are [mean, log_std]
+        mean, log_std = mean.chunk(2, dim=-1)
+        std = log_std.exp().unsqueeze(1)
+    else:
+        std = policy.log_std.exp()
     z = (BOX_GRID.to(mean).unsqueeze(0) - mean.unsqueeze(1)) / std
     return (BOX_SPACING * torch.exp(-0.5 * z**2) / (std * (2 * torch.pi) ** 0.5)).prod(-1)
 
@@ -246,7 +262,7 @@ def exact_gradient(model: LocalPG, table: torch.Tensor) -> dict[str, torch.Tenso
 def checked_parameters(model: LocalPG) -> list[str]:
     names = [f"mlp_extractor.bsn.layers.{i}.{kind}" for i in range(len(HIDDEN_SIZES)) for kind in ("weight", "bias")]
     names += ["action_net.weight", "action_net.bias"]
-    if isinstance(model.action_space, spaces.Box):
+    if isinstance(model.action_space, spaces.Box) and not model.policy.state_dependent_std:
         names.append("log_std")
     return names
 
@@ -286,6 +302,18 @@ def test_update_gradient_is_exact_with_signed_layer_inputs(space_name: str, rao_
     table = advantage_table(ACTION_SPACES[space_name])
     rows = len(STATES) * 2 ** sum(HIDDEN_SIZES) * table.shape[1]
     model = make_model(space_name, rao_blackwell, "value", rows, hidden_coef, signed_inputs=True)
+    assert_update_is_exact(model, table, hidden_coef)
+
+
+@pytest.mark.parametrize("rao_blackwell", [False, True], ids=["sample_credit", "posterior_credit"])
+def test_update_gradient_is_exact_with_state_dependent_std(rao_blackwell: bool) -> None:
+    """As above, for a Gaussian head whose log-std is a function of the top layer's samples
+    (``state_dependent_std``): flipping a top unit moves the std as well as the mean, and posterior credit
+    must score both."""
+    hidden_coef = 1.7
+    table = advantage_table(ACTION_SPACES["Box"])
+    rows = len(STATES) * 2 ** sum(HIDDEN_SIZES) * table.shape[1]
+    model = make_model("Box", rao_blackwell, "value", rows, hidden_coef, state_dependent_std=True)
     assert_update_is_exact(model, table, hidden_coef)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -70,6 +72,7 @@ def test_unsupported_spaces_raise_with_names(algo, observation_space, action_spa
         ({"bsn_init_gain": [8.0, -1.0]}, "bsn_init_gain must be > 0"),
         ({"net_arch": [4, 4], "bsn_init_gain": [8.0, 2.0, 1.0]}, "3 gains for 2 BSN layers"),
         ({"baseline": "learned", "baseline_kwargs": {"condition": "action"}}, "unknown baseline condition 'action'"),
+        ({"state_dependent_std": True}, "state_dependent_std applies to Box action spaces only"),
     ],
 )
 def test_bad_policy_kwargs_raise(kwargs, fragment) -> None:
@@ -100,6 +103,31 @@ def test_predict_shapes_all_spaces(env_fn, action_shape) -> None:
     actions, _ = model.predict(batched, deterministic=False)
     assert np.shape(actions) == (2, *action_shape)
     model.learn(16)  # one update on every kind of space and extractor
+
+
+def test_state_dependent_std_starts_at_log_std_init_learns_per_state_and_round_trips(tmp_path) -> None:
+    """The head maps the top layer's samples to [mean, log_std]: the std starts at ``exp(log_std_init)`` in every
+    state, moves apart between states with training, and a saved model restores it."""
+    model = LocalPG(
+        "BsnPolicy", "Pendulum-v1", n_steps=64, batch_size=64, seed=0,
+        policy_kwargs={"net_arch": [16], "state_dependent_std": True, "log_std_init": -0.5},
+    )
+    policy = model.policy
+    assert "log_std" not in dict(policy.named_parameters())
+    assert policy.action_net.out_features == 2
+    observations = torch.tensor([[1.0, 0.0, -4.0], [-1.0, 0.0, 4.0], [0.0, 1.0, 0.0]])
+    with torch.no_grad():
+        start = policy.get_distribution(observations).distribution.stddev
+    torch.testing.assert_close(start, torch.full_like(start, math.exp(-0.5)))
+    model.learn(512)
+    with torch.no_grad():
+        trained = policy.get_distribution(observations).distribution.stddev
+    assert trained.std() > 1e-4, "the std must depend on the state after training"
+    model.save(tmp_path / "model.zip")
+    loaded = LocalPG.load(tmp_path / "model.zip")
+    assert loaded.policy.state_dependent_std
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.policy.action_net(torch.ones(1, 16)), policy.action_net(torch.ones(1, 16)))
 
 
 class SampleRecorder:
