@@ -124,3 +124,11 @@ def test_localpg_learns_halfcheetah_with_the_shipped_entry(tmp_path: Path) -> No
     report = tmp_path / "r.json"
     assert call_main("evaluate.py", [str(run), "-n", "5", "--seed", "1", "--json", str(report)]) == 0
     assert json.loads(report.read_text())["results"][0]["mean_return"] >= 600.0
+
+
+def test_mujoco_tasks_leave_no_log_file_in_the_working_directory(tmp_path: Path, monkeypatch) -> None:
+    """The pinned MuJoCo builds Gymnasium's models without warnings, which MuJoCo would append to MUJOCO_LOG.TXT."""
+    monkeypatch.chdir(tmp_path)
+    for env_id in TASKS:
+        make_vec_env(env_id, 1, seed=0).close()
+    assert list(tmp_path.iterdir()) == []
