@@ -24,7 +24,7 @@ its last 20-episode mean) and the minutes each run took.
 Every finished run is saved at once as one JSON file under ``<out>_runs/`` (atomically), named by a digest of its
 settings and budget: a run whose file exists is not trained again, so a stopped benchmark resumes where it
 stopped, ``--report-only`` writes the report from the runs finished so far, and ``--throughput-steps 0`` skips
-the timed segments (their columns then read ``nan``).
+the timed segments (the table then leaves their columns out).
 
 Usage (each committed table's command is written at its top; ``benchmarks/results/compare_sb3.md`` holds
 CartPole-v1 and Acrobot-v1, 15 min, ``compare_sb3_pendulum.md`` Pendulum-v1, 19 min,
@@ -348,13 +348,15 @@ def summarise(
     Steps to PPO's final training mean: per run, the first step at which its training mean reached the median over
     PPO's runs of their last training mean (:func:`first_step_at_or_above`; the budget if never).
     """
-    lines = [
+    timed = bool(throughput)  # without timed segments, the equal-rollout columns are left out
+    header = (
         "| env | algo | seeds solved | median steps to threshold | ratio to PPO | median final eval | "
         "ratio to PPO | median steps to PPO's final training mean | ratio to PPO | "
-        "steps/s (equal n_envs, n_steps; minibatches kept) | ratio to PPO | "
-        "steps/s (equal n_envs, n_steps; batch_size kept) | ratio to PPO | steps/s in the runs | min per run |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+        + ("steps/s (equal n_envs, n_steps; minibatches kept) | ratio to PPO | "
+           "steps/s (equal n_envs, n_steps; batch_size kept) | ratio to PPO | " if timed else "")
+        + "steps/s in the runs | min per run |"
+    )
+    lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
     for env_id in env_ids:
         task = TASKS[env_id]
         ppo_final = _median([r.curve[-1][1] for a, e, _s, r in results if a == "ppo" and e == env_id and r.curve])
@@ -390,12 +392,14 @@ def summarise(
             to_ppo = "n/a" if np.isnan(ppo_final) else f"{row['to_ppo']:.0f}" + (
                 " (> budget)" if row["to_ppo_unreached"] else ""
             )
+            equal_rollout = (
+                f"{row['sps_minibatches']:.0f} | {ratio('sps_minibatches')} | "
+                f"{row['sps_batch_size']:.0f} | {ratio('sps_batch_size')} | " if timed else ""
+            )
             lines.append(
                 f"| {env_id} | {algo} | {row['solved']:.0f}/{row['n']:.0f} | {steps} | {ratio('steps')} | "
-                f"{row['eval']:.1f} | {ratio('eval')} | {to_ppo} | {ratio('to_ppo')} | "
-                f"{row['sps_minibatches']:.0f} | {ratio('sps_minibatches')} | "
-                f"{row['sps_batch_size']:.0f} | {ratio('sps_batch_size')} | {row['sps_runs']:.0f} | "
-                f"{row['minutes']:.1f} |"
+                f"{row['eval']:.1f} | {ratio('eval')} | {to_ppo} | {ratio('to_ppo')} | {equal_rollout}"
+                f"{row['sps_runs']:.0f} | {row['minutes']:.1f} |"
             )
     return "\n".join(lines)
 
@@ -515,19 +519,26 @@ def main(argv: list[str] | None = None) -> None:
             f"{trained:.0f} min in all). Finished runs are kept in `{folder}/`; {len(missing)} of the runs asked "
             "for are not finished"
             + (f" ({', '.join(missing[:6])}{', ...' if len(missing) > 6 else ''})." if missing else ".")
-            + ("" if timed else " No timed segments in this invocation: the equal-rollout steps/s columns read nan."),
+            + ("" if timed else " No timed segments in this invocation (no equal-rollout steps/s columns)."),
             "Steps to threshold: first env step at which the mean return of the last 20 finished *training* "
             "episodes reached the threshold ("
             + ", ".join(f"{e} {TASKS[e].threshold:g}" for e in args.envs)
             + "); a run that never reached it "
             "counts as its budget. Budget rule: stop once solved and at least `min_steps` taken, or at the "
-            "budget. Final eval: mean of deterministic episodes after training. Steps/s (equal n_envs, n_steps): "
-            f"{args.throughput_steps} steps per algorithm at PPO's n_envs and n_steps, timed in 5 segments that "
-            "alternate between the algorithms (median segment); LocalPG timed twice there, keeping its minibatches "
-            "per epoch (batch_size = PPO's rollout / its own rollout's minibatches: "
-            + ", ".join(f"{e} {equal_rollout_overrides('localpg', e, 'minibatches')['batch_size']}" for e in args.envs)
-            + ") and keeping its batch_size (PPO and A2C: their own settings in both columns); "
-            "steps/s in the runs: each algorithm's own settings, while another worker shared the CPU. "
+            "budget. Final eval: mean of deterministic episodes after training. "
+            + (
+                f"Steps/s (equal n_envs, n_steps): {args.throughput_steps} steps per algorithm at PPO's n_envs and "
+                "n_steps, timed in 5 segments that alternate between the algorithms (median segment); LocalPG timed "
+                "twice there, keeping its minibatches per epoch (batch_size = PPO's rollout / its own rollout's "
+                "minibatches: "
+                + ", ".join(
+                    f"{e} {equal_rollout_overrides('localpg', e, 'minibatches')['batch_size']}" for e in args.envs
+                )
+                + ") and keeping its batch_size (PPO and A2C: their own settings in both columns); "
+                if timed
+                else ""
+            )
+            + "Steps/s in the runs: each algorithm's own settings, while another worker shared the CPU. "
             "Steps to PPO's final training mean: the first step at which a run's training mean reached the "
             "median over PPO's runs of their last 20-episode training mean (the budget if never). "
             "Medians over seeds; ratios are to PPO's median (for negative returns, a ratio below 1 is better).",
