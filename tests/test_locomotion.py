@@ -115,7 +115,8 @@ def test_stock_ppo_trains_the_bsn_policy_on_box_actions_and_clips_them_to_the_bo
 def test_localpg_learns_halfcheetah_with_the_shipped_entry(tmp_path: Path) -> None:
     """``train.py --env HalfCheetah-v5 -n 100000`` (the tuned entry, its schedules decaying over the 100k steps, about
     a minute on one core) runs forward: ``evaluate.py`` on the final model, with the statistics saved beside it,
-    scores 600 or more over 5 deterministic episodes (a random policy scores about -280; standing still, 0)."""
+    scores 1500 or more over 5 deterministic episodes (seed 0 scored 2747; a random policy scores about -280,
+    standing still 0, and with the hidden units' local gradient sign-flipped -1265)."""
     args = ["--env", "HalfCheetah-v5", "-n", "100000", "--seed", "0", "--eval-freq", "0", "--save-freq", "0",
             "--no-progress-bar", "-f", str(tmp_path / "logs")]
     assert call_main("train.py", args) == 0
@@ -123,7 +124,7 @@ def test_localpg_learns_halfcheetah_with_the_shipped_entry(tmp_path: Path) -> No
     assert vecnormalize_path(run / "final_model.zip").is_file()
     report = tmp_path / "r.json"
     assert call_main("evaluate.py", [str(run), "-n", "5", "--seed", "1", "--json", str(report)]) == 0
-    assert json.loads(report.read_text())["results"][0]["mean_return"] >= 600.0
+    assert json.loads(report.read_text())["results"][0]["mean_return"] >= 1500.0
 
 
 def test_mujoco_tasks_leave_no_log_file_in_the_working_directory(tmp_path: Path, monkeypatch) -> None:
