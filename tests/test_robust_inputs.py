@@ -81,6 +81,8 @@ BAD_INPUTS = [
      "--bsn-layers applies to new runs", 2),
     ("--credit for another algorithm", "train.py", ["--algo", "ppo", "--credit", "strict"],
      "--credit sets LocalPG's credit rule (rao_blackwell); got --algo ppo", 2),
+    ("state-dependent std without Box actions", "train.py", ["-params", "policy_kwargs.state_dependent_std:true"],
+     "state_dependent_std applies to Box action spaces only, got Discrete(2); drop state_dependent_std", 2),
     ("CUDA without a CUDA device", "train.py", ["--device", "cuda"],
      "asked for CUDA but no CUDA device is available; use --device cpu or auto", 2),
     ("log folder that cannot be written", "train.py", ["-f", "{tmp}/notes.txt/logs"],
