@@ -44,7 +44,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.localpg import LocalPG
-from benchmarks.common import RunResult, load_record, machine_description, run_in_workers, save_record, train_until
+from benchmarks.common import RunResult, machine_description, resume_runs, save_record, train_until
 from benchmarks.compare_sb3 import TASKS, algo_config
 from bsn_zoo.plotting import Line, Panel, plot_learning_curves
 from envs import make_vec_env
@@ -324,15 +324,9 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     out = Path(args.out)
     folder = out.parent / f"{out.name}_runs"
-    folder.mkdir(parents=True, exist_ok=True)
-    if not args.report_only:
-        run_in_workers(run_one, [(job, folder) for job in jobs if not (folder / record_name(job)).is_file()],
-                       args.workers)
-    results = []
-    for job in jobs:
-        record = load_record(folder / record_name(job))
-        if record is not None:
-            results.append((job[0], job[1], job[2], RunResult.from_record(record)))
+    records = resume_runs(run_one, jobs, record_name, folder, args.workers, train=not args.report_only)
+    results = [(name, env_id, seed, RunResult.from_record(record))
+               for (name, env_id, seed, _budget), record in records.items()]
     missing = len(jobs) - len(results)
     minutes = (time.perf_counter() - start) / 60
     trained = sum(result.seconds for *_key, result in results) / 60

@@ -39,6 +39,7 @@ __all__ = [
     "load_record",
     "load_tuned",
     "machine_description",
+    "resume_runs",
     "run_in_workers",
     "save_record",
     "train_until",
@@ -267,3 +268,30 @@ def run_in_workers(function: Callable[[Any], Any], items: Iterable[Any], workers
     with multiprocessing.get_context("spawn").Pool(min(workers, len(todo))) as pool:
         for _ in pool.imap_unordered(function, todo, chunksize=1):
             pass
+
+
+def resume_runs(
+    run: Callable[[tuple[Any, Path]], Any],
+    jobs: Sequence[Any],
+    record_name: Callable[[Any], str],
+    folder: Path,
+    workers: int,
+    train: bool = True,
+) -> dict[Any, dict[str, Any]]:
+    """A resumable benchmark's runs: train every job without a record in ``folder`` (unless ``train`` is false),
+    ``workers`` at a time, then return the records of the finished jobs, by job, in the order of ``jobs``.
+
+    Args:
+        run: a module-level function of ``(job, folder)`` that trains the job and saves its record there
+            (:func:`save_record`) under ``record_name(job)``.
+        jobs: the runs asked for (hashable).
+        record_name: the file name of a job's record.
+        folder: where the records are kept (created if missing).
+        workers: training processes in parallel (> 0).
+        train: ``False`` only reads the records (a report of the runs finished so far).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    if train:
+        run_in_workers(run, [(job, folder) for job in jobs if not (folder / record_name(job)).is_file()], workers)
+    records = {job: load_record(folder / record_name(job)) for job in jobs}
+    return {job: record for job, record in records.items() if record is not None}

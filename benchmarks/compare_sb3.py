@@ -62,10 +62,9 @@ from benchmarks.common import (
     RunResult,
     benchmark_settings,
     has_entry,
-    load_record,
     load_tuned,
     machine_description,
-    run_in_workers,
+    resume_runs,
     save_record,
     train_until,
 )
@@ -263,16 +262,6 @@ def run_one(job_and_folder: tuple[Job, Path]) -> RunResult:
         flush=True,
     )
     return result
-
-
-def finished_runs(jobs: list[Job], folder: Path) -> list[tuple[str, str, int, RunResult]]:
-    """``(algo, env_id, seed, result)`` of every job whose record is in ``folder``."""
-    results = []
-    for job in jobs:
-        record = load_record(folder / record_name(job))
-        if record is not None:
-            results.append((job[0], job[1], job[2], RunResult.from_record(record)))
-    return results
 
 
 #: How LocalPG's minibatches follow PPO's rollout in the equal-``n_envs``/``n_steps`` timing.
@@ -495,13 +484,11 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     out = Path(args.out)
     folder = out.parent / f"{out.name}_runs"
-    folder.mkdir(parents=True, exist_ok=True)
-    if not args.report_only:
-        run_in_workers(run_one, [(job, folder) for job in jobs if not (folder / record_name(job)).is_file()],
-                       args.workers)
-    results = finished_runs(jobs, folder)
-    missing = [f"{algo} {env_id} seed {seed}" for algo, env_id, seed, _episodes in jobs
-               if not (folder / record_name((algo, env_id, seed, _episodes))).is_file()]
+    records = resume_runs(run_one, jobs, record_name, folder, args.workers, train=not args.report_only)
+    results = [(algo, env_id, seed, RunResult.from_record(record))
+               for (algo, env_id, seed, _episodes), record in records.items()]
+    missing = [f"{algo} {env_id} seed {seed}" for algo, env_id, seed, episodes in jobs
+               if (algo, env_id, seed, episodes) not in records]
     timed = args.throughput_steps > 0 and not args.report_only
     throughput = {
         (algo, env_id, rule): rate
