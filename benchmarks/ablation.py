@@ -28,6 +28,7 @@ Usage (the committed table's command is written at its top)::
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import sys
@@ -197,9 +198,17 @@ def variant_named(name: str) -> Variant:
     return next(v for v in VARIANTS if v.name == name)
 
 
+@functools.cache
+def has_box_actions(env_id: str) -> bool:
+    """Whether the task's action space is a Box (read once per task from one env, then closed)."""
+    env = make_vec_env(env_id, 1)
+    env.close()
+    return isinstance(env.action_space, spaces.Box)
+
+
 def applies(variant: Variant, env_id: str) -> bool:
     """Whether the arm runs on the task (arms of the Gaussian head need Box actions)."""
-    return not variant.box_actions_only or isinstance(make_vec_env(env_id, 1).action_space, spaces.Box)
+    return not variant.box_actions_only or has_box_actions(env_id)
 
 
 def record_name(job: Job) -> str:
