@@ -119,6 +119,11 @@ class RunResult:
     eval_mean: float
     curve: list[tuple[int, float]] = field(default_factory=list)
 
+    @property
+    def steps_per_second(self) -> float:
+        """Environment steps per wall-clock second of ``learn`` (NaN for a run timed at zero seconds)."""
+        return self.steps / self.seconds if self.seconds > 0 else float("nan")
+
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> RunResult:
         """The result saved by :meth:`record` (its curve as thinned there)."""
@@ -127,13 +132,13 @@ class RunResult:
                    float(record["eval_mean"]), curve)
 
     def record(self, max_points: int = 400) -> dict[str, Any]:
-        """The result as a JSON-ready dict for a run record (:func:`save_record`): every field, seconds rounded to
-        0.1 and the curve thinned to at most about ``max_points`` points."""
+        """The result as a JSON-ready dict for a run record (:func:`save_record`): every field, seconds to the
+        millisecond and the curve thinned to at most about ``max_points`` points."""
         stride = max(1, len(self.curve) // max_points)
         return {
             "steps_to_threshold": self.steps_to_threshold,
             "steps": int(self.steps),
-            "seconds": round(self.seconds, 1),
+            "seconds": round(self.seconds, 3),
             "eval_mean": float(self.eval_mean),
             "curve": [[int(step), round(float(mean), 3)] for step, mean in self.curve[::stride]],
         }

@@ -258,7 +258,7 @@ def run_one(job_and_folder: tuple[Job, Path]) -> RunResult:
     save_record(folder / record_name(job), {"algo": algo, "env_id": env_id, "seed": seed, **result.record()})
     print(
         f"{env_id} {algo} seed {seed}: solved_at={result.steps_to_threshold} steps={result.steps} "
-        f"eval={result.eval_mean:.1f} sps={result.steps / result.seconds:.0f} ({result.seconds / 60:.1f} min)",
+        f"eval={result.eval_mean:.1f} sps={result.steps_per_second:.0f} ({result.seconds / 60:.1f} min)",
         flush=True,
     )
     return result
@@ -366,7 +366,7 @@ def summarise(
                 "steps": _median(steps),
                 "unsolved_median": sum(r.steps_to_threshold is None for r in mine) * 2 > len(mine),
                 "eval": _median([r.eval_mean for r in mine]),
-                "sps_runs": _median([r.steps / r.seconds for r in mine]),
+                "sps_runs": _median([r.steps_per_second for r in mine]),
                 **{f"sps_{rule}": throughput.get((algo, env_id, rule), float("nan")) for rule in BATCH_RULES},
             }
         base = rows.get("ppo")
@@ -409,7 +409,7 @@ def per_seed_table(results: list[tuple[str, str, int, RunResult]]) -> str:
         final = f"{r.curve[-1][1]:.1f}" if r.curve else "n/a"
         lines.append(
             f"| {env_id} | {algo} | {seed} | {solved} | {r.steps} | {r.eval_mean:.1f} | {final} | "
-            f"{r.steps / r.seconds:.0f} | {r.seconds / 60:.1f} |"
+            f"{r.steps_per_second:.0f} | {r.seconds / 60:.1f} |"
         )
     return "\n".join(lines)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks.common import RunResult
@@ -142,3 +143,13 @@ def test_steps_to_a_target_is_the_first_curve_point_at_or_above_it() -> None:
     assert first_step_at_or_above(curve, 6.5) == 400
     assert first_step_at_or_above(curve, 8.0) is None
     assert first_step_at_or_above(curve, float("nan")) is None
+
+
+def test_a_run_timed_at_zero_seconds_reports_no_rate_instead_of_failing() -> None:
+    """A very short run's record can hold zero seconds; its steps per second are unknown, not a crash."""
+    instant = RunResult(None, 256, 0.0, 9.0)
+    assert np.isnan(instant.steps_per_second)
+    assert RunResult.from_record(RunResult(None, 256, 0.0004, 9.0).record()).seconds == 0.0
+    timed = RunResult(None, 256, 1.0, 9.0)
+    table = summarise([("localpg", "CartPole-v1", 0, instant), ("ppo", "CartPole-v1", 0, timed)], {}, ["CartPole-v1"])
+    assert "| localpg |" in table
