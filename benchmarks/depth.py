@@ -48,7 +48,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents.localpg import LocalPG
 from agents.localpg.diagnostics import DIAGNOSTIC_ROWS
-from benchmarks.common import load_record, machine_description, run_in_workers, save_record, train_until
+from benchmarks.common import load_record, machine_description, resume_runs, save_record, train_until
 from benchmarks.compare_sb3 import algo_config
 from bsn_zoo.config import CREDIT_RULES, deep_policy_settings, merge
 from bsn_zoo.plotting import Line, Panel, plot_learning_curves
@@ -337,12 +337,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--seeds and --workers must be > 0 and every --depths value >= 1")
     out = Path(args.out)
     folder = out.parent / f"{out.name}_runs"
-    folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    if not args.report_only:
-        jobs = jobs_for(args.tasks, args.depths, args.seeds, tuple(args.train_only))
-        todo = [(job, folder) for job in jobs if not (folder / job.file_name()).is_file()]
-        run_in_workers(run_job, todo, args.workers)
+    jobs = jobs_for(args.tasks, args.depths, args.seeds, tuple(args.train_only))
+    resume_runs(run_job, jobs, Job.file_name, folder, args.workers, train=not args.report_only)
     grouped, missing = cells(args.tasks, args.depths, args.seeds, folder)
     minutes = sum(r["seconds"] for cell in grouped.values() for r in cell.records) / 60
     plot(grouped, args.tasks, args.depths, out.with_suffix(".png"))
