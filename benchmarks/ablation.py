@@ -22,7 +22,7 @@ Usage (the committed table's command is written at its top)::
     nice python -m benchmarks.ablation --envs CartPole-v1 --seeds 3 --workers 2
     nice python -m benchmarks.ablation --envs Hopper-v5 --budget 300000 --seeds 3 --workers 2 \
         --variants default rao_blackwell=False hidden_lr_scale=1 n_epochs=1 bsn_init_gain=1 net_arch=[64] \
-        net_arch=[256,256] state_dependent_std log_std_init=-1 --out benchmarks/results/ablation_hopper
+        net_arch=[256,256] state_dependent_std log_std_init=0 --out benchmarks/results/ablation_hopper
 """
 
 from __future__ import annotations
@@ -133,9 +133,9 @@ VARIANTS = [
         box_actions_only=True,
     ),
     Variant(
-        "log_std_init=-1",
-        "Gaussian log-std starting at -1 (std 0.37) instead of 0",
-        policy_overrides={"log_std_init": -1.0},
+        "log_std_init=0",
+        "Gaussian log-std starting at 0 (std 1, SB3's default) instead of the entry's value",
+        policy_overrides={"log_std_init": 0.0},
         box_actions_only=True,
     ),
     Variant(
@@ -206,9 +206,25 @@ def has_box_actions(env_id: str) -> bool:
     return isinstance(env.action_space, spaces.Box)
 
 
+def why_sitting_out(variant: Variant, env_id: str) -> str | None:
+    """Why the arm does not run on the task, or ``None`` when it does: an arm of the Gaussian head needs Box
+    actions, and a LocalPG arm whose every setting the task's entry already has would repeat the default."""
+    if variant.box_actions_only and not has_box_actions(env_id):
+        return "the arm changes the Gaussian head; no Box actions"
+    if variant.algo == "localpg" and (variant.overrides or variant.policy_overrides):
+        tuned = algo_config("localpg", env_id)
+        tuned_policy = tuned.get("policy_kwargs", {})
+        unset = object()
+        if all(tuned.get(key, unset) == value for key, value in variant.overrides.items()) and all(
+            tuned_policy.get(key, unset) == value for key, value in variant.policy_overrides.items()
+        ):
+            return "the task's entry already has the arm's settings"
+    return None
+
+
 def applies(variant: Variant, env_id: str) -> bool:
-    """Whether the arm runs on the task (arms of the Gaussian head need Box actions)."""
-    return not variant.box_actions_only or has_box_actions(env_id)
+    """Whether the arm runs on the task (see :func:`why_sitting_out`)."""
+    return why_sitting_out(variant, env_id) is None
 
 
 def record_name(job: Job) -> str:
@@ -321,8 +337,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--budget takes one value, or one per --envs entry")
     budgets = dict(zip(args.envs, args.budget * len(args.envs) if len(args.budget) == 1 else args.budget, strict=True))
     command = "nice python -m benchmarks.ablation " + " ".join(sys.argv[1:] if argv is None else argv)
-    sitting_out = [f"{name} on {env_id}" for env_id in args.envs for name in args.variants
-                   if not applies(variant_named(name), env_id)]
+    sitting_out = [f"{name} on {env_id} ({reason})" for env_id in args.envs for name in args.variants
+                   if (reason := why_sitting_out(variant_named(name), env_id)) is not None]
     jobs = [
         (name, env_id, seed, budgets[env_id])
         for env_id in args.envs
@@ -345,7 +361,7 @@ def main(argv: list[str] | None = None) -> None:
         f"torch.set_num_threads(1), {args.workers} worker process(es); the runs of this report trained for "
         f"{trained:.0f} min in all). Finished runs are kept in `{folder}/`; {missing} of the {len(jobs)} runs "
         "asked for are not finished."
-        + (f" Not run (the arm changes the Gaussian head; no Box actions): {', '.join(sitting_out)}."
+        + (f" Not run: {', '.join(sitting_out)}."
            if sitting_out else ""),
         "Each LocalPG variant changes one setting of the tuned default (`hyperparams/localpg.yml`). "
         "The `ppo+*` rows train the same BSN actor (same net_arch and bsn_init_gain) with stock SB3 PPO and "
