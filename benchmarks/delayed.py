@@ -44,7 +44,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.localpg import LocalPG
-from benchmarks.common import load_record, load_tuned, machine_description, run_in_workers, save_record, train_until
+from benchmarks.common import load_record, load_tuned, machine_description, resume_runs, save_record, train_until
 from benchmarks.compare_sb3 import COLOURS, algo_config
 from bsn_zoo.config import delayed_reward_file
 from bsn_zoo.plotting import Line, Panel, plot_learning_curves
@@ -238,7 +238,7 @@ def reported_jobs(task: str, algo: str, seeds: int, selection_seeds: list[int], 
 
 def run_jobs(jobs: list[Job], folder: Path, workers: int) -> None:
     """Train the jobs without a saved record, ``workers`` at a time."""
-    run_in_workers(run_job, [(job, folder) for job in jobs if job_record(job, folder) is None], workers)
+    resume_runs(run_job, jobs, Job.file_name, folder, workers)
 
 
 def _median(values: list[float]) -> float:
