@@ -236,11 +236,6 @@ def reported_jobs(task: str, algo: str, seeds: int, selection_seeds: list[int], 
     ]
 
 
-def run_jobs(jobs: list[Job], folder: Path, workers: int) -> None:
-    """Train the jobs without a saved record, ``workers`` at a time."""
-    resume_runs(run_job, jobs, Job.file_name, folder, workers)
-
-
 def _median(values: list[float]) -> float:
     return float(np.median(values)) if values else float("nan")
 
@@ -408,14 +403,14 @@ def main(argv: list[str] | None = None) -> None:
         selection = [
             job for name in args.tasks for algo in ALGOS for job in selection_jobs(name, algo, args.selection_seeds)
         ]
-        run_jobs(selection, folder, args.workers)
+        resume_runs(run_job, selection, Job.file_name, folder, args.workers)
         reported = [
             job
             for name in args.tasks
             for algo in ALGOS
             for job in reported_jobs(name, algo, seeds[name], args.selection_seeds, folder)
         ]
-        run_jobs(reported, folder, args.workers)
+        resume_runs(run_job, reported, Job.file_name, folder, args.workers)
     table, missing = summary_table(args.tasks, seeds, args.selection_seeds, folder)
     records = report_records(args.tasks, seeds, args.selection_seeds, folder)
     selection_records = [
