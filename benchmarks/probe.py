@@ -47,7 +47,7 @@ import envs
 from agents.localpg import LocalPG
 from benchmarks.common import ThresholdCallback, benchmark_settings, evaluate, load_tuned
 from benchmarks.compare_sb3 import PLUGINS, TUNED_PATH, algo_config
-from bsn_zoo.config import merge, resolve_schedules
+from bsn_zoo.config import delayed_reward_file, merge, resolve_schedules
 from policies import BinaryStochasticPolicy
 
 
@@ -97,16 +97,21 @@ def evaluate_both(model: BaseAlgorithm, make_eval_env: Any, n_episodes: int, sto
     return deterministic, float(mean)
 
 
-def probe_config(env_id: str, overrides: dict[str, Any], tuned: bool, algo: str = "localpg") -> dict[str, Any]:
+def probe_config(
+    env_id: str, overrides: dict[str, Any], tuned: bool, algo: str = "localpg", delayed: bool = False
+) -> dict[str, Any]:
     """The run's configuration: the shipped one (LocalPG's tuned entry, or RL Zoo's settings for ``ppo`` /
-    ``a2c``) updated by ``overrides`` (nested mappings such as ``policy_kwargs`` key by key, as ``train.py
-    -params`` does), or ``overrides`` alone."""
+    ``a2c``; with ``delayed``, updated by the algorithm's entry of ``hyperparams/<algo>_delayed.yml`` for
+    ``env_id``, as ``train.py --reward-delay`` does) updated by ``overrides`` (nested mappings such as
+    ``policy_kwargs`` key by key, as ``train.py -params`` does), or ``overrides`` alone."""
     if not tuned:
         base: dict[str, Any] = {}
     elif algo == "localpg":
         base = benchmark_settings(load_tuned(TUNED_PATH, env_id))
     else:
         base = algo_config(f"{algo}_bsn", env_id)
+    if tuned and delayed and delayed_reward_file(algo).is_file():
+        base = merge(base, load_tuned(delayed_reward_file(algo), env_id, algo))
     return merge(base, resolve_schedules(overrides))
 
 
@@ -157,7 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     if any(not 0 < step <= args.budget for step in args.checkpoints):
         parser.error("--checkpoints must lie in (0, --budget]")
     torch.set_num_threads(1)
-    config = probe_config(args.env_id, json.loads(args.config), args.tuned, args.algo)
+    delayed = args.reward_delay is not None
+    config = probe_config(args.env_id, json.loads(args.config), args.tuned, args.algo, delayed)
     n_envs = int(config.pop("n_envs", 8))
     normalize = bool(config.pop("normalize", False))
     gamma = float(config.get("gamma", 0.99))
@@ -168,15 +174,25 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--backend torch trains without VecNormalize; set normalize to false in the configuration")
     for seed in args.seeds:
         if args.backend == "torch":
-            train_env = envs.make_vec_env(args.env_id, n_envs, seed, backend="torch", reward_delay=args.reward_delay)
+            train_env = envs.make_vec_env(
+                args.env_id, n_envs, seed, backend="torch", reward_delay=args.reward_delay, time_feature=delayed
+            )
         else:
             train_env = envs.make_vec_env(
-                args.env_id, n_envs, seed, normalize=normalize, gamma=gamma, reward_delay=args.reward_delay
+                args.env_id,
+                n_envs,
+                seed,
+                normalize=normalize,
+                gamma=gamma,
+                reward_delay=args.reward_delay,
+                time_feature=delayed,
             )
         model = build_model(args.algo, train_env, seed, config)
 
         def eval_env(seed: int = seed) -> VecEnv:
-            return envs.make_vec_env(args.env_id, 1, args.eval_seed_offset + seed, normalize=normalize, gamma=gamma)
+            return envs.make_vec_env(
+                args.env_id, 1, args.eval_seed_offset + seed, normalize=normalize, gamma=gamma, time_feature=delayed
+            )
 
         threshold = ThresholdCallback(args.threshold, 20, args.min_steps)
         checkpoints = CheckpointEvaluations(args.checkpoints, eval_env, args.eval_episodes, args.stochastic)

@@ -12,6 +12,7 @@ from agents.localpg import LocalPG
 from benchmarks.common import BENCHMARK_RUN_SETTINGS
 from benchmarks.compare_sb3 import TUNED_PATH, algo_config, build
 from benchmarks.probe import main, probe_config
+from bsn_zoo.config import build_config
 
 TINY = {"n_envs": 2, "n_steps": 32, "batch_size": 64, "n_epochs": 1, "policy_kwargs": {"net_arch": [8]}}
 
@@ -91,3 +92,22 @@ def test_torch_backend_tracks_the_training_mean_from_rollouts(capsys: pytest.Cap
 def test_torch_backend_refuses_normalize() -> None:
     with pytest.raises(SystemExit):
         main(["CartPole-v1", json.dumps({**TINY, "normalize": True}), "--backend", "torch", "--threshold", "0"])
+
+
+def test_delayed_probe_starts_from_the_delayed_reward_entry_and_observes_the_time() -> None:
+    """``--reward-delay`` with ``--tuned`` probes what ``train.py --reward-delay`` trains: the delayed-reward entry
+    over the shipped one, and the remaining time observed by the policy (one more observation input)."""
+    dense = probe_config("MountainCar-v0", {}, tuned=True)
+    delayed = probe_config("MountainCar-v0", {"n_epochs": 2}, tuned=True, delayed=True)
+    shipped = build_config({"algo": "localpg", "env": "MountainCar-v0", "reward_delay": 50}, {})
+    assert dense["gamma"] != delayed["gamma"] == shipped["gamma"]
+    assert delayed["gae_lambda"] == shipped["gae_lambda"] and delayed["ent_coef"] == shipped["ent_coef"]
+    assert delayed["learning_rate"](1.0) == pytest.approx(1e-3) and delayed["n_epochs"] == 2
+    assert probe_config("MountainCar-v0", {}, tuned=False, delayed=True) == {}
+
+
+def test_delayed_probe_trains_and_evaluates_with_the_time_feature(capsys: pytest.CaptureFixture[str]) -> None:
+    # The training env observes the time (5 inputs); an evaluation env without it would hand the policy 4 and fail.
+    main(["CartPole-v1", json.dumps(TINY), "--reward-delay", "episode", "--seeds", "0", "--budget", "256",
+          "--threshold", "475", "--eval-episodes", "1", "--checkpoints", "128"])
+    assert re.search(r"seed 0: solved_at None steps 256 ", capsys.readouterr().out)
