@@ -22,6 +22,7 @@ Usage (each committed table's command is written at its top)::
 
     nice python -m benchmarks.delayed --tasks Acrobot-v1@episode --seeds 5 --workers 2
     nice python -m benchmarks.delayed --tasks MountainCar-v0@50 LunarLander-v3@episode --seeds 5 3 --workers 2
+    nice python -m benchmarks.delayed --tasks HalfCheetah-v5@episode Hopper-v5@episode --seeds 3 --workers 2
     python -m benchmarks.delayed --report-only
 """
 
@@ -45,7 +46,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents.localpg import LocalPG
 from benchmarks.common import load_record, load_tuned, machine_description, resume_runs, save_record, train_until
-from benchmarks.compare_sb3 import COLOURS, algo_config
+from benchmarks.compare_sb3 import COLOURS, CONTINUOUS_THRESHOLDS, algo_config
 from bsn_zoo.config import delayed_reward_file
 from bsn_zoo.plotting import Line, Panel, plot_learning_curves
 from envs import EPISODE, RewardDelaySpec, make_vec_env
@@ -84,8 +85,12 @@ class DelayedTask:
         return f"{self.env_id}@{self.delay}"
 
 
+#: The MuJoCo locomotion tasks, delayed with the whole return paid at the episode's end.
+MUJOCO_TASKS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Swimmer-v5")
+
 #: The delayed tasks. Budgets: those of ``benchmarks.compare_sb3``'s dense tasks, but half of them (500k) on
-#: MountainCar-v0, where both algorithms' dense runs there reached the threshold within 350k steps.
+#: MountainCar-v0, where both algorithms' dense runs there reached the threshold within 350k steps; MuJoCo:
+#: compare_sb3's 1M steps and thresholds (RL Zoo's PPO score at 1M), 10 evaluation episodes.
 TASKS = {
     task.name: task
     for task in (
@@ -93,6 +98,7 @@ TASKS = {
         DelayedTask("MountainCar-v0", 50, 500_000, -110.0, 10),
         DelayedTask("LunarLander-v3", EPISODE, 1_000_000, 200.0, 10),
         DelayedTask("CartPole-v1", EPISODE, 100_000, 475.0, 10),
+        *(DelayedTask(env_id, EPISODE, 1_000_000, CONTINUOUS_THRESHOLDS[env_id], 10) for env_id in MUJOCO_TASKS),
     )
 }
 

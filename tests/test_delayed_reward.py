@@ -11,7 +11,7 @@ import pytest
 import yaml
 from cli_support import TINY, TINY_PARAMS, call_main
 
-from benchmarks import delayed
+from benchmarks import compare_sb3, delayed
 from benchmarks.compare_sb3 import algo_config
 from benchmarks.delayed import ALGOS, TASKS, choose
 from bsn_zoo.cli_errors import UserInputError
@@ -146,3 +146,19 @@ def test_benchmark_settings_are_the_shipped_ones_with_the_grid_point() -> None:
         other = delayed.Job(name, "delayed", algo, 1.0, 0.95, 0)
         assert job.file_name() != other.file_name()
         assert job.file_name().endswith(f"__{delayed.settings_digest(job)}__s0.json")
+
+
+def test_mujoco_tasks_pay_the_return_at_the_episodes_end_on_the_locomotion_budget() -> None:
+    """Each MuJoCo task is delayed to its episode's end with compare_sb3's budget and threshold; its training
+    env observes the remaining time and pays reward only on the step that ends an episode."""
+    for env_id in delayed.MUJOCO_TASKS:
+        task = TASKS[f"{env_id}@episode"]
+        dense = compare_sb3.TASKS[env_id]
+        assert task.budget == dense.budget("localpg") == dense.budget("ppo") and task.threshold == dense.threshold
+    model = delayed.build(delayed.Job("Hopper-v5@episode", "delayed", "localpg", 0.99, 0.95, 0))
+    assert model.observation_space.shape == (11 + 1,)
+    model.learn(total_timesteps=model.n_steps * model.n_envs)  # one rollout and its update
+    buffer = model.rollout_buffer
+    paid = buffer.rewards[:-1] != 0
+    assert paid.any() and (buffer.episode_starts[1:][paid] == 1).all()
+    model.get_env().close()
