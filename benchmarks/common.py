@@ -26,7 +26,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from bsn_zoo.config import RUN_DEFAULTS, load_hyperparams, read_hyperparams, validate_config
+from bsn_zoo.config import RUN_DEFAULTS, delayed_reward_file, load_hyperparams, read_hyperparams, validate_config
 from bsn_zoo.run import algorithm_kwargs
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "benchmark_settings",
     "evaluate",
     "has_entry",
+    "load_delayed_reward_entry",
     "load_record",
     "load_tuned",
     "machine_description",
@@ -202,6 +203,13 @@ def load_tuned(path: str | Path, env_id: str, algo: str = "localpg") -> dict[str
     validate_config({**entry, "algo": algo})
     resolved = algorithm_kwargs(entry)
     return {key: resolved.get(key, value) for key, value in entry.items()}
+
+
+def load_delayed_reward_entry(algo: str, env_id: str) -> dict[str, Any]:
+    """The algorithm's settings for delayed reward: its ``hyperparams/<algo>_delayed.yml`` entry for ``env_id``
+    (else ``default``), read by :func:`load_tuned`; ``{}`` for an algorithm without that file."""
+    path = delayed_reward_file(algo)
+    return load_tuned(path, env_id, algo) if path.is_file() else {}
 
 
 def has_entry(path: str | Path, env_id: str) -> bool:

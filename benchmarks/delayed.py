@@ -45,9 +45,15 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.localpg import LocalPG
-from benchmarks.common import load_record, load_tuned, machine_description, resume_runs, save_record, train_until
+from benchmarks.common import (
+    load_delayed_reward_entry,
+    load_record,
+    machine_description,
+    resume_runs,
+    save_record,
+    train_until,
+)
 from benchmarks.compare_sb3 import COLOURS, CONTINUOUS_THRESHOLDS, algo_config
-from bsn_zoo.config import delayed_reward_file
 from bsn_zoo.plotting import Line, Panel, plot_learning_curves
 from envs import EPISODE, RewardDelaySpec, make_vec_env
 
@@ -139,10 +145,7 @@ class Job:
 def delayed_overrides(algo: str, env_id: str) -> dict[str, Any]:
     """The algorithm's settings for delayed reward other than the grid's: its ``hyperparams/<algo>_delayed.yml``
     entry for ``env_id`` (else ``default``; nothing without a file), without ``gamma`` and ``gae_lambda``."""
-    path = delayed_reward_file(algo)
-    if not path.is_file():
-        return {}
-    entry = load_tuned(path, env_id, algo)
+    entry = load_delayed_reward_entry(algo, env_id)
     return {key: value for key, value in entry.items() if key not in ("gamma", "gae_lambda", "env_wrapper")}
 
 

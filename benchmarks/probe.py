@@ -45,9 +45,9 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 import envs
 from agents.localpg import LocalPG
-from benchmarks.common import ThresholdCallback, benchmark_settings, evaluate, load_tuned
+from benchmarks.common import ThresholdCallback, benchmark_settings, evaluate, load_delayed_reward_entry, load_tuned
 from benchmarks.compare_sb3 import PLUGINS, TUNED_PATH, algo_config
-from bsn_zoo.config import delayed_reward_file, merge, resolve_schedules
+from bsn_zoo.config import merge, resolve_schedules
 from policies import BinaryStochasticPolicy
 
 
@@ -110,8 +110,8 @@ def probe_config(
         base = benchmark_settings(load_tuned(TUNED_PATH, env_id))
     else:
         base = algo_config(f"{algo}_bsn", env_id)
-    if tuned and delayed and delayed_reward_file(algo).is_file():
-        base = merge(base, load_tuned(delayed_reward_file(algo), env_id, algo))
+    if tuned and delayed:
+        base = merge(base, load_delayed_reward_entry(algo, env_id))
     return merge(base, resolve_schedules(overrides))
 
 
