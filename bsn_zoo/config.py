@@ -207,26 +207,31 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
 
 
 class LinearDecay:
-    """RL Zoo's ``lin_<start>``: ``value(progress_remaining) = progress_remaining * start``, computed as
-    RL Zoo's ``linear_schedule`` does (a picklable class, so saved models keep their schedule).
+    """RL Zoo's ``lin_<start>``: ``value(progress_remaining) = max(progress_remaining, 0) * start`` (a picklable
+    class, so saved models keep their schedule).
+
+    SB3's progress remaining, ``1 - num_timesteps / total_timesteps``, turns negative when the last rollout runs
+    past ``total_timesteps`` (``learn(1000)`` with 2048-step rollouts: ``1 - 2048 / 1000``). RL Zoo's
+    ``linear_schedule`` then returns a negative learning rate or clip range, which ascends the loss (or inverts
+    the clip) in that update; this one holds at 0 there instead, and equals RL Zoo's everywhere else.
 
     Args:
         start: the value at the start of training (progress remaining 1); it reaches 0 at the end of
-            the ``learn`` call (progress remaining 0).
+            the ``learn`` call (progress remaining 0) and stays there.
     """
 
     def __init__(self, start: float) -> None:
         self.start = float(start)
 
     def __call__(self, progress_remaining: float) -> float:
-        return progress_remaining * self.start
+        return max(progress_remaining, 0.0) * self.start
 
     def __repr__(self) -> str:
         return f"{LINEAR_PREFIX}{self.start!r}"
 
 
 def linear_schedule(start: float) -> LinearDecay:
-    """The schedule of ``lin_<start>``: linear decay from ``start`` (> 0) to 0 over the ``learn`` call."""
+    """The schedule of ``lin_<start>``: linear decay from ``start`` (> 0) to 0 over the ``learn`` call (never below)."""
     return LinearDecay(start)
 
 

@@ -21,6 +21,22 @@ def test_linear_schedule_is_start_times_progress_remaining(progress_remaining: f
     assert linear_schedule(3e-3)(progress_remaining) == pytest.approx(3e-3 * progress_remaining)
 
 
+@pytest.mark.parametrize("progress_remaining", [-0.001, -1.0, -2047.0])
+def test_linear_schedule_holds_at_zero_past_the_end_of_training(progress_remaining: float) -> None:
+    """The last rollout may run past total_timesteps; a negative learning rate would ascend the loss."""
+    assert linear_schedule(3e-3)(progress_remaining) == 0.0
+
+
+def test_a_learn_call_shorter_than_one_rollout_never_sets_a_negative_rate() -> None:
+    config = validate_config({"learning_rate": "lin_1e-3", "clip_range": "lin_0.2"})
+    kwargs = algorithm_kwargs(config)
+    model = LocalPG("BsnPolicy", make_vec_env("CartPole-v1", n_envs=2, seed=0), n_steps=64, batch_size=64,
+                    n_epochs=1, seed=0, learning_rate=kwargs["learning_rate"], clip_range=kwargs["clip_range"])
+    model.learn(total_timesteps=1)  # one rollout of 128 steps: progress remaining 1 - 128 / 1
+    assert {group["lr"] for group in model.policy.optimizer.param_groups} == {0.0}
+    assert model.logger.name_to_value["train/clip_range"] == 0.0
+
+
 def test_validated_config_keeps_plain_yaml_and_the_model_gets_schedules() -> None:
     config = validate_config({"learning_rate": "lin_3e-3", "clip_range": "lin_0.2"})
     assert config["learning_rate"] == "lin_0.003" and config["clip_range"] == "lin_0.2"
