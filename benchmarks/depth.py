@@ -13,8 +13,10 @@ LocalPG's settings for a depth are :func:`bsn_zoo.config.deep_policy_settings` o
 (``hyperparams/localpg.yml``): the entry's width repeated ``depth`` times, the credit rule, and the levers of
 ``hyperparams/localpg_deep.yml`` (what ``train.py --bsn-layers D --credit RULE`` trains). Each run reports its
 steps to threshold (the first step at which the 20-episode training mean reached it; the budget if never),
-its final deterministic evaluation, and the signal-to-noise ratio of each BSN layer's local estimates over
-training (``bsn/layer{l}/grad_snr``, :func:`agents.localpg.diagnostics.signal_to_noise`).
+its final deterministic evaluation, and per BSN layer the medians over training of the signal-to-noise ratio
+of its local estimates (``bsn/layer{l}/grad_snr``, :func:`agents.localpg.diagnostics.signal_to_noise`) and of
+what flipping one of its units does to the action (``bsn/layer{l}/flip_influence``, ``flip_reach``,
+:func:`agents.localpg.diagnostics.flip_effects`).
 
 Every finished run is saved at once as one JSON file under ``<out>_runs/`` (atomically), named by a digest of
 its settings; a run whose file exists is not trained again, so a stopped benchmark resumes where it stopped
@@ -142,26 +144,38 @@ def build(job: Job) -> BaseAlgorithm:
     return LocalPG("BsnPolicy", env, seed=job.seed, **config)
 
 
-class LayerSignalToNoise(BaseCallback):
-    """Collects LocalPG's per-layer ``bsn/layer{l}/grad_snr`` after every update (nothing for PPO).
+#: The per-layer ``bsn/layer{l}/<key>`` diagnostics each LocalPG run records (median over its updates).
+LAYER_KEYS = ("grad_snr", "flip_influence", "flip_reach")
+
+
+class LayerDiagnostics(BaseCallback):
+    """Collects LocalPG's per-layer ``bsn/layer{l}/<key>`` of :data:`LAYER_KEYS` after every update (nothing for PPO).
 
     Attributes:
-        values: per BSN layer, the signal-to-noise ratios of its local estimates, one per update.
+        values: per key, per BSN layer, one value per update.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self.values: dict[int, list[float]] = {}
+        self.values: dict[str, dict[int, list[float]]] = {key: {} for key in LAYER_KEYS}
 
     def _on_step(self) -> bool:
         return True
 
     def _on_rollout_start(self) -> None:  # the previous update has been logged by now
         logged = getattr(self.model.logger, "name_to_value", {})
-        for key, value in logged.items():
-            if key.startswith("bsn/layer") and key.endswith("/grad_snr"):
-                layer = int(key.split("/")[1].removeprefix("layer"))
-                self.values.setdefault(layer, []).append(float(value))
+        for name, value in logged.items():
+            prefix, _, key = name.rpartition("/")
+            if name.startswith("bsn/layer") and key in self.values:
+                layer = int(prefix.split("/")[1].removeprefix("layer"))
+                self.values[key].setdefault(layer, []).append(float(value))
+
+    def medians(self) -> dict[str, dict[str, float]]:
+        """``{"layer_<key>": {layer: median over updates}}``, as a run's record stores them."""
+        return {
+            f"layer_{key}": {str(layer): float(np.median(values)) for layer, values in sorted(per_layer.items())}
+            for key, per_layer in self.values.items()
+        }
 
 
 def noise_floor(env_id: str) -> float:
@@ -182,15 +196,16 @@ def run_job(job_and_folder: tuple[Job, Path]) -> dict[str, Any]:
     def eval_env() -> VecEnv:
         return make_vec_env(job.task, 1, 10_000 + job.seed, normalize=normalize)
 
-    snr = LayerSignalToNoise()
+    layer_diagnostics = LayerDiagnostics()
     result = train_until(
-        lambda: build(job), eval_env, task.threshold, task.budget, task.min_steps, task.eval_episodes, callbacks=[snr]
+        lambda: build(job), eval_env, task.threshold, task.budget, task.min_steps, task.eval_episodes,
+        callbacks=[layer_diagnostics],
     )
     record = {
         **asdict(job),
         "settings": json.loads(json.dumps(settings(job), default=repr)),
         **result.record(),
-        "layer_snr": {str(layer): float(np.median(values)) for layer, values in sorted(snr.values.items())},
+        **layer_diagnostics.medians(),
     }
     save_record(folder / job.file_name(), record)
     print(
@@ -236,8 +251,15 @@ class Cell:
     def eval_mean(self) -> float:
         return _median([r["eval_mean"] for r in self.records])
 
-    def layer_snr(self, layer: int) -> float:
-        return _median([r["layer_snr"][str(layer)] for r in self.records if str(layer) in r.get("layer_snr", {})])
+    def layer_value(self, key: str, layer: int) -> float:
+        """Median over runs of a :data:`LAYER_KEYS` diagnostic of BSN layer ``layer`` (NaN if no run has it)."""
+        values = [r[f"layer_{key}"][str(layer)] for r in self.records if str(layer) in r.get(f"layer_{key}", {})]
+        return _median(values)
+
+    def layer_values(self, key: str, depth: int, digits: int) -> str:
+        """The diagnostic for every layer, bottom first, comma-separated ("-" where not recorded)."""
+        values = [self.layer_value(key, layer) for layer in range(depth)]
+        return ", ".join("-" if math.isnan(value) else f"{value:.{digits}f}" for value in values)
 
 
 Grouped = dict[tuple[str, str, int], "Cell"]
@@ -261,8 +283,9 @@ def summary_table(grouped: Grouped, tasks: list[str], depths: list[int]) -> str:
     """Medians per (task, depth, learner), with ratios to PPO of the same depth."""
     lines = [
         "| task | depth | learner | seeds solved | median steps to threshold | steps / PPO's | median final eval | "
-        "eval - PPO's | median grad SNR per BSN layer (bottom first) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "eval - PPO's | median grad SNR per BSN layer (bottom first) | median flip influence per BSN layer | "
+        "median flip reach per BSN layer |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for task in tasks:
         for depth in depths:
@@ -274,10 +297,15 @@ def summary_table(grouped: Grouped, tasks: list[str], depths: list[int]) -> str:
                 unsolved = " (> budget)" if cell.steps >= cell.budget else ""
                 ratio = f"{cell.steps / ppo.steps:.2f}" if ppo and ppo.records and algo != "ppo" else "-"
                 gap = f"{cell.eval_mean - ppo.eval_mean:+.1f}" if ppo and ppo.records and algo != "ppo" else "-"
-                snr = ", ".join(f"{cell.layer_snr(layer):.3f}" for layer in range(depth)) if algo != "ppo" else "-"
+                digits = (3, 4, 3)  # grad SNR, flip influence, flip reach
+                layers = (
+                    " | ".join(cell.layer_values(key, depth, d) for key, d in zip(LAYER_KEYS, digits, strict=True))
+                    if algo != "ppo"
+                    else "- | - | -"
+                )
                 lines.append(
                     f"| {task} | {depth} | {algo} | {cell.solved} | {cell.steps:.0f}{unsolved} | {ratio} | "
-                    f"{cell.eval_mean:.1f} | {gap} | {snr} |"
+                    f"{cell.eval_mean:.1f} | {gap} | {layers} |"
                 )
     return "\n".join(lines)
 
@@ -366,7 +394,11 @@ def main(argv: list[str] | None = None) -> None:
             "of `bsn/layer{l}/grad_snr`, the mean over a layer's units of |mean| / std of their local estimates "
             "over the rollout; an estimate of pure noise gives sqrt(2 / (pi n)) over n rows: "
             + ", ".join(f"{task} {noise_floor(task):.3f}" for task in args.tasks)
-            + " for the LocalPG rollouts here.",
+            + " for the LocalPG rollouts here. Flip influence and reach: medians over updates of "
+            "`bsn/layer{l}/flip_influence` (mean |change of the taken action's log-likelihood| when one unit of "
+            "the layer is flipped and the layers above are drawn again with their noise held) and "
+            "`bsn/layer{l}/flip_reach` (the share of those flips that change the top layer's sample; 1 for the "
+            "top layer), `agents.localpg.diagnostics.flip_effects`; \"-\": a run recorded before these keys existed.",
             summary_table(grouped, args.tasks, args.depths),
             f"![steps to threshold against depth]({out.with_suffix('.png').name})",
             "## Per seed",

@@ -135,7 +135,10 @@ def test_depth_benchmark_resumes_from_its_records(tmp_path: Path, monkeypatch) -
     assert len(trained) == 6
     records = [load_record(path) for path in sorted((tmp_path / "depth_runs").glob("*.json"))]
     assert len(records) == 6 and all(r["steps"] >= 256 and np.isfinite(r["eval_mean"]) for r in records)
-    assert all(set(r["layer_snr"]) == {str(i) for i in range(r["depth"])} for r in records if r["algo"] != "ppo")
+    localpg = [r for r in records if r["algo"] != "ppo"]
+    layers = [(set(r[f"layer_{key}"]), r["depth"]) for r in localpg for key in depth.LAYER_KEYS]
+    assert layers and all(keys == {str(i) for i in range(count)} for keys, count in layers)
+    assert all(r["layer_flip_reach"][str(r["depth"] - 1)] == 1.0 for r in localpg)  # the top layer moves the head
     depth.main(args)
     assert len(trained) == 6  # nothing trained again
     report = out.with_suffix(".md").read_text()

@@ -22,7 +22,7 @@ SCALARS = [
     "bsn/baseline_explained_variance",
     "bsn/layer<l>/firing_rate", "bsn/layer<l>/frac_always_on", "bsn/layer<l>/frac_never_on",
     "bsn/layer<l>/mean_abs_h_minus_p", "bsn/layer<l>/grad_snr", "bsn/layer<l>/update_norm",
-    "bsn/layer<l>/approx_kl",
+    "bsn/layer<l>/approx_kl", "bsn/layer<l>/flip_influence", "bsn/layer<l>/flip_reach",
 ]
 #: histogram keys documented in the TensorBoard table of docs/tensorboard.md.
 HISTOGRAMS = ["bsn/firing_prob_layer<l>"]
@@ -60,6 +60,10 @@ def test_every_documented_scalar_is_logged_with_finite_values(events: list) -> N
     not_finite = {key: values for key, values in scalars.items() if not all(math.isfinite(v) for _, v in values)}
     assert not_finite == {}
     assert all(step > 0 for values in scalars.values() for step, _ in values)
+
+
+def test_every_logged_scalar_is_documented(events: list) -> None:
+    assert sorted(set(scalar_steps(events)) - set(_expand(SCALARS))) == []
 
 
 def test_firing_probability_histograms_are_logged(events: list) -> None:

@@ -2,9 +2,10 @@
 
 Rollout-level quantities (entropies, ``mean |h - p|``, the signal-to-noise ratio of each layer's local
 estimates, the share of the advantage a per-neuron baseline explains) come from one pass over the
-rollout before the update's first gradient step (:func:`rollout_diagnostics`); minibatch statistics
-(losses, approximate KLs, clip fractions) are accumulated in :class:`UpdateStats`; :func:`log_update`
-writes both to SB3's logger. Every key is documented in ``docs/tensorboard.md``.
+rollout before the update's first gradient step (:func:`rollout_diagnostics`); what flipping one unit
+does to the action, layer by layer, from a second pass over a few of its rows (:func:`flip_effects`);
+minibatch statistics (losses, approximate KLs, clip fractions) are accumulated in :class:`UpdateStats`;
+:func:`log_update` writes them all to SB3's logger. Every key is documented in ``docs/tensorboard.md``.
 """
 
 from __future__ import annotations
@@ -21,10 +22,14 @@ from policies.estimators import local_gradient
 
 __all__ = [
     "DIAGNOSTIC_ROWS",
+    "FLIP_ROWS",
+    "FLIP_UNITS",
     "RolloutDiagnostics",
     "UpdateStats",
     "bernoulli_entropy",
+    "evenly_spaced",
     "explained_variance",
+    "flip_effects",
     "hidden_entropy",
     "layer_kls",
     "log_update",
@@ -35,6 +40,11 @@ __all__ = [
 #: Rows of a rollout the per-update diagnostics are computed from (every k-th row beyond it): their cost
 #: stays bounded on rollouts of 10^5 rows, and 8192 rows estimate each mean to about 1% (1 / sqrt(8192)).
 DIAGNOSTIC_ROWS = 8192
+
+#: Rows of a rollout, and units of each layer, that :func:`flip_effects` flips (evenly spaced): its cost is
+#: rows x units x (width of the layers above) per layer, bounded on wide, deep networks and large rollouts.
+FLIP_ROWS = 256
+FLIP_UNITS = 32
 
 
 def bernoulli_entropy(pre_activation: torch.Tensor) -> torch.Tensor:
@@ -98,6 +108,67 @@ def layer_kls(
         log_ratio = (new_lp.detach() - old_lp).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
         kls[f"layer_kl_{index}"] = (torch.expm1(log_ratio) - log_ratio).sum(-1).mean()
     return kls
+
+
+def evenly_spaced(total: int, most: int) -> torch.Tensor:
+    """Indices of ``min(total, most)`` evenly spaced items (rows, units) of ``total``, first and last included."""
+    return torch.linspace(0, total - 1, min(total, most)).round().long()
+
+
+def flip_effects(
+    policy: Any, output: BSNOutput, actions: torch.Tensor, uniform: Sequence[torch.Tensor]
+) -> list[dict[str, torch.Tensor]]:
+    """What flipping one hidden unit does to the action's log-likelihood, with the noise of every layer above held.
+
+    For each row and each of up to :data:`FLIP_UNITS` units ``i`` of layer ``l`` (evenly spaced), ``h_i``
+    is flipped and the layers above are drawn again with the *same* uniform noise, ``h_j = 1[u_j < p_j]``.
+    The noise is drawn given the stored samples, ``u_j ~ U(0, p_j)`` where ``h_j = 1`` and ``U(p_j, 1)``
+    where ``h_j = 0``, so without the flip the stored samples come back, and with it the coupled network
+    is still a draw of the network (with the flipped unit). Per layer:
+
+        flip_influence = mean over rows and units of |log pi(a | h with h_i flipped) - log pi(a | h)|
+        flip_reach     = share of those flips that change the top layer's sample (1 for the top layer)
+
+    The local estimate of unit ``i``, ``(h_i - p_i)(A - c)``, has mean ``p_i (1 - p_i)`` times the
+    difference its firing makes to the expected advantage, which reaches the return only through the
+    action; its noise, ``p_i (1 - p_i) Var(A)``, does not depend on the layer. ``flip_influence`` is
+    that lever arm from a unit to the action, measured without the advantage's noise (docs/deep-policies.md).
+
+    Args:
+        policy: the :class:`~policies.BinaryStochasticPolicy` (its BSN, its action head).
+        output: the BSN's output with the stored binary samples (local-family estimators), (rows, units_l)
+            per layer, scored under the parameters that drew them.
+        actions: the actions the rows took, as the rollout stores them.
+        uniform: per layer, (rows, units_l) noise in [0, 1), uniform and independent of everything else.
+
+    Returns:
+        Per layer, bottom first, ``{"flip_influence": ..., "flip_reach": ...}`` as 0-dim tensors.
+    """
+    bsn = policy.bsn
+    coupled = [
+        torch.where(samples > 0.5, probs * noise, probs + (1 - probs) * noise)
+        for samples, probs, noise in zip(output.samples, output.firing_probs, uniform, strict=True)
+    ]
+    stored_log_prob = policy._get_action_dist_from_latent(output.output).log_prob(actions)
+    rows = len(output.output)
+    effects = []
+    for index, samples in enumerate(output.samples):
+        units = evenly_spaced(samples.shape[-1], FLIP_UNITS).to(samples.device)
+        count = len(units)
+        flipped = samples.unsqueeze(1).repeat(1, count, 1)  # (rows, count, units_l): one flip per slice
+        slices = torch.arange(count, device=samples.device)
+        flipped[:, slices, units] = 1.0 - flipped[:, slices, units]
+        hidden = flipped.reshape(rows * count, -1)
+        for above in range(index + 1, len(output.samples)):
+            pre_activation = bsn.layers[above](hidden)
+            hidden = bsn.estimators[above].sample(pre_activation, coupled[above].repeat_interleave(count, 0))
+        log_prob = policy._get_action_dist_from_latent(hidden).log_prob(actions.repeat_interleave(count, 0))
+        reached = (hidden != output.output.repeat_interleave(count, 0)).any(-1)
+        effects.append({
+            "flip_influence": (log_prob - stored_log_prob.repeat_interleave(count, 0)).abs().mean(),
+            "flip_reach": reached.float().mean(),
+        })
+    return effects
 
 
 class RolloutDiagnostics(NamedTuple):
@@ -169,9 +240,13 @@ class UpdateStats:
     def add_rollout(self, diagnostics: RolloutDiagnostics) -> None:
         """Record the rollout-level diagnostics of the update."""
         self.add(**diagnostics.scalars)
-        for index, layer in enumerate(diagnostics.layers):
-            self.layers.update({(index, name): float(value) for name, value in layer.items()})
+        self.add_layers(diagnostics.layers)
         self.unit_firing_rate = diagnostics.unit_firing_rate
+
+    def add_layers(self, layers: Sequence[dict[str, torch.Tensor]]) -> None:
+        """Record one value of each named per-layer statistic, bottom layer first."""
+        for index, layer in enumerate(layers):
+            self.layers.update({(index, name): float(value) for name, value in layer.items()})
 
     def mean(self, key: str, default: float = 0.0) -> float:
         """The mean of the recorded values of ``key``, or ``default`` if none was recorded."""
@@ -221,6 +296,8 @@ def log_update(model: Any, stats: UpdateStats, clip_range: float, weights_before
         record(f"{prefix}/frac_never_on", float((rates == 0).float().mean()))
         record(f"{prefix}/mean_abs_h_minus_p", stats.layer_mean(index, "abs_h_minus_p"))
         record(f"{prefix}/grad_snr", stats.layer_mean(index, "grad_snr"))
+        record(f"{prefix}/flip_influence", stats.layer_mean(index, "flip_influence"))
+        record(f"{prefix}/flip_reach", stats.layer_mean(index, "flip_reach"))
         record(f"{prefix}/update_norm", float((layer.weight.detach() - old_weight).norm()))
         record(f"{prefix}/approx_kl", stats.mean(f"layer_kl_{index}"))
     if model.policy.neuron_baseline is not None:

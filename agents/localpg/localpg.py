@@ -29,8 +29,11 @@ from torch.nn import functional as F
 
 from agents.localpg.buffer import HiddenRolloutBuffer, HiddenRolloutSamples, TensorObs
 from agents.localpg.diagnostics import (
+    FLIP_ROWS,
     RolloutDiagnostics,
     UpdateStats,
+    evenly_spaced,
+    flip_effects,
     hidden_entropy,
     layer_kls,
     log_update,
@@ -367,6 +370,27 @@ class LocalPG(OnPolicyAlgorithm):
         if stats is None or diagnostics is None:
             return
         stats.add_rollout(diagnostics)
+        stats.add_layers(self._flip_effects(hidden))
+
+    def _flip_effects(self, hidden: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """:func:`~agents.localpg.diagnostics.flip_effects` on up to ``FLIP_ROWS`` evenly spaced rows of the
+        rollout (packed ``hidden`` samples), with noise from a generator seeded by the update count: the
+        diagnostic leaves the global random state, and so the training run, as it was."""
+        policy, buffer = self.policy, self.rollout_buffer
+        index = evenly_spaced(len(hidden), FLIP_ROWS).to(hidden.device)
+        observations = buffer.flat_observations()
+        if isinstance(observations, dict):
+            observations = {key: value[index] for key, value in observations.items()}
+        else:
+            observations = observations[index]
+        features = policy.actor_features(observations)
+        output = policy.bsn(features, given_samples=policy.bsn.unpack_samples(hidden[index], features.dtype))
+        generator = torch.Generator(device=features.device).manual_seed(self._n_updates)
+        uniform = [
+            torch.rand(probs.shape, generator=generator, device=probs.device, dtype=probs.dtype)
+            for probs in output.firing_probs
+        ]
+        return flip_effects(policy, output, buffer.flat_actions()[index], uniform)
 
     def _unit_scores(
         self,
