@@ -59,7 +59,8 @@ def take_rows(tensor: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     return tensor.index_select(0, order)
 
 
-def _take_obs(obs: TensorObs, order: torch.Tensor) -> TensorObs:
+def take_obs_rows(obs: TensorObs, order: torch.Tensor) -> TensorObs:
+    """:func:`take_rows` of an observation batch: of each tensor of a ``Dict`` observation, or of the one tensor."""
     if isinstance(obs, dict):
         return {key: take_rows(value, order) for key, value in obs.items()}
     return take_rows(obs, order)
@@ -278,7 +279,7 @@ class HiddenRolloutBuffer:
             columns.append(_flatten(self.posteriors))
         # Shuffle every column once; the minibatches are then slices (views), not one gather each.
         order = torch.randperm(total, device=self.device)
-        observations = _take_obs(observations, order)
+        observations = take_obs_rows(observations, order)
         columns = [take_rows(column, order) for column in columns]
         for start in range(0, total, batch_size):
             rows = slice(start, start + batch_size)

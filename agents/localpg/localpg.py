@@ -27,7 +27,7 @@ from stable_baselines3.common.utils import FloatSchedule, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
-from agents.localpg.buffer import HiddenRolloutBuffer, HiddenRolloutSamples, TensorObs
+from agents.localpg.buffer import HiddenRolloutBuffer, HiddenRolloutSamples, TensorObs, take_obs_rows, take_rows
 from agents.localpg.diagnostics import (
     FLIP_ROWS,
     RolloutDiagnostics,
@@ -378,19 +378,14 @@ class LocalPG(OnPolicyAlgorithm):
         diagnostic leaves the global random state, and so the training run, as it was."""
         policy, buffer = self.policy, self.rollout_buffer
         index = evenly_spaced(len(hidden), FLIP_ROWS).to(hidden.device)
-        observations = buffer.flat_observations()
-        if isinstance(observations, dict):
-            observations = {key: value[index] for key, value in observations.items()}
-        else:
-            observations = observations[index]
-        features = policy.actor_features(observations)
-        output = policy.bsn(features, given_samples=policy.bsn.unpack_samples(hidden[index], features.dtype))
+        features = policy.actor_features(take_obs_rows(buffer.flat_observations(), index))
+        output = policy.bsn(features, given_samples=policy.bsn.unpack_samples(take_rows(hidden, index), features.dtype))
         generator = torch.Generator(device=features.device).manual_seed(self._n_updates)
         uniform = [
             torch.rand(probs.shape, generator=generator, device=probs.device, dtype=probs.dtype)
             for probs in output.firing_probs
         ]
-        return flip_effects(policy, output, buffer.flat_actions()[index], uniform)
+        return flip_effects(policy, output, take_rows(buffer.flat_actions(), index), uniform)
 
     def _unit_scores(
         self,
