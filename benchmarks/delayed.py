@@ -257,14 +257,16 @@ def target_met(delayed: float, dense: float) -> bool:
 
 def summary_table(
     tasks: list[str], seeds: dict[str, int], selection_seeds: list[int], folder: Path
-) -> tuple[str, list[str]]:
-    """The markdown table of medians over the reported seeds, and the list of runs not finished yet."""
+) -> tuple[str, list[str], list[str]]:
+    """The markdown table of medians over the reported seeds, the runs not finished yet, and one line for each
+    task and algorithm whose reported runs wait for its choice of gamma and gae_lambda (their names depend on it)."""
     lines = [
         "| delayed task | algo | chosen gamma, gae_lambda | seeds solved | median steps to threshold | "
         "median final eval (true return) | ratio to PPO | dense eval | delayed / dense | keeps dense (80% rule) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     missing: list[str] = []
+    waiting: list[str] = []
     for name in tasks:
         task = TASKS[name]
         rows = {}
@@ -276,6 +278,7 @@ def summary_table(
                     for job in selection_jobs(name, algo, selection_seeds)
                     if job_record(job, folder) is None
                 ]
+                waiting.append(f"{name} {algo}: {2 * seeds[name]} runs (delayed and dense, seeds 0-{seeds[name] - 1})")
                 continue
             missing += [job.file_name() for job in jobs if job_record(job, folder) is None]
             point = (jobs[0].gamma, jobs[0].gae_lambda)
@@ -304,7 +307,7 @@ def summary_table(
                 f"| {name} | {algo} | {row['point'][0]:g}, {row['point'][1]:g} | {row['solved']} | {steps} | "
                 f"{row['eval']:.1f} | {ratio} | {row['dense']:.1f} | {kept} | {met} |"
             )
-    return "\n".join(lines), missing
+    return "\n".join(lines), missing, waiting
 
 
 def selection_table(tasks: list[str], selection_seeds: list[int], folder: Path) -> str:
@@ -420,7 +423,7 @@ def main(argv: list[str] | None = None) -> None:
             for job in reported_jobs(name, algo, seeds[name], args.selection_seeds, folder)
         ]
         resume_runs(run_job, reported, Job.file_name, folder, args.workers)
-    table, missing = summary_table(args.tasks, seeds, args.selection_seeds, folder)
+    table, missing, waiting = summary_table(args.tasks, seeds, args.selection_seeds, folder)
     records = report_records(args.tasks, seeds, args.selection_seeds, folder)
     selection_records = [
         record
@@ -459,7 +462,15 @@ def main(argv: list[str] | None = None) -> None:
             + ". Medians over seeds; ratio to PPO: of the median final evaluations (for negative returns, below 1 is "
             "better); keeps dense: delayed >= 0.8 x dense (positive returns) or >= 1.2 x dense (negative returns).",
             table,
-            (f"Not finished yet ({len(missing)} runs): " + ", ".join(f"`{name}`" for name in missing))
+            (
+                f"Not finished yet ({len(missing)} runs): "
+                + ", ".join(f"`{name}`" for name in missing)
+                + (
+                    ". To follow once the algorithm's gamma and gae_lambda are chosen: " + "; ".join(waiting) + "."
+                    if waiting
+                    else ""
+                )
+            )
             if missing
             else "All runs finished.",
             f"![learning curves]({out.with_suffix('.png').name})",

@@ -109,6 +109,13 @@ def test_benchmark_resumes_from_its_saved_runs_and_reports_what_is_missing(
     dense.unlink()
     delayed.main([*args, "--report-only"])
     assert f"Not finished yet (1 runs): `{dense.name}`" in out.with_suffix(".md").read_text()
+    # Without one of its selection runs, an algorithm's reported runs are counted as waiting for its choice.
+    selection = next(path for path in runs if "__select__ppo" in path.name)
+    selection.unlink()
+    delayed.main([*args, "--report-only"])
+    text = out.with_suffix(".md").read_text()
+    assert f"Not finished yet (2 runs): `{dense.name}`, `{selection.name}`" in text
+    assert "once the algorithm's gamma and gae_lambda are chosen: CartPole-v1@episode ppo: 2 runs" in text
     with pytest.raises(SystemExit):
         delayed.main([*args[:-2], "--selection-seeds", "0", "--out", str(out)])
 
