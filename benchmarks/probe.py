@@ -1,5 +1,4 @@
-"""Probe one configuration of LocalPG (or of stock PPO / A2C with the BSN policy): steps to threshold and
-final deterministic evaluation per seed.
+"""Probe one configuration of LocalPG, or of stock PPO / A2C: steps to threshold and final evaluation per seed.
 
 The tool behind ``benchmarks/results/tuning_log.md``. Each run trains under the budget rule of
 :class:`benchmarks.common.ThresholdCallback` (stop once the 20-episode training mean reaches the threshold
@@ -14,7 +13,9 @@ trains on the delayed task (:class:`envs.RewardDelay`); every reported return is
 the batched torch env (:data:`envs.TORCH_ENVS`; no ``VecNormalize``) and still evaluates on Gymnasium's; the
 training mean is then checked once per rollout. ``--algo ppo`` / ``--algo a2c`` train stock SB3 PPO / A2C with
 ``BinaryStochasticPolicy`` instead; ``--tuned`` then starts from RL Zoo's settings (as ``compare_sb3``'s
-``ppo_bsn`` / ``a2c_bsn``).
+``ppo_bsn`` / ``a2c_bsn``). With ``--policy mlp`` they train SB3's back-propagated ``MlpPolicy`` instead: the
+reference of ``compare_sb3`` and ``delayed`` (``--tuned``: RL Zoo's settings as those benchmarks use them, with
+``--reward-delay`` updated by ``hyperparams/<algo>_delayed.yml``).
 
 Usage::
 
@@ -25,6 +26,8 @@ Usage::
         --checkpoints 100000 200000
     nice python -m benchmarks.probe CartPole-v1 '{"policy_kwargs": {"bsn_init_gain": 32}}' --algo ppo --tuned \
         --seeds 0 1 2 3 4 --budget 200000 --threshold 475 --eval-episodes 10 --eval-seed-offset 10000
+    nice python -m benchmarks.probe MountainCar-v0 '{"n_steps": 64}' --algo ppo --policy mlp --tuned \
+        --reward-delay 50 --seeds 200 201 --budget 500000 --threshold -110 --eval-episodes 10 --eval-seed-offset 10000
 """
 
 from __future__ import annotations
@@ -98,10 +101,16 @@ def evaluate_both(model: BaseAlgorithm, make_eval_env: Any, n_episodes: int, sto
 
 
 def probe_config(
-    env_id: str, overrides: dict[str, Any], tuned: bool, algo: str = "localpg", delayed: bool = False
+    env_id: str,
+    overrides: dict[str, Any],
+    tuned: bool,
+    algo: str = "localpg",
+    delayed: bool = False,
+    policy: str = "bsn",
 ) -> dict[str, Any]:
     """The run's configuration: the shipped one (LocalPG's tuned entry, or RL Zoo's settings for ``ppo`` /
-    ``a2c``; with ``delayed``, updated by the algorithm's entry of ``hyperparams/<algo>_delayed.yml`` for
+    ``a2c``, as ``compare_sb3`` uses them for the BSN plug-in (``policy="bsn"``) or for ``MlpPolicy``
+    (``policy="mlp"``); with ``delayed``, updated by the algorithm's entry of ``hyperparams/<algo>_delayed.yml`` for
     ``env_id``, as ``train.py --reward-delay`` does) updated by ``overrides`` (nested mappings such as
     ``policy_kwargs`` key by key, as ``train.py -params`` does), or ``overrides`` alone."""
     if not tuned:
@@ -109,18 +118,19 @@ def probe_config(
     elif algo == "localpg":
         base = benchmark_settings(load_tuned(TUNED_PATH, env_id))
     else:
-        base = algo_config(f"{algo}_bsn", env_id)
+        base = algo_config(algo if policy == "mlp" else f"{algo}_bsn", env_id)
     if tuned and delayed:
         base = merge(base, load_delayed_reward_entry(algo, env_id))
     return merge(base, resolve_schedules(overrides))
 
 
-def build_model(algo: str, env: VecEnv, seed: int, config: dict[str, Any]) -> BaseAlgorithm:
-    """LocalPG, or stock PPO / A2C with ``BinaryStochasticPolicy``, seeded, on ``env``."""
+def build_model(algo: str, env: VecEnv, seed: int, config: dict[str, Any], policy: str = "bsn") -> BaseAlgorithm:
+    """LocalPG, or stock PPO / A2C with ``BinaryStochasticPolicy`` (``policy="bsn"``) or SB3's ``MlpPolicy``
+    (``policy="mlp"``), seeded, on ``env``."""
     if algo == "localpg":
         return LocalPG("BsnPolicy", env, seed=seed, **config)
     algorithm = PPO if algo == "ppo" else A2C
-    return algorithm(BinaryStochasticPolicy, env, seed=seed, **config)
+    return algorithm("MlpPolicy" if policy == "mlp" else BinaryStochasticPolicy, env, seed=seed, **config)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -131,7 +141,13 @@ def main(argv: list[str] | None = None) -> None:
         "--algo",
         choices=["localpg", *sorted(PLUGINS.values())],
         default="localpg",
-        help="LocalPG, or stock PPO / A2C training BinaryStochasticPolicy",
+        help="LocalPG, or stock PPO / A2C (training the policy of --policy)",
+    )
+    parser.add_argument(
+        "--policy",
+        choices=["bsn", "mlp"],
+        default="bsn",
+        help="with --algo ppo / a2c: BinaryStochasticPolicy (bsn), or SB3's back-propagated MlpPolicy (mlp)",
     )
     parser.add_argument(
         "--tuned", action="store_true", help="start from hyperparams/localpg.yml's entry (ppo, a2c: RL Zoo's settings)"
@@ -161,9 +177,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--budget and --eval-episodes must be > 0 and 0 <= --min-steps <= --budget")
     if any(not 0 < step <= args.budget for step in args.checkpoints):
         parser.error("--checkpoints must lie in (0, --budget]")
+    if args.policy == "mlp" and args.algo == "localpg":
+        parser.error("--policy mlp needs --algo ppo or --algo a2c (LocalPG trains BSN policies only)")
     torch.set_num_threads(1)
     delayed = args.reward_delay is not None
-    config = probe_config(args.env_id, json.loads(args.config), args.tuned, args.algo, delayed)
+    config = probe_config(args.env_id, json.loads(args.config), args.tuned, args.algo, delayed, args.policy)
     n_envs = int(config.pop("n_envs", 8))
     normalize = bool(config.pop("normalize", False))
     gamma = float(config.get("gamma", 0.99))
@@ -187,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
                 reward_delay=args.reward_delay,
                 time_feature=delayed,
             )
-        model = build_model(args.algo, train_env, seed, config)
+        model = build_model(args.algo, train_env, seed, config, args.policy)
 
         def eval_env(seed: int = seed) -> VecEnv:
             return envs.make_vec_env(

@@ -11,8 +11,10 @@ import yaml
 from agents.localpg import LocalPG
 from benchmarks.common import BENCHMARK_RUN_SETTINGS
 from benchmarks.compare_sb3 import TUNED_PATH, algo_config, build
-from benchmarks.probe import main, probe_config
+from benchmarks.probe import build_model, main, probe_config
 from bsn_zoo.config import build_config
+from envs import make_vec_env
+from policies import BinaryStochasticPolicy
 
 TINY = {"n_envs": 2, "n_steps": 32, "batch_size": 64, "n_epochs": 1, "policy_kwargs": {"net_arch": [8]}}
 
@@ -55,6 +57,26 @@ def test_stock_algorithms_with_the_bsn_policy_start_from_rl_zoos_settings(algo, 
     main(["CartPole-v1", json.dumps({"n_envs": 2, "n_steps": 8, "policy_kwargs": {"net_arch": [8]}}), "--algo", algo,
           "--seeds", "0", "--budget", "64", "--threshold", "475", "--eval-episodes", "1"])
     assert re.search(r"seed 0: solved_at None steps 64 ", capsys.readouterr().out)
+
+
+def test_mlp_policy_probes_the_benchmarks_back_propagated_reference(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--policy mlp`` starts from the settings compare_sb3 and delayed give SB3's PPO (no BSN policy_kwargs), with
+    ``--reward-delay`` updated by ppo_delayed.yml, and trains SB3's MlpPolicy."""
+    reference = probe_config("Pendulum-v1", {}, tuned=True, algo="ppo", policy="mlp")
+    zoo = algo_config("ppo", "Pendulum-v1")
+    assert {key: repr(value) for key, value in reference.items()} == {key: repr(value) for key, value in zoo.items()}
+    assert reference["use_sde"] and "use_sde" not in probe_config("Pendulum-v1", {}, tuned=True, algo="ppo")
+    delayed = probe_config("MountainCar-v0", {}, tuned=True, algo="ppo", delayed=True, policy="mlp")
+    shipped = build_config({"algo": "ppo", "env": "MountainCar-v0", "reward_delay": 50}, {})
+    assert (delayed["gamma"], delayed["n_steps"]) == (shipped["gamma"], shipped["n_steps"])
+    main(["CartPole-v1", json.dumps({"n_envs": 2, "n_steps": 8, "batch_size": 16}), "--algo", "ppo", "--policy",
+          "mlp", "--seeds", "0", "--budget", "64", "--threshold", "475", "--eval-episodes", "1"])
+    assert re.search(r"seed 0: solved_at None steps 64 ", capsys.readouterr().out)
+    with pytest.raises(SystemExit):
+        main(["CartPole-v1", "{}", "--policy", "mlp", "--threshold", "0"])
+    env = make_vec_env("CartPole-v1", 1, 0)
+    assert not isinstance(build_model("ppo", env, 0, {"n_steps": 8}, "mlp").policy, BinaryStochasticPolicy)
+    assert isinstance(build_model("ppo", env, 0, {"n_steps": 8}).policy, BinaryStochasticPolicy)
 
 
 with open(TUNED_PATH) as _handle:
