@@ -26,8 +26,9 @@ Usage::
         --checkpoints 100000 200000
     nice python -m benchmarks.probe CartPole-v1 '{"policy_kwargs": {"bsn_init_gain": 32}}' --algo ppo --tuned \
         --seeds 0 1 2 3 4 --budget 200000 --threshold 475 --eval-episodes 10 --eval-seed-offset 10000
-    nice python -m benchmarks.probe MountainCar-v0 '{"n_steps": 64}' --algo ppo --policy mlp --tuned \
-        --reward-delay 50 --seeds 200 201 --budget 500000 --threshold -110 --eval-episodes 10 --eval-seed-offset 10000
+    nice python -m benchmarks.probe MountainCar-v0 '{"gamma": 0.999, "gae_lambda": 1.0}' --algo ppo --policy mlp \
+        --tuned --reward-delay 50 --seeds 200 201 --budget 500000 --threshold -110 --eval-episodes 10 \
+        --eval-seed-offset 10000
 """
 
 from __future__ import annotations
