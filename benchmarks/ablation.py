@@ -21,7 +21,7 @@ Usage (the committed table's command is written at its top)::
 
     nice python -m benchmarks.ablation --envs CartPole-v1 --seeds 3 --workers 2
     nice python -m benchmarks.ablation --envs Hopper-v5 --budget 300000 --seeds 3 --workers 2 \
-        --variants default rao_blackwell=False hidden_lr_scale=1 n_epochs=1 bsn_init_gain=1 net_arch=[64] \
+        --variants default rao_blackwell=False hidden_lr_scale=1 n_epochs=1 bsn_init_gain=8 net_arch=[64] \
         net_arch=[256,256] state_dependent_std log_std_init=0 --out benchmarks/results/ablation_hopper
 """
 
@@ -119,6 +119,11 @@ VARIANTS = [
     Variant("normalize_advantage=False", "raw GAE advantages", overrides={"normalize_advantage": False}),
     Variant(
         "bsn_init_gain=1", "orthogonal init gain 1 (units start near p = 0.5)", policy_overrides={"bsn_init_gain": 1.0}
+    ),
+    Variant(
+        "bsn_init_gain=8",
+        "orthogonal init gain 8 (units start nearer to threshold units)",
+        policy_overrides={"bsn_init_gain": 8.0},
     ),
     Variant("net_arch=[64]", "a 64-unit BSN layer instead of the entry's width", policy_overrides={"net_arch": [64]}),
     Variant(
