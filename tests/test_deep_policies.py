@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from cli_support import TINY, call_main
+from cli_support import TINY, call_main, cli_docs
 
 from agents.localpg import LocalPG
 from benchmarks import depth
@@ -93,6 +93,21 @@ def test_every_shipped_deep_entry_builds_a_valid_localpg(credit: str) -> None:
             model = build_model(config, make_vec_env(target, 1, 0))
             assert len(model.policy.bsn.layers) == layers
             assert model.rao_blackwell is (credit == "posterior")
+
+
+def test_the_docs_python_example_builds_the_shipped_deep_policy(monkeypatch) -> None:
+    page = cli_docs("deep-policies.md", "The same from Python:\n\n```python\n")
+    example = page.split("The same from Python:\n\n```python\n", 1)[1].split("```", 1)[0]
+    learned: list[int] = []
+    monkeypatch.setattr(LocalPG, "learn", lambda self, total_timesteps, **_: learned.append(total_timesteps))
+    scope: dict = {}
+    exec(compile(example, "docs/deep-policies.md", "exec"), scope)
+    model, shipped = scope["model"], build_config({"env": "CartPole-v1", "bsn_layers": 3, "credit": "strict"}, {})
+    assert learned == [shipped["n_timesteps"]] and model.n_envs == shipped["n_envs"]
+    assert model.policy.bsn.hidden_sizes == [128, 128, 128] and model.rao_blackwell is False
+    for key in ("gae_lambda", "gamma", "n_steps", "batch_size", "n_epochs", "hidden_clip_range"):
+        assert getattr(model, key) == shipped[key], key
+    assert list(model.hidden_lr_scale) == shipped["hidden_lr_scale"]
 
 
 def test_train_py_bsn_layers_trains_and_saves_the_deep_policy(tmp_path: Path, monkeypatch) -> None:
