@@ -96,8 +96,8 @@ def test_every_shipped_deep_entry_builds_a_valid_localpg(credit: str) -> None:
 
 
 def test_the_docs_python_example_builds_the_shipped_deep_policy(monkeypatch) -> None:
-    page = cli_docs("deep-policies.md", "The same from Python:\n\n```python\n")
-    example = page.split("The same from Python:\n\n```python\n", 1)[1].split("```", 1)[0]
+    opening = "The same from Python:\n\n```python\n"
+    example = cli_docs("deep-policies.md", opening).split(opening, 1)[1].split("```", 1)[0]
     learned: list[int] = []
     monkeypatch.setattr(LocalPG, "learn", lambda self, total_timesteps, **_: learned.append(total_timesteps))
     scope: dict = {}
