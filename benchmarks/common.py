@@ -34,12 +34,14 @@ __all__ = [
     "RunResult",
     "ThresholdCallback",
     "benchmark_settings",
+    "claim_run",
     "evaluate",
     "has_entry",
     "load_delayed_reward_entry",
     "load_record",
     "load_tuned",
     "machine_description",
+    "release_run",
     "resume_runs",
     "run_in_workers",
     "save_record",
@@ -283,6 +285,77 @@ def run_in_workers(function: Callable[[Any], Any], items: Iterable[Any], workers
             pass
 
 
+def claim_run(record: Path) -> bool:
+    """Take the claim on training the run whose record is ``record``: ``False`` if the record exists or a live
+    process on this machine holds the claim, else ``True`` (the claim is then this process's).
+
+    The claim is the file ``<record>.claim``, created exclusively (``O_CREAT | O_EXCL``) and holding
+    ``<pid>@<host>``, so two benchmark processes over the same records folder never train the same run. A claim
+    whose process has died (or that another host wrote) is stale and taken over. Release it with
+    :func:`release_run`.
+    """
+    claim = record.with_suffix(record.suffix + ".claim")
+    for _attempt in range(2):
+        if record.is_file():
+            return False
+        try:
+            descriptor = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if _claim_is_live(claim):
+                return False
+            claim.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(f"{os.getpid()}@{platform.node()}")
+        if record.is_file():  # finished by another process between the check and the claim
+            release_run(record)
+            return False
+        return True
+    return False
+
+
+def release_run(record: Path) -> None:
+    """Drop this process's claim on the run whose record is ``record`` (:func:`claim_run`); a claim held by
+    another process is left alone."""
+    claim = record.with_suffix(record.suffix + ".claim")
+    try:
+        owner = claim.read_text()
+    except FileNotFoundError:
+        return
+    if owner == f"{os.getpid()}@{platform.node()}":
+        claim.unlink(missing_ok=True)
+
+
+def _claim_is_live(claim: Path) -> bool:
+    """Whether the process named in ``claim`` (``<pid>@<host>``) still runs on this machine."""
+    try:
+        pid, _, host = claim.read_text().partition("@")
+        process = int(pid)
+    except (FileNotFoundError, ValueError):
+        return False  # gone meanwhile, or being written: the caller retries once
+    if host != platform.node() or process == os.getpid():
+        return False
+    try:
+        os.kill(process, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by another user
+    return True
+
+
+def _run_claimed(item: tuple[Callable[[tuple[Any, Path]], Any], Any, Path, str]) -> None:
+    """Train one job of :func:`resume_runs` unless its record exists or another process has claimed it."""
+    run, job, folder, name = item
+    record = folder / name
+    if not claim_run(record):
+        return
+    try:
+        run((job, folder))
+    finally:
+        release_run(record)
+
+
 def resume_runs(
     run: Callable[[tuple[Any, Path]], Any],
     jobs: Sequence[Any],
@@ -293,6 +366,10 @@ def resume_runs(
 ) -> dict[Any, dict[str, Any]]:
     """A resumable benchmark's runs: train every job without a record in ``folder`` (unless ``train`` is false),
     ``workers`` at a time, then return the records of the finished jobs, by job, in the order of ``jobs``.
+
+    Each job is claimed before it trains (:func:`claim_run`), so a second benchmark process started on the same
+    folder (to add workers, or other tasks) trains only the jobs nobody else is training; a job another process
+    still trains is reported as not finished.
 
     Args:
         run: a module-level function of ``(job, folder)`` that trains the job and saves its record there
@@ -305,6 +382,7 @@ def resume_runs(
     """
     folder.mkdir(parents=True, exist_ok=True)
     if train:
-        run_in_workers(run, [(job, folder) for job in jobs if not (folder / record_name(job)).is_file()], workers)
+        todo = [(run, job, folder, record_name(job)) for job in jobs if not (folder / record_name(job)).is_file()]
+        run_in_workers(_run_claimed, todo, workers)
     records = {job: load_record(folder / record_name(job)) for job in jobs}
     return {job: record for job, record in records.items() if record is not None}
