@@ -750,6 +750,7 @@ HYPERPARAM_CHECKS: dict[str, Check] = {
     **{key: _in_range_or_none for key in ("target_kl", "hidden_target_kl", "hidden_clip_range")},
     "normalize_advantage": _flag,
     "rao_blackwell": _flag,
+    "coupled_posterior": _flag,
 }
 
 

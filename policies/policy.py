@@ -54,9 +54,10 @@ from policies.baselines import Baseline, make_baseline
 from policies.bsn import BinaryStochasticNetwork, BSNOutput, bit_affine
 from policies.estimators import ESTIMATORS, LearnedPredictorEstimator
 from policies.noise import CounterNoise
-from policies.posterior import bernoulli_children_log_ratio, flip_log_ratio, flip_shifts
+from policies.posterior import bernoulli_children_log_ratio, coupled_noise, flip_log_ratio, flip_shifts
 
 __all__ = [
+    "FLIP_CHUNK_ELEMENTS",
     "LOG_STD_RANGE",
     "NEURON_BASELINES",
     "SUPPORTED_ACTION_SPACES",
@@ -87,6 +88,9 @@ DEFAULT_PI_SIZES = (64, 64)
 DEFAULT_INIT_GAIN = 128.0
 #: Range of a state-dependent Gaussian log-std (``state_dependent_std``), SAC's clamp in SB3.
 LOG_STD_RANGE = (-20.0, 2.0)
+#: Most flipped activations (rows x flipped units x widest layer) that
+#: :meth:`BinaryStochasticPolicy.flipped_action_log_probs` holds at once; larger batches go in chunks of rows.
+FLIP_CHUNK_ELEMENTS = 1 << 22
 #: Per-neuron baselines applied to the advantage, on top of the value critic (see ``baseline``).
 NEURON_BASELINES = ("value", "mean", "optimal", "learned")
 
@@ -596,6 +600,84 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
             ]
             ratios.append(self._action_log_ratio(output.output, actions))
             return [torch.sigmoid(pre + ratio) for pre, ratio in zip(output.pre_activations, ratios, strict=True)]
+
+    def coupled_posteriors(
+        self, output: BSNOutput, actions: torch.Tensor, uniform: Sequence[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """Each unit's firing probability given the action and the noise of the layers above,
+        ``q_i = P(h_i = 1 | h_{-i}, u, a, s) = sigmoid(a_i + log pi(a | h_i = 1, u) - log pi(a | h_i = 0, u))``
+        (coupled posterior credit, :func:`policies.posterior.coupled_noise`): one (batch, units) tensor per
+        layer, without gradient. The top layer's equals :meth:`unit_posteriors`'.
+
+        Args:
+            output: the network's output for the stored samples (as :meth:`evaluate_hidden` returns it).
+            actions: the actions the samples chose, as stored in the rollout.
+            uniform: per layer, (batch, units_l) independent uniform noise on [0, 1), turned into the noise
+                that draws the stored samples again (:func:`~policies.posterior.coupled_noise`); the bottom
+                layer's is not read.
+
+        Cost: for layer ``l``, batch x units_l forward passes of the layers above it.
+        """
+        with torch.no_grad():
+            noise = [
+                coupled_noise(h, p, v) for h, p, v in zip(output.samples, output.firing_probs, uniform, strict=True)
+            ]
+            stored = self._get_action_dist_from_latent(output.output).log_prob(actions)
+            ratios = []
+            for index, samples in enumerate(output.samples[:-1]):
+                units = torch.arange(samples.shape[-1], device=samples.device)
+                flipped, _top = self.flipped_action_log_probs(output, actions, index, units, noise)
+                ratios.append(flip_log_ratio(samples, stored, flipped))
+            ratios.append(self._action_log_ratio(output.output, actions))
+            return [torch.sigmoid(pre + ratio) for pre, ratio in zip(output.pre_activations, ratios, strict=True)]
+
+    def flipped_action_log_probs(
+        self,
+        output: BSNOutput,
+        actions: torch.Tensor,
+        layer: int,
+        units: torch.Tensor,
+        noise: Sequence[torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``log pi(a | h with unit i of ``layer`` flipped)``, the layers above redrawn with held noise.
+
+        For each row and each unit ``i`` in ``units``, ``h_i`` is flipped and every layer above is drawn again
+        as ``h_j = 1[u_j < p_j]`` from ``noise`` (with :func:`~policies.posterior.coupled_noise`'s noise the
+        stored samples come back where nothing changed). Rows are processed in chunks of at most
+        :data:`FLIP_CHUNK_ELEMENTS` flipped activations.
+
+        Args:
+            output: the network's output for the stored samples.
+            actions: the stored actions, (batch, ...) as the rollout stores them.
+            layer: the index of the flipped layer (0 = bottom).
+            units: indices of the units of that layer to flip, (count,).
+            noise: per layer, (batch, units_l) noise in [0, 1) of the layers above ``layer``.
+
+        Returns:
+            ``(log_probs, top)``: (batch, count) log-likelihoods of the actions, and the top layer's
+            redrawn samples, (batch, count, top units).
+        """
+        samples = output.samples[layer]
+        rows, width = samples.shape
+        count = len(units)
+        widest = max(h.shape[-1] for h in output.samples[layer:])
+        chunk = max(1, FLIP_CHUNK_ELEMENTS // (count * widest))
+        slices = torch.arange(count, device=samples.device)
+        log_probs, tops = [], []
+        for start in range(0, rows, chunk):
+            part = slice(start, start + chunk)
+            n = len(samples[part])
+            flipped = samples[part].unsqueeze(1).repeat(1, count, 1)  # (n, count, width): one flip per slice
+            flipped[:, slices, units] = 1.0 - flipped[:, slices, units]
+            hidden = flipped.reshape(n * count, width)
+            for above in range(layer + 1, len(output.samples)):
+                pre_activation = self.bsn.layers[above](hidden)
+                held = noise[above][part].repeat_interleave(count, 0)
+                hidden = self.bsn.estimators[above].sample(pre_activation, held)
+            distribution = self._get_action_dist_from_latent(hidden)
+            log_probs.append(distribution.log_prob(actions[part].repeat_interleave(count, 0)).reshape(n, count))
+            tops.append(hidden.reshape(n, count, -1))
+        return torch.cat(log_probs), torch.cat(tops)
 
     def _action_log_ratio(self, top_samples: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """``log pi(a | h_i = 1) - log pi(a | h_i = 0)`` for each unit of the top layer, (batch, units).

@@ -16,6 +16,22 @@ weakness (docs/method.md §5). The quantities are the ones Gibbs sampling uses i
 "Connectionist learning of belief networks"): a unit's parents, its children and their other parents;
 no derivative is passed between layers. Summing the two values of one variable with the others held at
 their samples is the "local expectation gradient" of Titsias & Lazaro-Gredilla (NeurIPS 2015).
+
+Coupled variant (:func:`coupled_noise`, ``LocalPG(coupled_posterior=True)``): a lower layer's children are
+replaced by the action itself, with the noise of every layer above held. Each upper unit's sample is
+``h_j = 1[u_j < p_j]``; drawing ``u_j`` given the stored sample (uniform on ``[0, p_j)`` where ``h_j = 1``, on
+``[p_j, 1)`` where ``h_j = 0``) makes ``(h, u)`` a draw of the network and its noise, and the network above a
+deterministic function of ``h_l`` and ``u``. Then
+
+    q_i = P(h_i = 1 | h_{-i}, u, a, s) = sigmoid(a_i + log pi(a | h_i = 1, u) - log pi(a | h_i = 0, u))
+
+where ``pi(a | h_i = v, u)`` redraws the layers above with the held ``u``. The tower property holds as
+above (``u`` is independent of ``h_l`` given the layer's inputs), so ``(q_i - p_i)(L - c)`` is unbiased with
+a variance never larger than the sample's. A flip that changes no sample above leaves ``pi(a)`` unchanged,
+so the unit gets ``q_i = p_i`` and no credit on that row; a flip that redraws the layers above is credited
+with what it did to the action. No derivative passes between layers; a unit's credit reads the layers above
+it by forward passes. This is the coupling of common random numbers that the flip diagnostics measure with
+(``agents.localpg.diagnostics.flip_effects``).
 """
 
 from __future__ import annotations
@@ -24,7 +40,7 @@ import torch
 
 from policies.estimators import bernoulli_log_prob
 
-__all__ = ["bernoulli_children_log_ratio", "flip_log_ratio", "flip_shifts"]
+__all__ = ["bernoulli_children_log_ratio", "coupled_noise", "flip_log_ratio", "flip_shifts"]
 
 
 def flip_shifts(samples: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -69,3 +85,19 @@ def bernoulli_children_log_ratio(
     shifted = child_pre_activation.unsqueeze(1) + flip_shifts(samples, child_weight)
     flipped = bernoulli_log_prob(child_samples.unsqueeze(1), shifted).sum(-1)
     return flip_log_ratio(samples, stored, flipped)
+
+
+def coupled_noise(samples: torch.Tensor, firing_prob: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """Noise ``u`` that draws the stored samples again, ``h = 1[u < p]``: ``u = p v`` where ``h = 1`` and
+    ``u = p + (1 - p) v`` where ``h = 0``, for ``v`` uniform on [0, 1).
+
+    Given ``h ~ Bernoulli(p)``, ``u`` is then uniform on [0, 1) and independent of everything but ``h``, so
+    ``(h, u)`` is a draw of a unit and its noise; redrawing with ``u`` after the unit's inputs changed is the
+    maximal coupling of the two Bernoulli draws.
+
+    Args:
+        samples: the stored samples ``h`` in {0, 1}, (batch, units).
+        firing_prob: ``p``, the probability with which they were drawn, same shape.
+        uniform: ``v``, independent uniform noise on [0, 1), same shape.
+    """
+    return torch.where(samples > 0.5, firing_prob * uniform, firing_prob + (1.0 - firing_prob) * uniform)

@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from agents.localpg.losses import MAX_LOG_RATIO
 from policies.bsn import BSNOutput
 from policies.estimators import local_gradient
+from policies.posterior import coupled_noise
 
 __all__ = [
     "DIAGNOSTIC_ROWS",
@@ -144,29 +145,15 @@ def flip_effects(
     Returns:
         Per layer, bottom first, ``{"flip_influence": ..., "flip_reach": ...}`` as 0-dim tensors.
     """
-    bsn = policy.bsn
-    coupled = [
-        torch.where(samples > 0.5, probs * noise, probs + (1 - probs) * noise)
-        for samples, probs, noise in zip(output.samples, output.firing_probs, uniform, strict=True)
-    ]
+    noise = [coupled_noise(h, p, v) for h, p, v in zip(output.samples, output.firing_probs, uniform, strict=True)]
     stored_log_prob = policy._get_action_dist_from_latent(output.output).log_prob(actions)
-    rows = len(output.output)
     effects = []
     for index, samples in enumerate(output.samples):
         units = evenly_spaced(samples.shape[-1], FLIP_UNITS).to(samples.device)
-        count = len(units)
-        flipped = samples.unsqueeze(1).repeat(1, count, 1)  # (rows, count, units_l): one flip per slice
-        slices = torch.arange(count, device=samples.device)
-        flipped[:, slices, units] = 1.0 - flipped[:, slices, units]
-        hidden = flipped.reshape(rows * count, -1)
-        for above in range(index + 1, len(output.samples)):
-            pre_activation = bsn.layers[above](hidden)
-            hidden = bsn.estimators[above].sample(pre_activation, coupled[above].repeat_interleave(count, 0))
-        log_prob = policy._get_action_dist_from_latent(hidden).log_prob(actions.repeat_interleave(count, 0))
-        reached = (hidden != output.output.repeat_interleave(count, 0)).any(-1)
+        log_prob, top = policy.flipped_action_log_probs(output, actions, index, units, noise)
         effects.append({
-            "flip_influence": (log_prob - stored_log_prob.repeat_interleave(count, 0)).abs().mean(),
-            "flip_reach": reached.float().mean(),
+            "flip_influence": (log_prob - stored_log_prob.unsqueeze(-1)).abs().mean(),
+            "flip_reach": (top != output.output.unsqueeze(1)).any(-1).float().mean(),
         })
     return effects
 

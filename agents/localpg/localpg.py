@@ -110,6 +110,15 @@ class LocalPG(OnPolicyAlgorithm):
             a pass over rows x units x (children) per update. With ``estimator="learned_predictor"``
             the predictor's regression target becomes ``(q_i - p_i)(A - c_i)``, which has the same
             expectation (default ``False``; numbers in ``benchmarks/results/ablation.md``).
+        coupled_posterior: with ``rao_blackwell``, condition each unit below the top layer on the action
+            instead of on the layer above's samples: ``q_i = sigmoid(a_i + log pi(a | h_i = 1, u) -
+            log pi(a | h_i = 0, u))``, where the layers above are drawn again with their noise ``u`` held
+            (drawn given the stored samples at the start of each update; :mod:`policies.posterior`,
+            "Coupled variant"). Unbiased, with a variance never larger than the sample's; a flip that
+            changes nothing above earns no credit. The top layer's credit is unchanged, so a one-layer
+            policy trains exactly as without it. No derivative passes between layers, but a unit's credit
+            reads every layer above it by forward passes: costs rows x units forward passes of the layers
+            above each layer per update (default ``False``; numbers in docs/deep-policies.md).
         stats_window_size, tensorboard_log, policy_kwargs, verbose, seed, device, _init_setup_model:
             as in SB3.
 
@@ -151,6 +160,7 @@ class LocalPG(OnPolicyAlgorithm):
         hidden_clip_range: float | None = None,
         compile_update: bool = False,
         rao_blackwell: bool = False,
+        coupled_posterior: bool = False,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -211,6 +221,11 @@ class LocalPG(OnPolicyAlgorithm):
         if not isinstance(rao_blackwell, bool):
             raise ValueError(f"rao_blackwell must be True or False, got {rao_blackwell!r}")
         self.rao_blackwell = rao_blackwell
+        if not isinstance(coupled_posterior, bool):
+            raise ValueError(f"coupled_posterior must be True or False, got {coupled_posterior!r}")
+        if coupled_posterior and not rao_blackwell:
+            raise ValueError("coupled_posterior=True needs rao_blackwell=True (it changes the posterior credit)")
+        self.coupled_posterior = coupled_posterior
         if _init_setup_model:
             self._setup_model()
 
@@ -405,13 +420,25 @@ class LocalPG(OnPolicyAlgorithm):
         output = policy.bsn(features, given_samples=policy.bsn.unpack_samples(hidden, features.dtype))
         unit_log_probs = torch.cat(output.unit_log_probs, -1)
         # What each unit is credited with: its sample, or (Rao-Blackwellised) its posterior firing probability.
-        credits = policy.unit_posteriors(output, actions) if self.rao_blackwell else output.samples
+        credits = self._credits(output, actions)
         posteriors = torch.cat(credits, -1) if self.rao_blackwell else None
         if not with_diagnostics:
             return unit_log_probs, posteriors, None
         advantages = self._prepared_advantages(advantages)
         diagnostics = rollout_diagnostics(policy, output, credits, advantages, self._learning_signals)
         return unit_log_probs, posteriors, diagnostics
+
+    def _credits(self, output: BSNOutput, actions: torch.Tensor) -> list[torch.Tensor]:
+        """Per layer, what each unit is credited with: its sample, its posterior given its Markov blanket
+        (``rao_blackwell``), or given the action and the noise above (``coupled_posterior``)."""
+        if not self.rao_blackwell:
+            return output.samples
+        if not self.coupled_posterior:
+            return self.policy.unit_posteriors(output, actions)
+        # The bottom layer's noise is never read: a one-layer policy draws nothing and trains as without coupling.
+        bottom, *above = output.firing_probs
+        uniform = [torch.zeros_like(bottom), *(torch.rand_like(probs) for probs in above)]
+        return self.policy.coupled_posteriors(output, actions, uniform)
 
     def _prepared_advantages(self, advantages: torch.Tensor) -> torch.Tensor:
         """The advantages standardised (zero mean, unit std) if ``normalize_advantage`` and there are 2+ rows."""
