@@ -4,7 +4,8 @@ For each task and depth (1 to 4 BSN layers), three learners train in the same ru
 
 * ``strict``: LocalPG with ``rao_blackwell: false`` (each unit reads only its inputs, its own sample and
   probability, and the broadcast advantage);
-* ``posterior``: LocalPG with posterior credit (each unit reads the layer above);
+* ``posterior``: LocalPG with posterior credit (each unit reads the layers above; with the deep settings'
+  ``coupled_posterior``, what its flip does to the action);
 * ``ppo``: SB3's PPO with RL Zoo's settings for the task (``hyperparams/ppo.yml``) and an ``MlpPolicy`` whose
   actor has the same number of hidden layers, as wide (tanh units, back-propagated), and whose critic is
   LocalPG's (two tanh layers of 64).

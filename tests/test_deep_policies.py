@@ -137,6 +137,23 @@ def test_depth_benchmark_gives_ppo_the_same_actor_depth_and_width_and_localpg_th
     assert len(digests) == 6
 
 
+def test_readme_depth_table_is_the_depth_benchmark_s_medians() -> None:
+    """The README's deep-policy table quotes benchmarks/results/depth.md: each depth's median steps to threshold
+    for the strict rule, posterior credit and PPO."""
+    root = Path(__file__).resolve().parents[1]
+    report = {}
+    for line in (root / "benchmarks" / "results" / "depth.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) > 4 and cells[0] == "CartPole-v1" and "/" in cells[3]:  # summary rows: "seeds solved"
+            report.setdefault(int(cells[1]), {})[cells[2]] = cells[4]
+    readme = (root / "README.md").read_text()
+    rows = readme[readme.index("| hidden layers (128 units) |") :].split("\n\n")[0].splitlines()[2:]
+    assert len(rows) == 4
+    for row in rows:
+        depth_cell, *values = [cell.strip().strip("*").split(" ")[0] for cell in row.strip("|").split("|")]
+        assert values == [report[int(depth_cell)][learner] for learner in ("strict", "posterior", "ppo")], row
+
+
 def test_depth_benchmark_resumes_from_its_records(tmp_path: Path, monkeypatch) -> None:
     """A finished run is saved at once and never trained again; the report is written from the records."""
     tiny = depth.DepthTask("CartPole-v1", 256, 0, 475.0, 1)
