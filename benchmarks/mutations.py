@@ -53,6 +53,8 @@ LOSS = "agents/localpg/localpg.py"
 CLIPPED = "agents/localpg/losses.py"
 BSN = "policies/bsn.py"
 POLICY = "policies/policy.py"
+POSTERIOR = "policies/posterior.py"
+COUPLED_TESTS = ("tests/test_posterior_coupled.py",)
 
 MUTATIONS = [
     Mutation(
@@ -149,6 +151,38 @@ MUTATIONS = [
         POLICY,
         "            ratios.append(self._action_log_ratio(output.output, actions))\n",
         "            ratios.append(self._action_log_ratio(output.output, actions) * 0)\n",
+    ),
+    Mutation(
+        "coupled_flip_sign",
+        "coupled posterior credit: a lower unit's log-likelihood ratio of the action enters with the wrong sign",
+        POLICY,
+        "ratios.append(flip_log_ratio(samples, stored, flipped))",
+        "ratios.append(-flip_log_ratio(samples, stored, flipped))",
+        COUPLED_TESTS,
+    ),
+    Mutation(
+        "coupled_noise_not_conditioned",
+        "coupled posterior credit: the noise of the layers above is fresh, not drawn given the stored samples",
+        POSTERIOR,
+        "return torch.where(samples > 0.5, firing_prob * uniform, firing_prob + (1.0 - firing_prob) * uniform)",
+        "return uniform",
+        COUPLED_TESTS,
+    ),
+    Mutation(
+        "coupled_layers_above_not_redrawn",
+        "coupled posterior credit: a flip leaves the layers above at their stored samples",
+        POLICY,
+        "hidden = self.bsn.estimators[above].sample(pre_activation, held)",
+        "hidden = output.samples[above][part].repeat_interleave(count, 0)",
+        COUPLED_TESTS,
+    ),
+    Mutation(
+        "coupled_option_ignored",
+        "LocalPG(coupled_posterior=True) credits the Markov-blanket posterior",
+        LOSS,
+        "        if not self.coupled_posterior:\n",
+        "        if True:\n",
+        COUPLED_TESTS,
     ),
     Mutation(
         "action_head_sign_flip",

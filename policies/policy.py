@@ -628,7 +628,7 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
                 units = torch.arange(samples.shape[-1], device=samples.device)
                 flipped, _top = self.flipped_action_log_probs(output, actions, index, units, noise)
                 ratios.append(flip_log_ratio(samples, stored, flipped))
-            ratios.append(self._action_log_ratio(output.output, actions))
+            ratios.append(self._action_log_ratio(output.output, actions))  # the top layer's, as without coupling
             return [torch.sigmoid(pre + ratio) for pre, ratio in zip(output.pre_activations, ratios, strict=True)]
 
     def flipped_action_log_probs(
