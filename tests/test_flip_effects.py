@@ -8,26 +8,15 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from gymnasium import spaces
 from stable_baselines3.common.envs import IdentityEnv
+from tiny_policies import ACTION_SPACES as EVERY_ACTION_SPACE
+from tiny_policies import tiny_policy
 
 from agents import LocalPG
 from agents.localpg.diagnostics import FLIP_UNITS, evenly_spaced, flip_effects
 from policies import BinaryStochasticPolicy
 
-OBSERVATION_SPACE = spaces.Box(-1.0, 1.0, (2,), dtype=np.float32)
-ACTION_SPACES = {"Discrete": spaces.Discrete(3), "Box": spaces.Box(-1.0, 1.0, (2,), dtype=np.float32)}
-
-
-def tiny_policy(sizes: list[int], action_space: spaces.Space, signed_inputs: bool) -> BinaryStochasticPolicy:
-    policy = BinaryStochasticPolicy(
-        OBSERVATION_SPACE, action_space, lambda _progress: 1e-3, net_arch=sizes, bsn_init_gain=2.0,
-        signed_inputs=signed_inputs,
-    )
-    with torch.no_grad():  # non-zero head and biases, so that every unit matters differently
-        for parameter in policy.parameters():
-            parameter.add_(0.5 * torch.randn_like(parameter))
-    return policy
+ACTION_SPACES = {name: EVERY_ACTION_SPACE[name] for name in ("Discrete", "Box")}
 
 
 def coupled_firing_prob(stored: torch.Tensor, stored_prob: torch.Tensor, new_prob: torch.Tensor) -> torch.Tensor:

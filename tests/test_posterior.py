@@ -11,6 +11,8 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import IdentityEnv
+from tiny_policies import ACTION_SPACES
+from tiny_policies import tiny_policy as tiny_sized_policy
 
 from agents import LocalPG
 from agents.localpg import clipped_local_loss
@@ -18,30 +20,12 @@ from agents.localpg.losses import MAX_LOG_RATIO
 from policies import BinaryStochasticPolicy, bernoulli_children_log_ratio
 from policies.estimators import bernoulli_log_prob
 
-ACTION_SPACES = {
-    "Discrete": spaces.Discrete(3),
-    "MultiDiscrete": spaces.MultiDiscrete([2, 3]),
-    "MultiBinary": spaces.MultiBinary(2),
-    "Box": spaces.Box(-1.0, 1.0, (2,), dtype=np.float32),
-}
-OBSERVATION_SPACE = spaces.Box(-1.0, 1.0, (2,), dtype=np.float32)
 SIZES = [3, 2]  # two layers: the lower one's children are units, the top one's the action
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def tiny_policy(action_space: spaces.Space, signed_inputs: bool = False) -> BinaryStochasticPolicy:
-    policy = BinaryStochasticPolicy(
-        OBSERVATION_SPACE,
-        action_space,
-        lambda _progress: 1e-3,
-        net_arch=SIZES,
-        bsn_init_gain=2.0,
-        signed_inputs=signed_inputs,
-    )
-    with torch.no_grad():  # non-zero head and biases, so that every unit matters differently
-        for parameter in policy.parameters():
-            parameter.add_(0.5 * torch.randn_like(parameter))
-    return policy
+    return tiny_sized_policy(SIZES, action_space, signed_inputs)
 
 
 def all_hidden_states(rows: int) -> torch.Tensor:

@@ -12,32 +12,20 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import IdentityEnv
+from tiny_policies import ACTION_SPACES
+from tiny_policies import tiny_policy as tiny_sized_policy
 
 from agents import LocalPG
 from policies import BinaryStochasticPolicy
 from policies.exact import configurations
 from policies.posterior import coupled_noise
 
-ACTION_SPACES = {
-    "Discrete": spaces.Discrete(3),
-    "MultiDiscrete": spaces.MultiDiscrete([2, 3]),
-    "MultiBinary": spaces.MultiBinary(2),
-    "Box": spaces.Box(-1.0, 1.0, (2,), dtype=np.float32),
-}
-OBSERVATION_SPACE = spaces.Box(-1.0, 1.0, (2,), dtype=np.float32)
 SIZES = [2, 2, 2]  # three layers: the bottom two's credit reads the layers above through the held noise
 
 
 def tiny_policy(action_space: spaces.Space, signed_inputs: bool = False, seed: int = 0) -> BinaryStochasticPolicy:
     torch.manual_seed(seed)
-    policy = BinaryStochasticPolicy(
-        OBSERVATION_SPACE, action_space, lambda _progress: 1e-3, net_arch=SIZES, bsn_init_gain=3.0,
-        signed_inputs=signed_inputs,
-    )
-    with torch.no_grad():  # non-zero head and biases, so that every unit matters differently
-        for parameter in policy.parameters():
-            parameter.add_(0.5 * torch.randn_like(parameter))
-    return policy.double()
+    return tiny_sized_policy(SIZES, action_space, signed_inputs, init_gain=3.0).double()
 
 
 def by_layer(hidden: torch.Tensor) -> list[torch.Tensor]:
