@@ -289,29 +289,32 @@ def claim_run(record: Path) -> bool:
     """Take the claim on training the run whose record is ``record``: ``False`` if the record exists or a live
     process on this machine holds the claim, else ``True`` (the claim is then this process's).
 
-    The claim is the file ``<record>.claim``, created exclusively (``O_CREAT | O_EXCL``) and holding
-    ``<pid>@<host>``, so two benchmark processes over the same records folder never train the same run. A claim
-    whose process has died (or that another host wrote) is stale and taken over. Release it with
-    :func:`release_run`.
+    The claim is the file ``<record>.claim`` holding ``<pid>@<host>``, created whole or not at all (a hard link
+    to a finished file, which fails if the claim exists), so two benchmark processes over the same records
+    folder never train the same run. A claim whose process has died (or that another host wrote) is stale and
+    taken over. Release it with :func:`release_run`.
     """
     claim = record.with_suffix(record.suffix + ".claim")
-    for _attempt in range(2):
-        if record.is_file():
-            return False
-        try:
-            descriptor = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            if _claim_is_live(claim):
+    written = claim.with_suffix(f"{claim.suffix}.{os.getpid()}")
+    written.write_text(f"{os.getpid()}@{platform.node()}")
+    try:
+        for _attempt in range(2):
+            if record.is_file():
                 return False
-            claim.unlink(missing_ok=True)  # stale: its process is gone
-            continue
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(f"{os.getpid()}@{platform.node()}")
-        if record.is_file():  # finished by another process between the check and the claim
-            release_run(record)
-            return False
-        return True
-    return False
+            try:
+                os.link(written, claim)
+            except FileExistsError:
+                if _claim_is_live(claim):
+                    return False
+                claim.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            if record.is_file():  # finished by another process between the check and the claim
+                release_run(record)
+                return False
+            return True
+        return False
+    finally:
+        written.unlink(missing_ok=True)
 
 
 def release_run(record: Path) -> None:
@@ -332,7 +335,7 @@ def _claim_is_live(claim: Path) -> bool:
         pid, _, host = claim.read_text().partition("@")
         process = int(pid)
     except (FileNotFoundError, ValueError):
-        return False  # gone meanwhile, or being written: the caller retries once
+        return False  # gone meanwhile (the caller retries once), or not a claim
     if host != platform.node() or process == os.getpid():
         return False
     try:

@@ -67,7 +67,7 @@ def test_two_benchmark_processes_on_one_folder_train_every_run_once(tmp_path: Pa
     jobs = sorted(int(line.split()[0]) for line in lines)
     assert jobs == list(range(6)), f"runs trained: {lines}"
     assert {line.split()[1] for line in lines} == {"first", "second"}  # the second process took a share
-    assert not list(tmp_path.glob("*.claim"))
+    assert not list(tmp_path.glob("*.claim*"))
 
 
 def test_a_run_claimed_by_a_live_process_is_left_to_it(tmp_path: Path) -> None:
@@ -88,13 +88,13 @@ def test_a_stale_claim_is_taken_over_and_released(tmp_path: Path) -> None:
     (tmp_path / "1.json.claim").write_text(f"{_dead_pid()}@{platform.node()}")
     records = resume_runs(_record, [0, 1], lambda job: f"{job}.json", tmp_path, workers=1)
     assert sorted(records) == [0, 1]
-    assert not list(tmp_path.glob("*.claim"))
+    assert not list(tmp_path.glob("*.claim*"))
 
 
 def test_a_failed_run_releases_its_claim(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="training failed"):
         resume_runs(_fail, [0], lambda job: f"{job}.json", tmp_path, workers=1)
-    assert not list(tmp_path.glob("*.claim"))
+    assert not list(tmp_path.glob("*.claim*"))
     assert sorted(resume_runs(_record, [0], lambda job: f"{job}.json", tmp_path, workers=1)) == [0]
 
 
@@ -105,5 +105,5 @@ def test_a_finished_run_cannot_be_claimed(tmp_path: Path) -> None:
     release_run(record)
     save_record(record, {"job": 0})
     assert not claim_run(record)
-    assert not list(tmp_path.glob("*.claim"))
+    assert not list(tmp_path.glob("*.claim*"))
 
