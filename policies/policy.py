@@ -90,7 +90,7 @@ DEFAULT_INIT_GAIN = 128.0
 LOG_STD_RANGE = (-20.0, 2.0)
 #: Most flipped activations (rows x flipped units x widest layer) that
 #: :meth:`BinaryStochasticPolicy.flipped_action_log_probs` holds at once; larger batches go in chunks of rows.
-FLIP_CHUNK_ELEMENTS = 1 << 22
+FLIP_CHUNK_ELEMENTS = 1 << 20
 #: Per-neuron baselines applied to the advantage, on top of the value critic (see ``baseline``).
 NEURON_BASELINES = ("value", "mean", "optimal", "learned")
 
@@ -616,7 +616,8 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
                 that draws the stored samples again (:func:`~policies.posterior.coupled_noise`); the bottom
                 layer's is not read.
 
-        Cost: for layer ``l``, batch x units_l forward passes of the layers above it.
+        Cost: for layer ``l``, batch x units_l flipped copies of each layer above it, one product by a weight
+        for every layer above the first (:meth:`flipped_action_log_probs`).
         """
         with torch.no_grad():
             noise = [
@@ -626,7 +627,7 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
             ratios = []
             for index, samples in enumerate(output.samples[:-1]):
                 units = torch.arange(samples.shape[-1], device=samples.device)
-                flipped, _top = self.flipped_action_log_probs(output, actions, index, units, noise)
+                flipped, _reached = self.flipped_action_log_probs(output, actions, index, units, noise)
                 ratios.append(flip_log_ratio(samples, stored, flipped))
             ratios.append(self._action_log_ratio(output.output, actions))  # the top layer's, as without coupling
             return [torch.sigmoid(pre + ratio) for pre, ratio in zip(output.pre_activations, ratios, strict=True)]
@@ -638,13 +639,16 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
         layer: int,
         units: torch.Tensor,
         noise: Sequence[torch.Tensor],
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        with_reach: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``log pi(a | h with unit i of ``layer`` flipped)``, the layers above redrawn with held noise.
 
         For each row and each unit ``i`` in ``units``, ``h_i`` is flipped and every layer above is drawn again
         as ``h_j = 1[u_j < p_j]`` from ``noise`` (with :func:`~policies.posterior.coupled_noise`'s noise the
-        stored samples come back where nothing changed). Rows are processed in chunks of at most
-        :data:`FLIP_CHUNK_ELEMENTS` flipped activations.
+        stored samples come back where nothing changed). Each pre-activation above is the stored one moved by
+        what changed below it: ``W' (h' - h)``, a column of ``W'`` for the flip itself, so the stored samples'
+        pre-activations are never recomputed. Rows are processed in chunks of at most
+        :data:`FLIP_CHUNK_ELEMENTS` flipped activations. Without gradient.
 
         Args:
             output: the network's output for the stored samples.
@@ -652,32 +656,43 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
             layer: the index of the flipped layer (0 = bottom).
             units: indices of the units of that layer to flip, (count,).
             noise: per layer, (batch, units_l) noise in [0, 1) of the layers above ``layer``.
+            with_reach: also say which flips changed the top layer's sample.
 
         Returns:
-            ``(log_probs, top)``: (batch, count) log-likelihoods of the actions, and the top layer's
-            redrawn samples, (batch, count, top units).
+            ``(log_probs, reached)``: (batch, count) log-likelihoods of the actions, and with ``with_reach``
+            (batch, count) booleans, true where the flip changed the top layer's sample (always, for the top
+            layer); else ``None``.
         """
         samples = output.samples[layer]
-        rows, width = samples.shape
-        count = len(units)
+        rows, count = len(samples), len(units)
         widest = max(h.shape[-1] for h in output.samples[layer:])
         chunk = max(1, FLIP_CHUNK_ELEMENTS // (count * widest))
-        slices = torch.arange(count, device=samples.device)
-        log_probs, tops = [], []
-        for start in range(0, rows, chunk):
-            part = slice(start, start + chunk)
-            n = len(samples[part])
-            flipped = samples[part].unsqueeze(1).repeat(1, count, 1)  # (n, count, width): one flip per slice
-            flipped[:, slices, units] = 1.0 - flipped[:, slices, units]
-            hidden = flipped.reshape(n * count, width)
-            for above in range(layer + 1, len(output.samples)):
-                pre_activation = self.bsn.layers[above](hidden)
-                held = noise[above][part].repeat_interleave(count, 0)
-                hidden = self.bsn.estimators[above].sample(pre_activation, held)
-            distribution = self._get_action_dist_from_latent(hidden)
-            log_probs.append(distribution.log_prob(actions[part].repeat_interleave(count, 0)).reshape(n, count))
-            tops.append(hidden.reshape(n, count, -1))
-        return torch.cat(log_probs), torch.cat(tops)
+        above = range(layer + 1, len(output.samples))
+        # The weight by which each layer from ``layer`` up moves what reads it: the next BSN layer, then the head.
+        weights = [bit_affine(self.bsn.layers[index])[0] for index in above] + [self.action_net.weight]
+        log_probs, reached = [], []
+        with torch.no_grad():
+            head_params = self.action_net(output.output)
+            for start in range(0, rows, chunk):
+                part = slice(start, start + chunk)
+                flip = (1.0 - 2.0 * samples[part][:, units]).unsqueeze(-1)  # (n, count, 1): the change of h_i
+                shift = flip * weights[0].t()[units]  # (n, count, outputs): W'[:, i] (h_i' - h_i)
+                # A flip of the top layer itself always changes it.
+                changed = torch.ones(flip.shape[:2], dtype=torch.bool, device=flip.device) if with_reach else None
+                for index, weight in zip(above, weights[1:], strict=True):
+                    pre_activation = output.pre_activations[index][part].unsqueeze(1) + shift
+                    redrawn = self.bsn.estimators[index].sample(pre_activation, noise[index][part].unsqueeze(1))
+                    difference = redrawn - output.samples[index][part].unsqueeze(1)
+                    if with_reach and index == above[-1]:
+                        changed = difference.ne(0).any(-1)
+                    shift = difference @ weight.t()
+                n = len(flip)
+                params = (head_params[part].unsqueeze(1) + shift).reshape(n * count, -1)
+                distribution = self._distribution_from_params(params)
+                log_probs.append(distribution.log_prob(actions[part].repeat_interleave(count, 0)).reshape(n, count))
+                if with_reach:
+                    reached.append(changed)
+        return torch.cat(log_probs), torch.cat(reached) if with_reach else None
 
     def _action_log_ratio(self, top_samples: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """``log pi(a | h_i = 1) - log pi(a | h_i = 0)`` for each unit of the top layer, (batch, units).

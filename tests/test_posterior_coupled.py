@@ -181,6 +181,45 @@ def test_flipped_log_probs_do_not_depend_on_the_chunk_size(monkeypatch) -> None:
         torch.testing.assert_close(chunked, unchunked)
 
 
+@pytest.mark.parametrize("signed_inputs", [False, True], ids=["bit_inputs", "signed_inputs"])
+@pytest.mark.parametrize("space_name", ["Discrete", "Box"])
+def test_flipped_log_probs_and_reach_equal_a_redraw_of_the_flipped_network(
+    signed_inputs: bool, space_name: str
+) -> None:
+    """On a wider net of uneven layers, flipping a subset of units and redrawing the layers above with held noise
+    gives the log-likelihoods and top-layer changes of the network's own forward pass on the flipped samples."""
+    sizes = [7, 6, 5, 4]
+    space = ACTION_SPACES[space_name]
+    torch.manual_seed(3)
+    policy = tiny_sized_policy(sizes, space, signed_inputs, init_gain=3.0).double()
+    generator = torch.Generator().manual_seed(4)
+    rows = 9
+    obs = torch.rand(rows, 2, generator=generator, dtype=torch.float64) * 2 - 1
+    with torch.no_grad():
+        output = policy.bsn(obs)
+        actions = policy._get_action_dist_from_latent(output.output).get_actions()
+    noise = [
+        coupled_noise(h, p, torch.rand(h.shape, generator=generator, dtype=torch.float64))
+        for h, p in zip(output.samples, output.firing_probs, strict=True)
+    ]
+    reached_any = 0
+    for layer, width in enumerate(sizes):
+        units = torch.tensor([width - 1, 0, 2])  # a subset, out of order
+        log_probs, reached = policy.flipped_action_log_probs(output, actions, layer, units, noise, with_reach=True)
+        for slot, unit in enumerate(units.tolist()):
+            samples = [h.clone() for h in output.samples]
+            samples[layer][:, unit] = 1.0 - samples[layer][:, unit]
+            for above in range(layer + 1, len(sizes)):
+                redrawn = policy.bsn(obs, given_samples=samples)
+                samples[above] = (noise[above] < redrawn.firing_probs[above]).double()
+            expected = policy._get_action_dist_from_latent(samples[-1]).log_prob(actions)
+            torch.testing.assert_close(log_probs[:, slot], expected.detach())
+            changed = (samples[-1] != output.output).any(-1)
+            assert torch.equal(reached[:, slot], changed), (layer, unit)
+            reached_any += int(changed.sum()) if layer < len(sizes) - 1 else 0
+    assert reached_any > 0, "some flip below the top must reach it for the check to bite"
+
+
 def test_localpg_credits_each_unit_with_the_coupled_posterior(monkeypatch) -> None:
     """With ``coupled_posterior`` the update's stored credit is :meth:`coupled_posteriors`' (the policy's
     Markov-blanket posterior is not computed), on noise uniform on [0, 1) for every layer above the bottom."""

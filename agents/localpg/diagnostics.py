@@ -150,10 +150,10 @@ def flip_effects(
     effects = []
     for index, samples in enumerate(output.samples):
         units = evenly_spaced(samples.shape[-1], FLIP_UNITS).to(samples.device)
-        log_prob, top = policy.flipped_action_log_probs(output, actions, index, units, noise)
+        log_prob, reached = policy.flipped_action_log_probs(output, actions, index, units, noise, with_reach=True)
         effects.append({
             "flip_influence": (log_prob - stored_log_prob.unsqueeze(-1)).abs().mean(),
-            "flip_reach": (top != output.output.unsqueeze(1)).any(-1).float().mean(),
+            "flip_reach": reached.float().mean(),
         })
     return effects
 

@@ -117,8 +117,9 @@ class LocalPG(OnPolicyAlgorithm):
             "Coupled variant"). Unbiased, with a variance never larger than the sample's; a flip that
             changes nothing above earns no credit. The top layer's credit is unchanged, so a one-layer
             policy trains exactly as without it. No derivative passes between layers, but a unit's credit
-            reads every layer above it by forward passes: costs rows x units forward passes of the layers
-            above each layer per update (default ``False``; numbers in docs/deep-policies.md).
+            reads every layer above it by forward passes: costs rows x units flipped copies of the layers
+            above each layer per update (:meth:`~policies.BinaryStochasticPolicy.flipped_action_log_probs`;
+            default ``False``; numbers in docs/deep-policies.md).
         stats_window_size, tensorboard_log, policy_kwargs, verbose, seed, device, _init_setup_model:
             as in SB3.
 
