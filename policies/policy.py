@@ -88,8 +88,8 @@ DEFAULT_PI_SIZES = (64, 64)
 DEFAULT_INIT_GAIN = 128.0
 #: Range of a state-dependent Gaussian log-std (``state_dependent_std``), SAC's clamp in SB3.
 LOG_STD_RANGE = (-20.0, 2.0)
-#: Most flipped activations (rows x flipped units x widest layer) that
-#: :meth:`BinaryStochasticPolicy.flipped_action_log_probs` holds at once; larger batches go in chunks of rows.
+#: Most flipped activations (rows x flipped units x units above) that :meth:`BinaryStochasticPolicy.unit_posteriors`
+#: and :meth:`BinaryStochasticPolicy.flipped_action_log_probs` hold at once; larger batches go in chunks of rows.
 FLIP_CHUNK_ELEMENTS = 1 << 20
 #: Per-neuron baselines applied to the advantage, on top of the value critic (see ``baseline``).
 NEURON_BASELINES = ("value", "mean", "optimal", "learned")
@@ -585,19 +585,20 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
             output: the network's output for the stored samples (as :meth:`evaluate_hidden` returns it).
             actions: the actions the samples chose, as stored in the rollout.
 
-        Memory: batch x units x (units above, or the action head's outputs) floats per layer.
+        Memory: rows are processed in chunks of at most :data:`FLIP_CHUNK_ELEMENTS` flipped children (units x
+        units above per row); the top layer's batch x units x the action head's outputs floats at once.
         """
         with torch.no_grad():
-            layers = self.bsn.layers
-            ratios = [
-                bernoulli_children_log_ratio(
-                    output.pre_activations[index + 1],
-                    output.samples[index + 1],
-                    bit_affine(layers[index + 1])[0],  # a flip of unit i moves child j by W'[j, i]
-                    samples,
-                )
-                for index, samples in enumerate(output.samples[:-1])
-            ]
+            ratios = []
+            for index, samples in enumerate(output.samples[:-1]):
+                weight = bit_affine(self.bsn.layers[index + 1])[0]  # a flip of unit i moves child j by W'[j, i]
+                chunk = max(1, FLIP_CHUNK_ELEMENTS // weight.numel())
+                parts = [slice(start, start + chunk) for start in range(0, len(samples), chunk)]
+                children_pre, children = output.pre_activations[index + 1], output.samples[index + 1]
+                ratios.append(torch.cat([
+                    bernoulli_children_log_ratio(children_pre[part], children[part], weight, samples[part])
+                    for part in parts
+                ]))
             ratios.append(self._action_log_ratio(output.output, actions))
             return [torch.sigmoid(pre + ratio) for pre, ratio in zip(output.pre_activations, ratios, strict=True)]
 

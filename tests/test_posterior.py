@@ -40,11 +40,17 @@ def joint_log_prob(policy: BinaryStochasticPolicy, obs: torch.Tensor, actions: t
     return evaluation.bsn.log_prob + evaluation.action_log_prob, evaluation.bsn
 
 
+@pytest.mark.parametrize("one_row_per_chunk", [False, True], ids=["whole", "one_row_per_chunk"])
 @pytest.mark.parametrize("signed_inputs", [False, True], ids=["bit_inputs", "signed_inputs"])
 @pytest.mark.parametrize("space_name", list(ACTION_SPACES))
-def test_posterior_is_the_conditional_of_the_joint(space_name: str, signed_inputs: bool) -> None:
+def test_posterior_is_the_conditional_of_the_joint(
+    space_name: str, signed_inputs: bool, one_row_per_chunk: bool, monkeypatch
+) -> None:
     """q_i = P(h_i = 1 | every other unit, the action, s): brute force from the joint log-probability with
-    unit i set to 1 and to 0, for every action space the policy supports, with 0/1 or signed layer inputs."""
+    unit i set to 1 and to 0, for every action space the policy supports, with 0/1 or signed layer inputs, with
+    the rows in one piece or one per chunk (``FLIP_CHUNK_ELEMENTS``)."""
+    if one_row_per_chunk:
+        monkeypatch.setattr("policies.policy.FLIP_CHUNK_ELEMENTS", 1)
     policy = tiny_policy(ACTION_SPACES[space_name], signed_inputs)
     rows = 16
     obs = torch.rand(rows, 2) * 2 - 1
