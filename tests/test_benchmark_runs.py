@@ -16,7 +16,9 @@ from benchmarks.common import claim_run, release_run, resume_runs, save_record
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: a benchmark process over six jobs, each logging its start and taking half a second to train.
+#: a benchmark process over six jobs, each logging its start and taking a fifth of a second to train; the process
+#: named "first" holds its first job until the other process has started one (at most a minute), so both take a
+#: share however slowly the second one starts.
 BENCHMARK = textwrap.dedent(
     """
     import sys, time
@@ -25,9 +27,13 @@ BENCHMARK = textwrap.dedent(
 
     def run(item):
         job, folder = item
-        with open(folder / "trained.log", "a") as log:
+        log_path = folder / "trained.log"
+        with open(log_path, "a") as log:
             log.write(f"{job} {sys.argv[2]}\\n")
-        time.sleep(0.5)
+        deadline = time.monotonic() + 60
+        while sys.argv[2] == "first" and " second" not in log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
         save_record(folder / f"{job}.json", {"job": job})
 
     resume_runs(run, list(range(6)), lambda job: f"{job}.json", Path(sys.argv[1]), workers=1)
