@@ -585,22 +585,32 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
             output: the network's output for the stored samples (as :meth:`evaluate_hidden` returns it).
             actions: the actions the samples chose, as stored in the rollout.
 
-        Memory: rows are processed in chunks of at most :data:`FLIP_CHUNK_ELEMENTS` flipped children (units x
-        units above per row); the top layer's batch x units x the action head's outputs floats at once.
+        Memory: below the top, rows are processed in chunks of at most :data:`FLIP_CHUNK_ELEMENTS` flipped
+        children (units x units above per row); the top layer's batch x units x the action head's outputs floats
+        at once.
         """
         with torch.no_grad():
-            ratios = []
-            for index, samples in enumerate(output.samples[:-1]):
-                weight = bit_affine(self.bsn.layers[index + 1])[0]  # a flip of unit i moves child j by W'[j, i]
-                chunk = max(1, FLIP_CHUNK_ELEMENTS // weight.numel())
-                parts = [slice(start, start + chunk) for start in range(0, len(samples), chunk)]
-                children_pre, children = output.pre_activations[index + 1], output.samples[index + 1]
-                ratios.append(torch.cat([
-                    bernoulli_children_log_ratio(children_pre[part], children[part], weight, samples[part])
-                    for part in parts
-                ]))
+            ratios = self._children_log_ratios(output) if len(output.samples) > 1 else []
             ratios.append(self._action_log_ratio(output.output, actions))
             return [torch.sigmoid(pre + ratio) for pre, ratio in zip(output.pre_activations, ratios, strict=True)]
+
+    def _children_log_ratios(self, output: BSNOutput) -> list[torch.Tensor]:
+        """``log P(children | h_i = 1) - log P(children | h_i = 0)`` of every layer below the top, whose children
+        are the samples of the layer above (:func:`~policies.posterior.bernoulli_children_log_ratio`), in row
+        chunks of at most :data:`FLIP_CHUNK_ELEMENTS` flipped children; one (batch, units) tensor per layer.
+        Under ``torch.compile`` in one piece: the compiler fuses the flipped children into their sum, and a
+        chunk loop would be unrolled into the graph."""
+        ratios = []
+        for index, samples in enumerate(output.samples[:-1]):
+            weight = bit_affine(self.bsn.layers[index + 1])[0]  # a flip of unit i moves child j by W'[j, i]
+            chunk = len(samples) if torch.compiler.is_compiling() else max(1, FLIP_CHUNK_ELEMENTS // weight.numel())
+            parts = [slice(start, start + chunk) for start in range(0, len(samples), chunk)]
+            children_pre, children = output.pre_activations[index + 1], output.samples[index + 1]
+            ratios.append(torch.cat([
+                bernoulli_children_log_ratio(children_pre[part], children[part], weight, samples[part])
+                for part in parts
+            ]))
+        return ratios
 
     def coupled_posteriors(
         self, output: BSNOutput, actions: torch.Tensor, uniform: Sequence[torch.Tensor]
@@ -633,6 +643,7 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
             ratios.append(self._action_log_ratio(output.output, actions))  # the top layer's, as without coupling
             return [torch.sigmoid(pre + ratio) for pre, ratio in zip(output.pre_activations, ratios, strict=True)]
 
+    @torch.compiler.disable  # eager under compile_update: the row-chunk loop would be unrolled into the graph
     def flipped_action_log_probs(
         self,
         output: BSNOutput,

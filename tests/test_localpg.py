@@ -280,8 +280,9 @@ def test_compiled_update_matches_eager_and_survives_save_load(tmp_path) -> None:
             },
         ),
         (lambda: IdentityEnvMultiDiscrete(2), "BsnPolicy", {"rao_blackwell": True}),
+        (lambda: IdentityEnvMultiDiscrete(2), "BsnPolicy", {"rao_blackwell": True, "coupled_posterior": True}),
     ],
-    ids=["box_actions", "dict_obs", "predictor_optimal_baseline_entropy", "rao_blackwell"],
+    ids=["box_actions", "dict_obs", "predictor_optimal_baseline_entropy", "rao_blackwell", "coupled_posterior"],
 )
 def test_compiled_update_matches_eager_across_spaces_and_options(env_fn, policy, extra) -> None:
     def train(compile_update: bool) -> LocalPG:

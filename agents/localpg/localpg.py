@@ -96,7 +96,8 @@ class LocalPG(OnPolicyAlgorithm):
             takes longer (compilation; on CPU, inductor needs a C++ compiler) and later ones are faster,
             most where element-wise work or per-op overhead dominates: small minibatches on CPU, and
             GPUs (measured in ``benchmarks/results/throughput.md``). Results equal the eager update's
-            up to float rounding.
+            up to float rounding. With ``coupled_posterior`` the flipped networks are scored eagerly
+            (their row-chunk loop would be unrolled into the graph).
         rao_blackwell: credit each hidden unit with ``(q_i - p_i)(A - c_i)`` instead of
             ``(h_i - p_i)(A - c_i)``, where ``q_i`` is the probability that the unit fired given its Markov
             blanket (its inputs, the other units' samples and what its children did: the layer above,
