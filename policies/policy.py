@@ -115,6 +115,13 @@ def check_spaces(observation_space: spaces.Space, action_space: spaces.Space) ->
             )
 
 
+def _row_chunks(rows: int, elements_per_row: int) -> list[slice]:
+    """Slices of ``rows`` rows in chunks of at most :data:`FLIP_CHUNK_ELEMENTS` elements (at least one row each),
+    for work that holds ``elements_per_row`` elements per row at once."""
+    chunk = max(1, FLIP_CHUNK_ELEMENTS // elements_per_row)
+    return [slice(start, start + chunk) for start in range(0, rows, chunk)]
+
+
 class PolicyStep(NamedTuple):
     """One rollout step of :meth:`BinaryStochasticPolicy.act`.
 
@@ -603,8 +610,7 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
         ratios = []
         for index, samples in enumerate(output.samples[:-1]):
             weight = bit_affine(self.bsn.layers[index + 1])[0]  # a flip of unit i moves child j by W'[j, i]
-            chunk = len(samples) if torch.compiler.is_compiling() else max(1, FLIP_CHUNK_ELEMENTS // weight.numel())
-            parts = [slice(start, start + chunk) for start in range(0, len(samples), chunk)]
+            parts = [slice(None)] if torch.compiler.is_compiling() else _row_chunks(len(samples), weight.numel())
             children_pre, children = output.pre_activations[index + 1], output.samples[index + 1]
             ratios.append(torch.cat([
                 bernoulli_children_log_ratio(children_pre[part], children[part], weight, samples[part])
@@ -676,17 +682,15 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
             layer); else ``None``.
         """
         samples = output.samples[layer]
-        rows, count = len(samples), len(units)
+        count = len(units)
         widest = max(h.shape[-1] for h in output.samples[layer:])
-        chunk = max(1, FLIP_CHUNK_ELEMENTS // (count * widest))
         above = range(layer + 1, len(output.samples))
         # The weight by which each layer from ``layer`` up moves what reads it: the next BSN layer, then the head.
         weights = [bit_affine(self.bsn.layers[index])[0] for index in above] + [self.action_net.weight]
         log_probs, reached = [], []
         with torch.no_grad():
             head_params = self.action_net(output.output)
-            for start in range(0, rows, chunk):
-                part = slice(start, start + chunk)
+            for part in _row_chunks(len(samples), count * widest):
                 flip = (1.0 - 2.0 * samples[part][:, units]).unsqueeze(-1)  # (n, count, 1): the change of h_i
                 shift = flip * weights[0].t()[units]  # (n, count, outputs): W'[:, i] (h_i' - h_i)
                 # A flip of the top layer itself always changes it.
