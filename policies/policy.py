@@ -597,7 +597,7 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
         at once.
         """
         with torch.no_grad():
-            ratios = self._children_log_ratios(output) if len(output.samples) > 1 else []
+            ratios = self._children_log_ratios(output)
             ratios.append(self._action_log_ratio(output.output, actions))
             return [torch.sigmoid(pre + ratio) for pre, ratio in zip(output.pre_activations, ratios, strict=True)]
 
