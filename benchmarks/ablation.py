@@ -45,7 +45,14 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.localpg import LocalPG
-from benchmarks.common import RunResult, machine_description, resume_runs, save_record, train_until
+from benchmarks.common import (
+    RunResult,
+    finished_runs_sentence,
+    machine_description,
+    resume_runs,
+    save_record,
+    train_until,
+)
 from benchmarks.compare_sb3 import TASKS, algo_config
 from bsn_zoo.plotting import Line, Panel, plot_learning_curves
 from envs import make_vec_env
@@ -357,15 +364,15 @@ def main(argv: list[str] | None = None) -> None:
     records = resume_runs(run_one, jobs, record_name, folder, args.workers, train=not args.report_only)
     results = [(name, env_id, seed, RunResult.from_record(record))
                for (name, env_id, seed, _budget), record in records.items()]
-    missing = len(jobs) - len(results)
+    missing = [f"{name} {env_id} seed {seed}" for name, env_id, seed, budget in jobs
+               if (name, env_id, seed, budget) not in records]
     minutes = (time.perf_counter() - start) / 60
     trained = sum(result.seconds for *_key, result in results) / 60
     sections = [
         "# Ablation of LocalPG's estimator, baselines and levers; back-propagated comparisons",
         f"Command: `{command}` (this invocation: {minutes:.0f} min on a 2-core machine shared with other jobs, "
         f"torch.set_num_threads(1), {args.workers} worker process(es); the runs of this report trained for "
-        f"{trained:.0f} min in all). Finished runs are kept in `{folder}/`; {missing} of the {len(jobs)} runs "
-        "asked for are not finished."
+        f"{trained:.0f} min in all). {finished_runs_sentence(folder, missing)}"
         + (f" Not run: {', '.join(sitting_out)}."
            if sitting_out else ""),
         "Each LocalPG variant changes one setting of the tuned default (`hyperparams/localpg.yml`). "

@@ -36,6 +36,7 @@ __all__ = [
     "benchmark_settings",
     "claim_run",
     "evaluate",
+    "finished_runs_sentence",
     "has_entry",
     "load_delayed_reward_entry",
     "load_record",
@@ -267,6 +268,17 @@ def save_record(path: Path, record: dict[str, Any]) -> None:
 def load_record(path: Path) -> dict[str, Any] | None:
     """The record saved at ``path`` by :func:`save_record`, or ``None`` if that run has not finished."""
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def finished_runs_sentence(folder: Path, missing: list[str]) -> str:
+    """The report sentence on where the finished runs of ``folder`` are kept and which of the runs asked for are not
+    finished: ``missing`` holds their names (empty when every run is finished; the first six are listed)."""
+    kept = f"Finished runs are kept in `{folder}/`; "
+    if not missing:
+        return kept + "every run asked for is finished."
+    listed = ", ".join(missing[:6]) + (", ..." if len(missing) > 6 else "")
+    verb = "is" if len(missing) == 1 else "are"
+    return kept + f"{len(missing)} of the runs asked for {verb} not finished ({listed})."
 
 
 def run_in_workers(function: Callable[[Any], Any], items: Iterable[Any], workers: int) -> None:

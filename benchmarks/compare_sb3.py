@@ -61,6 +61,7 @@ from agents.localpg import LocalPG
 from benchmarks.common import (
     RunResult,
     benchmark_settings,
+    finished_runs_sentence,
     has_entry,
     load_tuned,
     machine_description,
@@ -503,9 +504,7 @@ def main(argv: list[str] | None = None) -> None:
             "# LocalPG vs SB3 PPO / A2C (MlpPolicy, RL Zoo hyperparameters)",
             f"Command: `{command}` (this invocation: {minutes:.0f} min on a 2-core machine shared with other jobs, "
             f"torch.set_num_threads(1), {args.workers} worker process(es); the runs of this report trained for "
-            f"{trained:.0f} min in all). Finished runs are kept in `{folder}/`; {len(missing)} of the runs asked "
-            "for are not finished"
-            + (f" ({', '.join(missing[:6])}{', ...' if len(missing) > 6 else ''})." if missing else ".")
+            f"{trained:.0f} min in all). {finished_runs_sentence(folder, missing)}"
             + ("" if timed else " No timed segments in this invocation (no equal-rollout steps/s columns)."),
             "Steps to threshold: first env step at which the mean return of the last 20 finished *training* "
             "episodes reached the threshold ("

@@ -51,7 +51,14 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents.localpg import LocalPG
 from agents.localpg.diagnostics import DIAGNOSTIC_ROWS
-from benchmarks.common import load_record, machine_description, resume_runs, save_record, train_until
+from benchmarks.common import (
+    finished_runs_sentence,
+    load_record,
+    machine_description,
+    resume_runs,
+    save_record,
+    train_until,
+)
 from benchmarks.compare_sb3 import algo_config
 from bsn_zoo.config import CREDIT_RULES, deep_policy_settings, merge
 from bsn_zoo.plotting import Line, Panel, plot_learning_curves
@@ -383,9 +390,7 @@ def main(argv: list[str] | None = None) -> None:
         [
             "# Deep BSN policies: local rules against back-propagated PPO of the same depth",
             f"Command: `{command}` (this invocation: {(time.perf_counter() - start) / 60:.0f} min; the runs of "
-            f"this report trained for {minutes:.0f} min in all). Finished runs are kept in `{folder}/`; "
-            f"{len(missing)} of the runs asked for are not finished"
-            + (f" ({', '.join(missing[:6])}{', ...' if len(missing) > 6 else ''})." if missing else "."),
+            f"this report trained for {minutes:.0f} min in all). {finished_runs_sentence(folder, missing)}",
             f"Tasks: {budgets}. Width: {', '.join(f'{t} {width(t)}' for t in args.tasks)} units per hidden layer "
             f"(LocalPG's tuned entry); PPO: RL Zoo's settings with an actor of the same depth and width and a "
             f"{CRITIC} critic, like LocalPG's. LocalPG: `hyperparams/localpg.yml`'s entry with "

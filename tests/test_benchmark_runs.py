@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.common import claim_run, release_run, resume_runs, save_record
+from benchmarks.common import claim_run, finished_runs_sentence, release_run, resume_runs, save_record
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,3 +113,15 @@ def test_a_finished_run_cannot_be_claimed(tmp_path: Path) -> None:
     assert not claim_run(record)
     assert not list(tmp_path.glob("*.claim*"))
 
+
+
+@pytest.mark.parametrize(
+    ("missing", "expected"),
+    [
+        ([], "every run asked for is finished."),
+        (["a"], "1 of the runs asked for is not finished (a)."),
+        ([str(i) for i in range(7)], "7 of the runs asked for are not finished (0, 1, 2, 3, 4, 5, ...)."),
+    ],
+)
+def test_reports_name_the_runs_not_finished(missing: list[str], expected: str) -> None:
+    assert finished_runs_sentence(Path("runs"), missing) == f"Finished runs are kept in `runs/`; {expected}"

@@ -125,7 +125,7 @@ def test_finished_runs_are_kept_and_not_trained_again(tmp_path: Path, monkeypatc
     records = sorted((tmp_path / "compare_runs").glob("CartPole-v1__*__s0.json"))
     assert [path.name.split("__")[1] for path in records] == ["localpg", "ppo"]
     first = out.with_suffix(".md").read_text()
-    assert "0 of the runs asked for are not finished" in first and "steps to PPO's final training mean" in first
+    assert "every run asked for is finished" in first and "steps to PPO's final training mean" in first
 
     def no_training(job_and_folder):
         raise AssertionError("a finished run was trained again")
