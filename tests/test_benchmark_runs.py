@@ -114,7 +114,6 @@ def test_a_finished_run_cannot_be_claimed(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.claim*"))
 
 
-
 @pytest.mark.parametrize(
     ("missing", "expected"),
     [
