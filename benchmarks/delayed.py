@@ -46,6 +46,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents.localpg import LocalPG
 from benchmarks.common import (
+    finished_runs_sentence,
     load_delayed_reward_entry,
     load_record,
     machine_description,
@@ -440,9 +441,14 @@ def main(argv: list[str] | None = None) -> None:
         [
             "# LocalPG vs SB3 PPO with delayed reward",
             f"Command: `{command}` (this invocation: {(time.perf_counter() - start) / 60:.0f} min; the runs of this "
-            f"report trained for {minutes:.0f} min in all). Finished runs are kept in "
-            f"`{folder.name}/` and not trained again, so the same command without `--report-only` trains only the "
-            f"missing ones. Machine: {machine_description('cpu')}.",
+            f"report trained for {minutes:.0f} min in all). {finished_runs_sentence(folder, missing)} A "
+            "finished run is not trained again: the same command without `--report-only` trains only the missing ones"
+            + (
+                ". To follow once the algorithm's gamma and gae_lambda are chosen: " + "; ".join(waiting)
+                if waiting
+                else ""
+            )
+            + f". Machine: {machine_description('cpu')}.",
             "Delayed task `<env>@<delay>`: the task's reward accumulated and paid every `<delay>` steps, or only at "
             "the episode's end (`episode`), by `envs.RewardDelay`, and the remaining fraction of the time limit "
             "observed by both algorithms (`envs.TimeFeature`); every return reported here is the task's true return "
@@ -462,17 +468,6 @@ def main(argv: list[str] | None = None) -> None:
             + ". Medians over seeds; ratio to PPO: of the median final evaluations (for negative returns, below 1 is "
             "better); keeps dense: delayed >= 0.8 x dense (positive returns) or >= 1.2 x dense (negative returns).",
             table,
-            (
-                f"Not finished yet ({len(missing)} runs): "
-                + ", ".join(f"`{name}`" for name in missing)
-                + (
-                    ". To follow once the algorithm's gamma and gae_lambda are chosen: " + "; ".join(waiting) + "."
-                    if waiting
-                    else ""
-                )
-            )
-            if missing
-            else "All runs finished.",
             f"![learning curves]({out.with_suffix('.png').name})",
             "## Choice of gamma and gae_lambda (final evaluation on the selection seeds)",
             selection_table(args.tasks, args.selection_seeds, folder),

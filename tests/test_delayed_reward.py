@@ -93,7 +93,7 @@ def test_benchmark_resumes_from_its_saved_runs_and_reports_what_is_missing(
     runs = sorted((tmp_path / "delayed_runs").glob("*.json"))
     assert len(runs) == 2 * 2 + 2 * 2  # selection: 2 points x 2 algos; then delayed and dense runs of each algo
     text = out.with_suffix(".md").read_text()
-    assert "All runs finished." in text and out.with_suffix(".png").is_file()
+    assert "every run asked for is finished." in text and out.with_suffix(".png").is_file()
     rows = [line for line in text.splitlines() if line.startswith("| CartPole-v1@episode | ")]
     assert {row.split(" | ")[1] for row in rows[:2]} == {"localpg", "ppo"}
     record = json.loads(runs[0].read_text())
@@ -108,13 +108,13 @@ def test_benchmark_resumes_from_its_saved_runs_and_reports_what_is_missing(
     assert trained == [dense.name]
     dense.unlink()
     delayed.main([*args, "--report-only"])
-    assert f"Not finished yet (1 runs): `{dense.name}`" in out.with_suffix(".md").read_text()
+    assert f"1 of the runs asked for is not finished ({dense.name})." in out.with_suffix(".md").read_text()
     # Without one of its selection runs, an algorithm's reported runs are counted as waiting for its choice.
     selection = next(path for path in runs if "__select__ppo" in path.name)
     selection.unlink()
     delayed.main([*args, "--report-only"])
     text = out.with_suffix(".md").read_text()
-    assert f"Not finished yet (2 runs): `{dense.name}`, `{selection.name}`" in text
+    assert f"2 of the runs asked for are not finished ({dense.name}, {selection.name})." in text
     assert "once the algorithm's gamma and gae_lambda are chosen: CartPole-v1@episode ppo: 2 runs" in text
     with pytest.raises(SystemExit):
         delayed.main([*args[:-2], "--selection-seeds", "0", "--out", str(out)])
