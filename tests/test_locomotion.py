@@ -133,3 +133,27 @@ def test_mujoco_tasks_leave_no_log_file_in_the_working_directory(tmp_path: Path,
     for env_id in TASKS:
         make_vec_env(env_id, 1, seed=0).close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_readme_continuous_control_table_is_the_comparison_s_medians() -> None:
+    """The README's continuous-control table quotes benchmarks/results/compare_sb3_locomotion.md for every task:
+    the seeds of each algorithm, their median final evaluations and their median steps to PPO's final training
+    mean ("not reached (median)" where the median run never got there)."""
+    root = Path(__file__).resolve().parents[1]
+    report: dict[str, dict[str, list[str]]] = {}
+    for line in (root / "benchmarks" / "results" / "compare_sb3_locomotion.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) == 11 and cells[0] in TASKS and "/" in cells[2]:  # summary rows: "seeds solved"
+            report.setdefault(cells[0], {})[cells[1]] = cells
+    assert set(report) == set(TASKS)
+    readme = (root / "README.md").read_text()
+    rows = readme[readme.index("| task | seeds, LocalPG / PPO |") :].split("\n\n")[0].splitlines()[2:]
+    assert sorted(row.split("|")[1].strip() for row in rows) == sorted(TASKS)
+    for row in rows:
+        task, seeds, localpg_eval, ppo_eval, steps = [cell.strip().strip("*") for cell in row.strip("|").split("|")]
+        localpg, ppo = report[task]["localpg"], report[task]["ppo"]
+        assert seeds == f"{localpg[2].split('/')[1]} / {ppo[2].split('/')[1]}", row
+        assert (localpg_eval, ppo_eval) == (localpg[5], ppo[5]), row
+        localpg_steps = "not reached (median)" if "budget" in localpg[7] else localpg[7]
+        ratio = f" ({localpg[8]}x)" if localpg_steps != "not reached (median)" else ""
+        assert steps == f"{localpg_steps} / {ppo[7]}{ratio}", row
