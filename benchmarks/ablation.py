@@ -256,6 +256,7 @@ def run_one(job_and_folder: tuple[Job, Path]) -> RunResult:
     torch.set_num_threads(1)
     variant = variant_named(name)
     task = TASKS[env_id]
+    record = folder / record_name(job)  # named by the settings read now, as the model is built: not at the end
     normalize = bool(algo_config("localpg" if variant.algo == "localpg" else "ppo", env_id).get("normalize", False))
 
     def eval_env() -> VecEnv:
@@ -265,7 +266,7 @@ def run_one(job_and_folder: tuple[Job, Path]) -> RunResult:
     result = train_until(
         lambda: build(variant, env_id, seed), eval_env, task.threshold, budget, budget, task.eval_episodes
     )
-    save_record(folder / record_name(job), {"variant": name, "env_id": env_id, "seed": seed, **result.record()})
+    save_record(record, {"variant": name, "env_id": env_id, "seed": seed, **result.record()})
     print(f"{env_id} {name} seed {seed}: solved_at={result.steps_to_threshold} eval={result.eval_mean:.1f} "
           f"({result.seconds / 60:.1f} min)", flush=True)
     return result

@@ -243,6 +243,7 @@ def run_one(job_and_folder: tuple[Job, Path]) -> RunResult:
     algo, env_id, seed, eval_episodes = job
     torch.set_num_threads(1)
     task = TASKS[env_id]
+    record = folder / record_name(job)  # named by the settings read now, as the model is built: not at the end
     normalize = bool(algo_config(algo, env_id).get("normalize", False))
 
     def eval_env() -> VecEnv:
@@ -256,7 +257,7 @@ def run_one(job_and_folder: tuple[Job, Path]) -> RunResult:
         task.min_steps,
         eval_episodes,
     )
-    save_record(folder / record_name(job), {"algo": algo, "env_id": env_id, "seed": seed, **result.record()})
+    save_record(record, {"algo": algo, "env_id": env_id, "seed": seed, **result.record()})
     print(
         f"{env_id} {algo} seed {seed}: solved_at={result.steps_to_threshold} steps={result.steps} "
         f"eval={result.eval_mean:.1f} sps={result.steps_per_second:.0f} ({result.seconds / 60:.1f} min)",

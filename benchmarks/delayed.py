@@ -196,15 +196,17 @@ def run_job(job_and_folder: tuple[Job, Path]) -> dict[str, Any]:
     job, folder = job_and_folder
     torch.set_num_threads(1)
     task = TASKS[job.task]
-    normalize = bool(settings(job).get("normalize", False))
+    # The record's name and settings are read now, as the model is built: not once it has trained.
+    used, path = settings(job), folder / job.file_name()
+    normalize = bool(used.get("normalize", False))
 
     def eval_env() -> VecEnv:  # dense: its Monitor returns are the true returns of the delayed task too
         time_feature = job.phase != "dense"
         return make_vec_env(task.env_id, 1, 10_000 + job.seed, normalize=normalize, time_feature=time_feature)
 
     result = train_until(lambda: build(job), eval_env, task.threshold, task.budget, task.budget, task.eval_episodes)
-    record = {**asdict(job), "settings": json.loads(json.dumps(settings(job), default=repr)), **result.record()}
-    save_record(folder / job.file_name(), record)
+    record = {**asdict(job), "settings": json.loads(json.dumps(used, default=repr)), **result.record()}
+    save_record(path, record)
     print(
         f"{job.task} {job.phase} {job.algo} gamma={job.gamma} gae_lambda={job.gae_lambda} seed {job.seed}: "
         f"eval {result.eval_mean:.1f}, solved at {result.steps_to_threshold}, {result.seconds / 60:.1f} min",

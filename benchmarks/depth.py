@@ -199,7 +199,9 @@ def run_job(job_and_folder: tuple[Job, Path]) -> dict[str, Any]:
     job, folder = job_and_folder
     torch.set_num_threads(1)
     task = TASKS[job.task]
-    normalize = bool(settings(job).get("normalize", False))
+    # The record's name and settings are read now, as the model is built: not once it has trained.
+    used, path = settings(job), folder / job.file_name()
+    normalize = bool(used.get("normalize", False))
 
     def eval_env() -> VecEnv:
         return make_vec_env(job.task, 1, 10_000 + job.seed, normalize=normalize)
@@ -211,11 +213,11 @@ def run_job(job_and_folder: tuple[Job, Path]) -> dict[str, Any]:
     )
     record = {
         **asdict(job),
-        "settings": json.loads(json.dumps(settings(job), default=repr)),
+        "settings": json.loads(json.dumps(used, default=repr)),
         **result.record(),
         **layer_diagnostics.medians(),
     }
-    save_record(folder / job.file_name(), record)
+    save_record(path, record)
     print(
         f"{job.task} {job.algo} depth {job.depth} seed {job.seed}: solved at {result.steps_to_threshold}, "
         f"eval {result.eval_mean:.1f}, {result.seconds / 60:.1f} min",

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks import compare_sb3
 from benchmarks.common import RunResult
 from benchmarks.compare_sb3 import (
     ALGOS,
@@ -19,6 +20,8 @@ from benchmarks.compare_sb3 import (
     first_step_at_or_above,
     has_config,
     main,
+    record_name,
+    run_one,
     summarise,
 )
 from bsn_zoo.config import LinearDecay, read_hyperparams
@@ -135,6 +138,26 @@ def test_finished_runs_are_kept_and_not_trained_again(tmp_path: Path, monkeypatc
     main([*argv, "--report-only"])
     table = [line for line in out.with_suffix(".md").read_text().splitlines() if line.startswith("| CartPole-v1 |")]
     assert table == [line for line in first.splitlines() if line.startswith("| CartPole-v1 |")]
+
+
+def test_a_record_is_named_by_the_settings_it_trained_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tuned entry edited while a run trains does not rename its record: the name is the digest of the settings
+    the model was built with, not of those on disk when training ends."""
+    monkeypatch.setitem(TASKS, "CartPole-v1", Task("CartPole-v1", 475.0, {"localpg": 64, "ppo": 64}, 64, 1))
+    job = ("localpg", "CartPole-v1", 0, 1)
+    trained_with = record_name(job)
+    real_train_until = compare_sb3.train_until
+
+    def train_then_edit_the_entry(*args, **kwargs):
+        result = real_train_until(*args, **kwargs)
+        edited = lambda algo, env_id: {**algo_config(algo, env_id), "gamma": 0.5}  # noqa: E731
+        monkeypatch.setattr(compare_sb3, "algo_config", edited)
+        return result
+
+    monkeypatch.setattr(compare_sb3, "train_until", train_then_edit_the_entry)
+    run_one((job, tmp_path))
+    assert record_name(job) != trained_with  # the entry did change
+    assert [path.name for path in tmp_path.glob("*.json")] == [trained_with]
 
 
 def test_steps_to_a_target_is_the_first_curve_point_at_or_above_it() -> None:
