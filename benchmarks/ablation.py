@@ -28,6 +28,7 @@ Usage (the committed table's command is written at its top)::
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import hashlib
 import json
@@ -177,9 +178,17 @@ VARIANTS = [
 ]
 
 
-def build(variant: Variant, env_id: str, seed: int) -> BaseAlgorithm:
-    """The seeded model of one arm."""
-    tuned = algo_config("localpg", env_id)
+def build(variant: Variant, env_id: str, seed: int, tuned: dict[str, Any] | None = None) -> BaseAlgorithm:
+    """The seeded model of one arm.
+
+    Args:
+        variant: the arm.
+        env_id: the task.
+        seed: seed of the model and of its training envs.
+        tuned: LocalPG's configuration for the task as ``algo_config`` gave it (read now when ``None``): a run
+            passes the one reading that also names its record. It is not modified.
+    """
+    tuned = copy.deepcopy(algo_config("localpg", env_id) if tuned is None else tuned)
     policy_kwargs = {**tuned.get("policy_kwargs", {}), **variant.policy_overrides}
     if variant.algo == "localpg":
         config = {**tuned, **variant.overrides, "policy_kwargs": policy_kwargs}
@@ -239,12 +248,13 @@ def applies(variant: Variant, env_id: str) -> bool:
     return why_sitting_out(variant, env_id) is None
 
 
-def record_name(job: Job) -> str:
+def record_name(job: Job, tuned: dict[str, Any] | None = None) -> str:
     """The file of a job's record: environment, variant, a digest of the variant, the tuned configuration it
-    changes, the task and the budget, and the seed; a record is never reused for other settings."""
+    changes (``tuned``, as ``algo_config`` gave it; read now when ``None``), the task and the budget, and the seed;
+    a record is never reused for other settings."""
     name, env_id, seed, budget = job
-    settings = {**asdict(variant_named(name)), **algo_config("localpg", env_id), **asdict(TASKS[env_id]),
-                "budget": budget}
+    used = algo_config("localpg", env_id) if tuned is None else tuned
+    settings = {**asdict(variant_named(name)), **used, **asdict(TASKS[env_id]), "budget": budget}
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=repr).encode()).hexdigest()[:8]
     return f"{env_id}__{name}__{digest}__s{seed}.json"
 
@@ -256,15 +266,18 @@ def run_one(job_and_folder: tuple[Job, Path]) -> RunResult:
     torch.set_num_threads(1)
     variant = variant_named(name)
     task = TASKS[env_id]
-    record = folder / record_name(job)  # named by the settings read now, as the model is built: not at the end
-    normalize = bool(algo_config("localpg" if variant.algo == "localpg" else "ppo", env_id).get("normalize", False))
+    # One reading of the tuned settings names the record and builds the model: an entry edited mid-run changes
+    # neither.
+    tuned = algo_config("localpg", env_id)
+    record = folder / record_name(job, tuned)
+    normalize = bool((tuned if variant.algo == "localpg" else algo_config("ppo", env_id)).get("normalize", False))
 
     def eval_env() -> VecEnv:
         return make_vec_env(env_id, 1, 10_000 + seed, normalize=normalize)
 
     # Fixed budget (min_steps = budget): learning curves and final returns are compared at equal steps.
     result = train_until(
-        lambda: build(variant, env_id, seed), eval_env, task.threshold, budget, budget, task.eval_episodes
+        lambda: build(variant, env_id, seed, tuned), eval_env, task.threshold, budget, budget, task.eval_episodes
     )
     save_record(record, {"variant": name, "env_id": env_id, "seed": seed, **result.record()})
     print(f"{env_id} {name} seed {seed}: solved_at={result.steps_to_threshold} eval={result.eval_mean:.1f} "

@@ -43,6 +43,7 @@ LunarLander-v3, whose runs take about 10 minutes each here, 53 min)::
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import sys
@@ -211,9 +212,24 @@ def algo_config(algo: str, env_id: str) -> dict[str, Any]:
     return config
 
 
-def build(algo: str, env_id: str, seed: int, overrides: dict[str, Any] | None = None) -> BaseAlgorithm:
-    """A seeded model of ``algo`` with its tuned / RL Zoo configuration (``overrides`` replace keys)."""
-    config = {**algo_config(algo, env_id), **(overrides or {})}
+def build(
+    algo: str,
+    env_id: str,
+    seed: int,
+    overrides: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+) -> BaseAlgorithm:
+    """A seeded model of ``algo`` on ``env_id``.
+
+    Args:
+        algo: a LocalPG variant, ``ppo``, ``a2c`` or one of their plug-ins.
+        env_id: the task.
+        seed: seed of the model and of its training envs.
+        overrides: keys that replace the configuration's.
+        config: the configuration as :func:`algo_config` gave it (read now when ``None``): a run passes the one
+            reading that also names its record. It is not modified.
+    """
+    config = {**copy.deepcopy(algo_config(algo, env_id) if config is None else config), **(overrides or {})}
     n_envs = int(config.pop("n_envs"))
     normalize = bool(config.pop("normalize", False))
     env = make_vec_env(env_id, n_envs, seed, normalize=normalize, gamma=float(config.get("gamma", 0.99)))
@@ -227,12 +243,14 @@ def build(algo: str, env_id: str, seed: int, overrides: dict[str, Any] | None = 
 Job = tuple[str, str, int, int]
 
 
-def record_name(job: Job) -> str:
+def record_name(job: Job, config: dict[str, Any] | None = None) -> str:
     """The file of a job's record: environment, algorithm, a digest of its complete settings (the algorithm's
     configuration, the task's budget and the evaluation episodes) and the seed, so that a record is never reused
-    for other settings."""
+    for other settings. ``config``: the algorithm's configuration as :func:`algo_config` gave it (read now when
+    ``None``)."""
     algo, env_id, seed, eval_episodes = job
-    settings = {**algo_config(algo, env_id), **asdict(TASKS[env_id]), "eval_episodes": eval_episodes}
+    used = algo_config(algo, env_id) if config is None else config
+    settings = {**used, **asdict(TASKS[env_id]), "eval_episodes": eval_episodes}
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=repr).encode()).hexdigest()[:8]
     return f"{env_id}__{algo}__{digest}__s{seed}.json"
 
@@ -243,14 +261,16 @@ def run_one(job_and_folder: tuple[Job, Path]) -> RunResult:
     algo, env_id, seed, eval_episodes = job
     torch.set_num_threads(1)
     task = TASKS[env_id]
-    record = folder / record_name(job)  # named by the settings read now, as the model is built: not at the end
-    normalize = bool(algo_config(algo, env_id).get("normalize", False))
+    # One reading of the settings names the record and builds the model: an entry edited mid-run changes neither.
+    config = algo_config(algo, env_id)
+    record = folder / record_name(job, config)
+    normalize = bool(config.get("normalize", False))
 
     def eval_env() -> VecEnv:
         return make_vec_env(env_id, 1, 10_000 + seed, normalize=normalize)
 
     result = train_until(
-        lambda: build(algo, env_id, seed),
+        lambda: build(algo, env_id, seed, config=config),
         eval_env,
         task.threshold,
         task.budget(algo),

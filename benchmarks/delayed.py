@@ -29,6 +29,7 @@ Usage (each committed table's command is written at its top)::
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import itertools
 import json
@@ -131,16 +132,15 @@ class Job:
     gae_lambda: float | None
     seed: int
 
-    def file_name(self) -> str:
+    def file_name(self, used: dict[str, Any] | None = None) -> str:
         """The name of the run's JSON file: task (for the dense phase, the environment, shared by its tasks), phase,
         algorithm, grid point, seed and a digest of the complete settings, so that a run is never reused for
-        other settings."""
+        other settings. ``used``: as in :func:`settings_digest`."""
         task = TASKS[self.task]
         where = task.env_id if self.phase == "dense" else task.name
         point = "own" if self.gamma is None else f"g{self.gamma:g}_l{self.gae_lambda:g}"
-        return (
-            f"{where.replace('/', '_')}__{self.phase}__{self.algo}__{point}__{settings_digest(self)}__s{self.seed}.json"
-        )
+        digest = settings_digest(self, used)
+        return f"{where.replace('/', '_')}__{self.phase}__{self.algo}__{point}__{digest}__s{self.seed}.json"
 
 
 def delayed_overrides(algo: str, env_id: str) -> dict[str, Any]:
@@ -161,19 +161,22 @@ def settings(job: Job) -> dict[str, Any]:
     return config
 
 
-def settings_digest(job: Job) -> str:
+def settings_digest(job: Job, used: dict[str, Any] | None = None) -> str:
     """Eight hex digits identifying the job's complete settings (:func:`settings`) and its task's budget and
-    evaluation (a dense run's: those of the task it is run for)."""
+    evaluation (a dense run's: those of the task it is run for). ``used``: the job's settings as :func:`settings`
+    gave them (read now when ``None``); a run passes the one reading that also builds its model."""
     task = TASKS[job.task]
     measured = {"budget": task.budget, "eval_episodes": task.eval_episodes, "threshold": task.threshold}
-    text = json.dumps({**settings(job), **measured}, sort_keys=True, default=repr)
+    config = settings(job) if used is None else used
+    text = json.dumps({**config, **measured}, sort_keys=True, default=repr)
     return hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
-def build(job: Job) -> BaseAlgorithm:
-    """The seeded model of a job, on its (delayed or dense) training env."""
+def build(job: Job, used: dict[str, Any] | None = None) -> BaseAlgorithm:
+    """The seeded model of a job, on its (delayed or dense) training env. ``used``: the job's settings as
+    :func:`settings` gave them (read now when ``None``); they are not modified."""
     task = TASKS[job.task]
-    config = settings(job)
+    config = copy.deepcopy(settings(job) if used is None else used)
     n_envs = int(config.pop("n_envs"))
     normalize = bool(config.pop("normalize", False))
     delayed = job.phase != "dense"
@@ -196,15 +199,19 @@ def run_job(job_and_folder: tuple[Job, Path]) -> dict[str, Any]:
     job, folder = job_and_folder
     torch.set_num_threads(1)
     task = TASKS[job.task]
-    # The record's name and settings are read now, as the model is built: not once it has trained.
-    used, path = settings(job), folder / job.file_name()
+    # One reading of the settings names the record, is stored in it and builds the model: an entry edited mid-run
+    # changes none of them.
+    used = settings(job)
+    path = folder / job.file_name(used)
     normalize = bool(used.get("normalize", False))
 
     def eval_env() -> VecEnv:  # dense: its Monitor returns are the true returns of the delayed task too
         time_feature = job.phase != "dense"
         return make_vec_env(task.env_id, 1, 10_000 + job.seed, normalize=normalize, time_feature=time_feature)
 
-    result = train_until(lambda: build(job), eval_env, task.threshold, task.budget, task.budget, task.eval_episodes)
+    result = train_until(
+        lambda: build(job, used), eval_env, task.threshold, task.budget, task.budget, task.eval_episodes
+    )
     record = {**asdict(job), "settings": json.loads(json.dumps(used, default=repr)), **result.record()}
     save_record(path, record)
     print(

@@ -33,6 +33,7 @@ Usage (each committed table's command is written at its top)::
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import math
@@ -113,10 +114,10 @@ class Job:
     depth: int
     seed: int
 
-    def file_name(self) -> str:
+    def file_name(self, used: dict[str, Any] | None = None) -> str:
         """The run's JSON file: task, learner, depth, seed and a digest of its complete settings, so that a run
-        is never reused for other settings."""
-        return f"{self.task}__{self.algo}__d{self.depth}__{settings_digest(self)}__s{self.seed}.json"
+        is never reused for other settings. ``used``: as in :func:`settings_digest`."""
+        return f"{self.task}__{self.algo}__d{self.depth}__{settings_digest(self, used)}__s{self.seed}.json"
 
 
 def width(env_id: str) -> int:
@@ -135,15 +136,19 @@ def settings(job: Job) -> dict[str, Any]:
     return merge(entry, deep_policy_settings(job.task, job.depth, job.algo, entry))
 
 
-def settings_digest(job: Job) -> str:
-    """Eight hex digits identifying the job's settings (:func:`settings`) and its task's budget and evaluation."""
-    text = json.dumps({**settings(job), **asdict(TASKS[job.task])}, sort_keys=True, default=repr)
+def settings_digest(job: Job, used: dict[str, Any] | None = None) -> str:
+    """Eight hex digits identifying the job's settings (:func:`settings`) and its task's budget and evaluation.
+    ``used``: the job's settings as :func:`settings` gave them (read now when ``None``); a run passes the one
+    reading that also builds its model."""
+    config = settings(job) if used is None else used
+    text = json.dumps({**config, **asdict(TASKS[job.task])}, sort_keys=True, default=repr)
     return hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
-def build(job: Job) -> BaseAlgorithm:
-    """The seeded model of a job, on its training env."""
-    config = settings(job)
+def build(job: Job, used: dict[str, Any] | None = None) -> BaseAlgorithm:
+    """The seeded model of a job, on its training env. ``used``: the job's settings as :func:`settings` gave them
+    (read now when ``None``); they are not modified."""
+    config = copy.deepcopy(settings(job) if used is None else used)
     n_envs = int(config.pop("n_envs"))
     normalize = bool(config.pop("normalize", False))
     env = make_vec_env(job.task, n_envs, job.seed, normalize=normalize, gamma=float(config.get("gamma", 0.99)))
@@ -199,8 +204,10 @@ def run_job(job_and_folder: tuple[Job, Path]) -> dict[str, Any]:
     job, folder = job_and_folder
     torch.set_num_threads(1)
     task = TASKS[job.task]
-    # The record's name and settings are read now, as the model is built: not once it has trained.
-    used, path = settings(job), folder / job.file_name()
+    # One reading of the settings names the record, is stored in it and builds the model: an entry edited mid-run
+    # changes none of them.
+    used = settings(job)
+    path = folder / job.file_name(used)
     normalize = bool(used.get("normalize", False))
 
     def eval_env() -> VecEnv:
@@ -208,7 +215,7 @@ def run_job(job_and_folder: tuple[Job, Path]) -> dict[str, Any]:
 
     layer_diagnostics = LayerDiagnostics()
     result = train_until(
-        lambda: build(job), eval_env, task.threshold, task.budget, task.min_steps, task.eval_episodes,
+        lambda: build(job, used), eval_env, task.threshold, task.budget, task.min_steps, task.eval_episodes,
         callbacks=[layer_diagnostics],
     )
     record = {

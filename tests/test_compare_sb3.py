@@ -160,6 +160,28 @@ def test_a_record_is_named_by_the_settings_it_trained_with(tmp_path: Path, monke
     assert [path.name for path in tmp_path.glob("*.json")] == [trained_with]
 
 
+def test_one_reading_of_the_settings_names_the_record_and_builds_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tuned entry edited after the record is named but before the model is built changes neither: the run
+    reads its settings once."""
+    monkeypatch.setitem(TASKS, "CartPole-v1", Task("CartPole-v1", 475.0, {"localpg": 64, "ppo": 64}, 64, 1))
+    job = ("localpg", "CartPole-v1", 0, 1)
+    named_for = record_name(job)
+    real_train_until = compare_sb3.train_until
+    built = []
+
+    def edit_the_entry_then_train(make_model, *args, **kwargs):
+        edited = lambda algo, env_id: {**algo_config(algo, env_id), "gamma": 0.5}  # noqa: E731
+        monkeypatch.setattr(compare_sb3, "algo_config", edited)
+        return real_train_until(lambda: built.append(make_model()) or built[-1], *args, **kwargs)
+
+    monkeypatch.setattr(compare_sb3, "train_until", edit_the_entry_then_train)
+    run_one((job, tmp_path))
+    assert built[0].gamma == algo_config("localpg", "CartPole-v1")["gamma"] != 0.5
+    assert [path.name for path in tmp_path.glob("*.json")] == [named_for]
+
+
 def test_steps_to_a_target_is_the_first_curve_point_at_or_above_it() -> None:
     curve = [(100, -5.0), (200, 3.0), (300, 2.0), (400, 7.0)]
     assert first_step_at_or_above(curve, 3.0) == 200

@@ -155,6 +155,28 @@ def test_benchmark_settings_are_the_shipped_ones_with_the_grid_point() -> None:
         assert job.file_name().endswith(f"__{delayed.settings_digest(job)}__s0.json")
 
 
+def test_one_reading_of_the_settings_names_stores_and_builds_a_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Settings edited after a run's record is named but before its model is built change neither the model nor
+    the record's name and stored settings: the run reads its settings once."""
+    monkeypatch.setitem(TASKS, "CartPole-v1@episode", replace(TASKS["CartPole-v1@episode"], budget=64, eval_episodes=1))
+    job = delayed.Job("CartPole-v1@episode", "delayed", "localpg", 0.99, 1.0, 0)
+    named_for, real_settings, real_train_until = job.file_name(), delayed.settings, delayed.train_until
+    built = []
+
+    def edit_the_settings_then_train(make_model, *args, **kwargs):
+        monkeypatch.setattr(delayed, "settings", lambda job: {**real_settings(job), "n_epochs": 1})
+        return real_train_until(lambda: built.append(make_model()) or built[-1], *args, **kwargs)
+
+    monkeypatch.setattr(delayed, "train_until", edit_the_settings_then_train)
+    delayed.run_job((job, tmp_path))
+    assert built[0].n_epochs == real_settings(job)["n_epochs"] != 1
+    [record] = tmp_path.glob("*.json")
+    assert record.name == named_for
+    assert json.loads(record.read_text())["settings"]["n_epochs"] == real_settings(job)["n_epochs"]
+
+
 def test_mujoco_tasks_pay_the_return_at_the_episodes_end_on_the_locomotion_budget() -> None:
     """Each MuJoCo task is delayed to its episode's end with compare_sb3's budget and threshold; its training
     env observes the remaining time and pays reward only on the step that ends an episode."""
