@@ -54,7 +54,12 @@ class ThresholdCallback(BaseCallback):
     """Tracks the ``window``-episode training mean and stops training by a budget rule.
 
     Training stops as soon as the threshold has been reached *and* at least ``min_steps`` steps have
-    been taken, or at ``max_steps`` (the ``learn`` budget), whichever comes first.
+    been taken, or at ``max_steps`` (the ``learn`` budget), whichever comes first. The two stops fall at
+    different points of a rollout: the first in the middle of one, whose steps are then not trained on; the
+    second, SB3's, after the update of the first rollout that ends at or past ``max_steps``. So with
+    ``min_steps == max_steps`` a run that reached its threshold stops at exactly ``min_steps`` steps after its
+    last full rollout's update, and one that did not trains one update more (e.g. to 1,001,472 steps with
+    2,048-step rollouts and a 1M budget).
 
     Finished episodes come from the step's ``infos`` (SB3 VecEnvs, ``Monitor``). A torch-batched env
     stepped by LocalPG's tensor path has no per-step ``infos``: its episodes are read from the model's
