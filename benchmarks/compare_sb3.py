@@ -416,7 +416,11 @@ def summarise(
 
 
 def first_step_at_or_above(curve: list[tuple[int, float]], target: float) -> int | None:
-    """The first step of a training curve whose mean is at least ``target`` (``None``: never, or no target)."""
+    """The first step of a training curve whose mean is at least ``target`` (``None``: never, or no target).
+
+    A report reads the curve of a run's record, which :meth:`RunResult.record` thins to about 400 points: the step
+    found there can lie one thinned interval (a few thousand steps over 1M) after the first step at which the run's
+    full curve reached ``target`` (its ``steps_to_threshold`` when ``target`` is its threshold)."""
     return next((step for step, mean in curve if mean >= target), None)
 
 
