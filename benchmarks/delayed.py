@@ -406,6 +406,13 @@ def main(argv: list[str] | None = None) -> None:
         default=list(SELECTION_SEEDS),
         help="seeds on which each algorithm chooses its gamma and gae_lambda (not reported)",
     )
+    parser.add_argument(
+        "--algos",
+        nargs="+",
+        choices=ALGOS,
+        default=list(ALGOS),
+        help="train only these algorithms' runs (the report covers every algorithm, listing missing runs)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="training processes in parallel (> 0)")
     parser.add_argument("--report-only", action="store_true", help="write the report from the finished runs")
     parser.add_argument("--out", default="benchmarks/results/delayed", help="output path without extension")
@@ -423,13 +430,16 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     if not args.report_only:
         selection = [
-            job for name in args.tasks for algo in ALGOS for job in selection_jobs(name, algo, args.selection_seeds)
+            job
+            for name in args.tasks
+            for algo in args.algos
+            for job in selection_jobs(name, algo, args.selection_seeds)
         ]
         resume_runs(run_job, selection, Job.file_name, folder, args.workers)
         reported = [
             job
             for name in args.tasks
-            for algo in ALGOS
+            for algo in args.algos
             for job in reported_jobs(name, algo, seeds[name], args.selection_seeds, folder)
         ]
         resume_runs(run_job, reported, Job.file_name, folder, args.workers)

@@ -120,6 +120,22 @@ def test_benchmark_resumes_from_its_saved_runs_and_reports_what_is_missing(
         delayed.main([*args[:-2], "--selection-seeds", "0", "--out", str(out)])
 
 
+def test_benchmark_trains_only_the_algorithms_asked_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--algos localpg`` trains LocalPG's selection, delayed and dense runs and no PPO run; the report still
+    covers PPO, naming its selection runs as not finished."""
+    tiny = replace(TASKS["CartPole-v1@episode"], budget=300, eval_episodes=1)
+    monkeypatch.setitem(TASKS, "CartPole-v1@episode", tiny)
+    monkeypatch.setattr(delayed, "GAMMAS", (0.99,))
+    monkeypatch.setattr(delayed, "LAMBDAS", (1.0,))
+    out = tmp_path / "delayed"
+    delayed.main(["--tasks", "CartPole-v1@episode", "--seeds", "1", "--selection-seeds", "7", "--algos", "localpg",
+                  "--out", str(out)])
+    runs = sorted(path.name for path in (tmp_path / "delayed_runs").glob("*.json"))
+    assert len(runs) == 3 and all("__localpg__" in name for name in runs)  # selection, delayed, dense
+    ppo_selection = delayed.Job("CartPole-v1@episode", "select", "ppo", 0.99, 1.0, 7).file_name()
+    assert f"1 of the runs asked for is not finished ({ppo_selection})." in out.with_suffix(".md").read_text()
+
+
 @pytest.mark.slow
 def test_shipped_delayed_settings_learn_acrobot_with_the_return_paid_at_the_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
