@@ -193,6 +193,23 @@ MUTATIONS = [
         COUPLED_TESTS,
     ),
     Mutation(
+        "signed_head_read_as_bits",
+        "posterior credit of the top layer: a flip moves the action head by its raw weight, also where it reads signs",
+        POLICY,
+        "flip_shifts(top_samples, bit_affine(self.action_net)[0])",
+        "flip_shifts(top_samples, self.action_net.weight)",
+        EXACT_TESTS,
+    ),
+    Mutation(
+        "coupled_signed_head_read_as_bits",
+        "coupled posterior credit: a flip reaching the top moves the action head by its raw weight, also where it "
+        "reads signs",
+        POLICY,
+        "for index in above] + [bit_affine(self.action_net)[0]]",
+        "for index in above] + [self.action_net.weight]",
+        COUPLED_TESTS,
+    ),
+    Mutation(
         "coupled_option_ignored",
         "LocalPG(coupled_posterior=True) credits the Markov-blanket posterior",
         LOSS,

@@ -72,7 +72,7 @@ def policy_arrays(model: BaseAlgorithm, vec_normalize: VecNormalize | None = Non
     for index, layer in enumerate(policy.bsn.layers):  # each as a map of the raw 0/1 bits it reads
         weight, bias = bit_affine(layer)
         arrays[f"weight_{index}"], arrays[f"bias_{index}"] = array(weight), array(bias)
-    head_weight, head_bias = policy.action_net.weight, policy.action_net.bias
+    head_weight, head_bias = bit_affine(policy.action_net)  # as a map of the top layer's raw 0/1 bits
     if policy.state_dependent_std:  # the mode needs the mean rows only, not the log-std rows
         mean_rows = int(np.prod(action_space.shape))
         head_weight, head_bias = head_weight[:mean_rows], head_bias[:mean_rows]

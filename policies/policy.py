@@ -51,7 +51,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
 from policies.baselines import Baseline, make_baseline
-from policies.bsn import BinaryStochasticNetwork, BSNOutput, bit_affine
+from policies.bsn import BinaryStochasticNetwork, BSNOutput, SignedInputLinear, bit_affine
 from policies.estimators import ESTIMATORS, LearnedPredictorEstimator
 from policies.noise import CounterNoise
 from policies.posterior import bernoulli_children_log_ratio, coupled_noise, flip_log_ratio, flip_shifts
@@ -270,6 +270,10 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
             (:class:`~policies.bsn.SignedInputLinear`), centring their inputs on 0. The policy computes the same
             family of functions; what changes is how evenly the weights learn. Posterior credit and export
             account for it (:func:`~policies.bsn.bit_affine`). Default ``False`` (inputs ``h`` in {0, 1}).
+        signed_head: the action head reads the top layer's units as signs, ``W (2h - 1) + b``
+            (:class:`~policies.bsn.SignedInputLinear`) instead of ``W h + b``: the same family of heads, with its
+            inputs centred on 0, so that a head weight's update does not also shift the head's output by the mean
+            of its unit's firing. Posterior credit and export account for it. Default ``False``.
         state_dependent_std: for Box actions, the Gaussian's log-std is a function of the state: the action
             head maps the top layer's samples ``h`` to ``[mean, log_std] = W h + b`` (``2 x action_dim``
             outputs; ``log_std`` clamped to :data:`LOG_STD_RANGE`; its rows start at weight 0 and bias
@@ -304,6 +308,7 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
         baseline_kwargs: dict[str, Any] | None = None,
         bsn_init_gain: float | Sequence[float] = DEFAULT_INIT_GAIN,
         signed_inputs: bool = False,
+        signed_head: bool = False,
         state_dependent_std: bool = False,
     ) -> None:
         check_spaces(observation_space, action_space)
@@ -335,6 +340,7 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
         self.baseline_name = baseline
         self.baseline_kwargs = dict(baseline_kwargs or {})
         self.signed_inputs = bool(signed_inputs)
+        self.signed_head = bool(signed_head)
         self.state_dependent_std = bool(state_dependent_std)
         self.bsn_init_gain = float(gains[0]) if isinstance(bsn_init_gain, (int, float)) else [float(g) for g in gains]
         if net_arch is None:  # SB3 would turn None into [] (no layer) when it picks NatureCNN
@@ -407,22 +413,30 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
             for estimator in self.bsn.estimators:
                 if isinstance(estimator, LearnedPredictorEstimator):
                     estimator.reset_output()
-        if self.state_dependent_std:
-            self._build_state_dependent_std_head(lr_schedule)
+        if self.signed_head or self.state_dependent_std:
+            self._rebuild_action_head(lr_schedule)
 
-    def _build_state_dependent_std_head(self, lr_schedule: Schedule) -> None:
-        """Replace SB3's Gaussian head (``action_net`` for the mean, a free ``log_std``) by one linear map to
-        ``[mean, log_std]``: the mean rows as SB3 initialised them, the log-std rows at weight 0 and bias
-        ``log_std_init``; then rebuild the optimizer over the new parameters."""
-        mean_net = self.action_net
-        head = nn.Linear(mean_net.in_features, 2 * mean_net.out_features)
+    def _rebuild_action_head(self, lr_schedule: Schedule) -> None:
+        """Replace SB3's ``action_net`` by the head that ``signed_head`` and ``state_dependent_std`` ask for, then
+        rebuild the optimizer over the new parameters.
+
+        ``signed_head``: a :class:`~policies.bsn.SignedInputLinear` with SB3's initial weights. ``state_dependent_std``
+        (Box): one map to ``[mean, log_std]`` in place of SB3's mean head and free ``log_std``: the mean rows as SB3
+        initialised them, the log-std rows at weight 0 and bias ``log_std_init``.
+        """
+        sb3_head = self.action_net
+        rows = sb3_head.out_features
+        head_class = SignedInputLinear if self.signed_head else nn.Linear
+        head = head_class(sb3_head.in_features, 2 * rows if self.state_dependent_std else rows)
         with torch.no_grad():
-            head.weight[: mean_net.out_features].copy_(mean_net.weight)
-            head.bias[: mean_net.out_features].copy_(mean_net.bias)
-            head.weight[mean_net.out_features :].zero_()
-            head.bias[mean_net.out_features :].fill_(self.log_std_init)
+            head.weight[:rows].copy_(sb3_head.weight)
+            head.bias[:rows].copy_(sb3_head.bias)
+            if self.state_dependent_std:
+                head.weight[rows:].zero_()
+                head.bias[rows:].fill_(self.log_std_init)
         self.action_net = head
-        del self.log_std
+        if self.state_dependent_std:
+            del self.log_std
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
     def layer_init_gains(self) -> list[float]:
@@ -450,6 +464,7 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
             baseline_kwargs=self.baseline_kwargs,
             bsn_init_gain=self.bsn_init_gain,
             signed_inputs=self.signed_inputs,
+            signed_head=self.signed_head,
             state_dependent_std=self.state_dependent_std,
         )
         data.pop("use_sde", None)
@@ -686,7 +701,7 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
         widest = max(h.shape[-1] for h in output.samples[layer:])
         above = range(layer + 1, len(output.samples))
         # The weight by which each layer from ``layer`` up moves what reads it: the next BSN layer, then the head.
-        weights = [bit_affine(self.bsn.layers[index])[0] for index in above] + [self.action_net.weight]
+        weights = [bit_affine(self.bsn.layers[index])[0] for index in above] + [bit_affine(self.action_net)[0]]
         log_probs, reached = [], []
         with torch.no_grad():
             head_params = self.action_net(output.output)
@@ -713,12 +728,13 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
     def _action_log_ratio(self, top_samples: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """``log pi(a | h_i = 1) - log pi(a | h_i = 0)`` for each unit of the top layer, (batch, units).
 
-        The action head is linear (``action_net``), so flipping one unit moves its output by a column
-        of its weight; the log-likelihoods come from the head's own distribution class.
+        The action head is affine in the units (``action_net``), so flipping one unit moves its output by a column
+        of its weight on the raw bits (:func:`~policies.bsn.bit_affine`: twice the weight for a signed head); the
+        log-likelihoods come from the head's own distribution class.
         """
         rows, units = top_samples.shape
         params = self.action_net(top_samples)
-        flipped_params = params.unsqueeze(1) + flip_shifts(top_samples, self.action_net.weight)
+        flipped_params = params.unsqueeze(1) + flip_shifts(top_samples, bit_affine(self.action_net)[0])
         stored = self._distribution_from_params(params).log_prob(actions)
         flipped = self._distribution_from_params(flipped_params.reshape(rows * units, -1)).log_prob(
             actions.repeat_interleave(units, dim=0)

@@ -109,6 +109,22 @@ def test_signed_layer_inputs_are_folded_into_the_bit_weights(tmp_path) -> None:
     check_same_actions(model, env, tmp_path)
 
 
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_a_signed_head_is_folded_into_the_bit_weights(env_id, tmp_path) -> None:
+    """A head that reads the top layer's units as signs (``signed_head``) exports its map of the raw bits; on a Box
+    task with the state-dependent std, the mean rows of that map."""
+    env = make_vec_env(env_id, n_envs=8, seed=3)
+    box = env_id == "Pendulum-v1"
+    model = LocalPG(
+        "MlpPolicy", env, n_steps=32, batch_size=64, seed=3,
+        policy_kwargs={"net_arch": [16, 8], "bsn_init_gain": 2.0, "signed_head": True, "state_dependent_std": box},
+    )
+    model.learn(512)
+    with torch.no_grad():  # head weights that matter, so the fold's offset decides actions
+        model.policy.action_net.weight.add_(torch.randn_like(model.policy.action_net.weight))
+    check_same_actions(model, env, tmp_path)
+
+
 def test_vecnormalize_statistics_are_folded_in(tmp_path) -> None:
     env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=8, seed=1))
     model = PPO(LocalPG.policy_aliases["MlpPolicy"], env, n_steps=32, batch_size=64, seed=1,

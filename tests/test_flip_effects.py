@@ -10,7 +10,7 @@ import pytest
 import torch
 from stable_baselines3.common.envs import IdentityEnv
 from tiny_policies import ACTION_SPACES as EVERY_ACTION_SPACE
-from tiny_policies import tiny_policy
+from tiny_policies import UNIT_READINGS, tiny_policy
 
 from agents import LocalPG
 from agents.localpg.diagnostics import FLIP_UNITS, evenly_spaced, flip_effects
@@ -55,17 +55,17 @@ def exact_effects(policy: BinaryStochasticPolicy, output, actions: torch.Tensor)
     return effects
 
 
-@pytest.mark.parametrize("signed_inputs", [False, True], ids=["bit_inputs", "signed_inputs"])
+@pytest.mark.parametrize("reading", list(UNIT_READINGS))
 @pytest.mark.parametrize("space_name", list(ACTION_SPACES))
 @pytest.mark.parametrize("sizes", [[3], [3, 2], [2, 2, 2]], ids=["1_layer", "2_layers", "3_layers"])
 def test_flip_effects_match_an_enumeration_of_the_layers_above(
-    sizes: list[int], space_name: str, signed_inputs: bool
+    sizes: list[int], space_name: str, reading: str
 ) -> None:
     """Monte Carlo over the coupled noise (many copies of a few rows) against the exact expectation: each unit
     above changes with probability (p' - p) / (1 - p) where it did not fire and p' < p, (p - p') / p where it
     did and p' < p, else never."""
     torch.manual_seed(0)
-    policy = tiny_policy(sizes, ACTION_SPACES[space_name], signed_inputs)
+    policy = tiny_policy(sizes, ACTION_SPACES[space_name], reading)
     rows, copies = 3, 40_000
     obs = torch.rand(rows, 2) * 2 - 1
     hidden = (torch.rand(rows, sum(sizes)) < 0.5).to(torch.uint8)
@@ -84,7 +84,7 @@ def test_flip_effects_match_an_enumeration_of_the_layers_above(
 
 def test_flip_effects_of_a_deterministic_layer_above_are_zero_below_it() -> None:
     """Units above that fire with probability 0 or 1 cannot be tipped: nothing below reaches the action."""
-    policy = tiny_policy([3, 2], ACTION_SPACES["Discrete"], signed_inputs=False)
+    policy = tiny_policy([3, 2], ACTION_SPACES["Discrete"])
     with torch.no_grad():
         policy.bsn.layers[1].weight.zero_()
         policy.bsn.layers[1].bias.fill_(50.0)  # every unit of the top layer always fires

@@ -82,11 +82,12 @@ def make_model(
     rows: int,
     hidden_coef: float,
     signed_inputs: bool = False,
+    signed_head: bool = False,
     state_dependent_std: bool = False,
 ) -> LocalPG:
     """A LocalPG whose buffer holds ``rows`` rows (n_envs 1), with a non-trivial per-neuron baseline
-    (``baseline``: a key of :data:`BASELINE_SETTINGS`); ``signed_inputs`` and ``state_dependent_std`` as the
-    policy's arguments."""
+    (``baseline``: a key of :data:`BASELINE_SETTINGS`); ``signed_inputs``, ``signed_head`` and ``state_dependent_std``
+    as the policy's arguments."""
     baseline_name, baseline_kwargs = BASELINE_SETTINGS[baseline]
     env = DummyVecEnv([lambda: StaticEnv(ACTION_SPACES[space_name])])
     model = LocalPG(
@@ -106,6 +107,7 @@ def make_model(
             "bsn_init_gain": 2.0,
             "log_std_init": BOX_LOG_STD,
             "signed_inputs": signed_inputs,
+            "signed_head": signed_head,
             "state_dependent_std": state_dependent_std,
         },
     )
@@ -120,6 +122,10 @@ def make_model(
                 mean_rows = model.action_space.shape[0]
                 policy.action_net.weight[mean_rows:].mul_(0.15 / 0.6)
                 policy.action_net.bias[mean_rows:].fill_(BOX_LOG_STD + 0.2)
+        if signed_head:  # the bit-reading head's map of the bits, W (2h - 1) / 2 + b + W 1 / 2 = W h + b
+            weight = policy.action_net.weight.clone()
+            policy.action_net.weight.copy_(weight / 2)
+            policy.action_net.bias.add_(weight.sum(1) / 2)
         for layer in policy.bsn.layers:  # biases away from 0, so no unit sits at p = 1/2
             layer.bias.copy_(0.5 * torch.randn_like(layer.bias))
         neuron_baseline = policy.neuron_baseline
@@ -157,8 +163,8 @@ def discrete_actions(space: spaces.Space) -> torch.Tensor:
 
 def head_log_probs(policy, top: torch.Tensor, space: spaces.Space, actions: torch.Tensor) -> torch.Tensor:
     """``log pi(a | h_top)`` of every action for each row of ``top``, (rows, n_actions), from the head's
-    weights (softmax per categorical group, or Bernoulli per bit)."""
-    logits = top @ policy.action_net.weight.T + policy.action_net.bias
+    outputs (softmax per categorical group, or Bernoulli per bit)."""
+    logits = policy.action_net(top)
     if isinstance(space, spaces.Discrete):
         return torch.log_softmax(logits, -1)
     if isinstance(space, spaces.MultiBinary):
@@ -172,7 +178,7 @@ def head_log_probs(policy, top: torch.Tensor, space: spaces.Space, actions: torc
 
 def box_density(policy, top: torch.Tensor) -> torch.Tensor:
     """The Gaussian head's density at every grid point for each row of ``top``, (rows, grid points)."""
-    mean = top @ policy.action_net.weight.T + policy.action_net.bias
+    mean = policy.action_net(top)
     if policy.state_dependent_std:  # the head's outputs are [mean, log_std]
         mean, log_std = mean.chunk(2, dim=-1)
         std = log_std.exp().unsqueeze(1)
@@ -293,27 +299,31 @@ def test_update_gradient_is_exact_in_every_layer(space_name: str, rao_blackwell:
     assert_update_is_exact(model, table, hidden_coef)
 
 
+@pytest.mark.parametrize("reading", ["signed_inputs", "signed_head"])
 @pytest.mark.parametrize("rao_blackwell", [False, True], ids=["sample_credit", "posterior_credit"])
 @pytest.mark.parametrize("space_name", ["Discrete", "Box"])
-def test_update_gradient_is_exact_with_signed_layer_inputs(space_name: str, rao_blackwell: bool) -> None:
-    """As above, for a policy whose layers above the first read the units below as signs (``signed_inputs``):
-    the local rule and the posterior credit (which must shift a child by ``2 W`` per flip) stay exact."""
+def test_update_gradient_is_exact_with_signed_unit_readings(space_name: str, rao_blackwell: bool, reading: str) -> None:
+    """As above, for a policy whose layers above the first read the units below as signs (``signed_inputs``), or
+    whose action head reads the top layer's units as signs (``signed_head``): the local rule and the posterior
+    credit (which must shift a child, or the head's output, by ``2 W`` per flip) stay exact."""
     hidden_coef = 1.7
     table = advantage_table(ACTION_SPACES[space_name])
     rows = len(STATES) * 2 ** sum(HIDDEN_SIZES) * table.shape[1]
-    model = make_model(space_name, rao_blackwell, "value", rows, hidden_coef, signed_inputs=True)
+    model = make_model(space_name, rao_blackwell, "value", rows, hidden_coef, **{reading: True})
     assert_update_is_exact(model, table, hidden_coef)
 
 
+@pytest.mark.parametrize("signed_head", [False, True], ids=["bit_head", "signed_head"])
 @pytest.mark.parametrize("rao_blackwell", [False, True], ids=["sample_credit", "posterior_credit"])
-def test_update_gradient_is_exact_with_state_dependent_std(rao_blackwell: bool) -> None:
+def test_update_gradient_is_exact_with_state_dependent_std(rao_blackwell: bool, signed_head: bool) -> None:
     """As above, for a Gaussian head whose log-std is a function of the top layer's samples
-    (``state_dependent_std``): flipping a top unit moves the std as well as the mean, and posterior credit
-    must score both."""
+    (``state_dependent_std``), read as bits or as signs: flipping a top unit moves the std as well as the mean,
+    and posterior credit must score both."""
     hidden_coef = 1.7
     table = advantage_table(ACTION_SPACES["Box"])
     rows = len(STATES) * 2 ** sum(HIDDEN_SIZES) * table.shape[1]
-    model = make_model("Box", rao_blackwell, "value", rows, hidden_coef, state_dependent_std=True)
+    model = make_model("Box", rao_blackwell, "value", rows, hidden_coef, signed_head=signed_head,
+                       state_dependent_std=True)
     assert_update_is_exact(model, table, hidden_coef)
 
 

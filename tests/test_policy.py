@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+import re
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from cli_support import cli_docs
 from gymnasium import spaces
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.env_util import make_vec_env
@@ -19,6 +22,7 @@ from stable_baselines3.common.envs import (
     IdentityEnvMultiDiscrete,
 )
 from stable_baselines3.common.envs.multi_input_envs import SimpleMultiObsEnv
+from stable_baselines3.common.policies import ActorCriticPolicy
 
 from agents import LocalPG
 from policies import BinaryStochasticPolicy
@@ -128,6 +132,41 @@ def test_state_dependent_std_starts_at_log_std_init_learns_per_state_and_round_t
     assert loaded.policy.state_dependent_std
     with torch.no_grad():
         torch.testing.assert_close(loaded.policy.action_net(torch.ones(1, 16)), policy.action_net(torch.ones(1, 16)))
+
+
+def test_signed_head_reads_the_units_as_signs_from_sb3s_start_and_round_trips(tmp_path) -> None:
+    """With ``signed_head`` the head computes ``W (2h - 1) + b``, starting from SB3's initial weights, with every
+    other part of the policy as without it (same seed); a saved model restores it."""
+    kwargs = {"net_arch": [16], "bsn_init_gain": 2.0}
+    bits = LocalPG("BsnPolicy", "Pendulum-v1", n_steps=64, batch_size=64, seed=4, policy_kwargs=kwargs)
+    signs = LocalPG("BsnPolicy", "Pendulum-v1", n_steps=64, batch_size=64, seed=4,
+                    policy_kwargs={**kwargs, "signed_head": True})
+    torch.testing.assert_close(signs.policy.state_dict(), bits.policy.state_dict())
+    samples = (torch.rand(32, 16) < 0.5).float()
+    head = signs.policy.action_net
+    with torch.no_grad():
+        head.bias.add_(torch.randn_like(head.bias))
+        torch.testing.assert_close(head(samples), (2 * samples - 1) @ head.weight.T + head.bias)
+    signs.learn(128)
+    signs.save(tmp_path / "model.zip")
+    loaded = LocalPG.load(tmp_path / "model.zip")
+    assert loaded.policy.signed_head and not bits.policy.signed_head
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.policy.action_net(samples), signs.policy.action_net(samples))
+
+
+def test_the_policy_kwarg_table_of_the_docs_gives_every_bsn_argument_and_its_default() -> None:
+    """docs/policy.md's table names each argument that BinaryStochasticPolicy adds to SB3's ActorCriticPolicy, with
+    its default as the constructor has it (arguments whose default is None give their effective value instead)."""
+    text = cli_docs("policy.md", "| policy kwarg | default | meaning |")
+    documented = dict(re.findall(r"^\| `(\w+)` \| `([^`]*)` \|", text, flags=re.MULTILINE))
+    ours = inspect.signature(BinaryStochasticPolicy).parameters
+    added = [name for name in ours if name not in inspect.signature(ActorCriticPolicy).parameters]
+    assert added and not set(added) - set(documented), f"undocumented: {sorted(set(added) - set(documented))}"
+    for name in added:
+        default = ours[name].default
+        if default is not None:
+            assert documented[name] == (f'"{default}"' if isinstance(default, str) else repr(default)), name
 
 
 class SampleRecorder:

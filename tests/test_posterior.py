@@ -11,7 +11,7 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import IdentityEnv
-from tiny_policies import ACTION_SPACES
+from tiny_policies import ACTION_SPACES, UNIT_READINGS
 from tiny_policies import tiny_policy as tiny_sized_policy
 
 from agents import LocalPG
@@ -24,8 +24,8 @@ SIZES = [3, 2]  # two layers: the lower one's children are units, the top one's 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-def tiny_policy(action_space: spaces.Space, signed_inputs: bool = False) -> BinaryStochasticPolicy:
-    return tiny_sized_policy(SIZES, action_space, signed_inputs)
+def tiny_policy(action_space: spaces.Space, reading: str = "bit_inputs") -> BinaryStochasticPolicy:
+    return tiny_sized_policy(SIZES, action_space, reading)
 
 
 def all_hidden_states(rows: int) -> torch.Tensor:
@@ -41,17 +41,17 @@ def joint_log_prob(policy: BinaryStochasticPolicy, obs: torch.Tensor, actions: t
 
 
 @pytest.mark.parametrize("one_row_per_chunk", [False, True], ids=["whole", "one_row_per_chunk"])
-@pytest.mark.parametrize("signed_inputs", [False, True], ids=["bit_inputs", "signed_inputs"])
+@pytest.mark.parametrize("reading", list(UNIT_READINGS))
 @pytest.mark.parametrize("space_name", list(ACTION_SPACES))
 def test_posterior_is_the_conditional_of_the_joint(
-    space_name: str, signed_inputs: bool, one_row_per_chunk: bool, monkeypatch
+    space_name: str, reading: str, one_row_per_chunk: bool, monkeypatch
 ) -> None:
     """q_i = P(h_i = 1 | every other unit, the action, s): brute force from the joint log-probability with
-    unit i set to 1 and to 0, for every action space the policy supports, with 0/1 or signed layer inputs, with
-    the rows in one piece or one per chunk (``FLIP_CHUNK_ELEMENTS``)."""
+    unit i set to 1 and to 0, for every action space the policy supports, with each reading of the units (bits or
+    signs), with the rows in one piece or one per chunk (``FLIP_CHUNK_ELEMENTS``)."""
     if one_row_per_chunk:
         monkeypatch.setattr("policies.policy.FLIP_CHUNK_ELEMENTS", 1)
-    policy = tiny_policy(ACTION_SPACES[space_name], signed_inputs)
+    policy = tiny_policy(ACTION_SPACES[space_name], reading)
     rows = 16
     obs = torch.rand(rows, 2) * 2 - 1
     hidden = (torch.rand(rows, sum(SIZES)) < 0.5).to(torch.uint8)

@@ -12,7 +12,7 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import IdentityEnv
-from tiny_policies import ACTION_SPACES
+from tiny_policies import ACTION_SPACES, UNIT_READINGS
 from tiny_policies import tiny_policy as tiny_sized_policy
 
 from agents import LocalPG
@@ -23,9 +23,9 @@ from policies.posterior import coupled_noise
 SIZES = [2, 2, 2]  # three layers: the bottom two's credit reads the layers above through the held noise
 
 
-def tiny_policy(action_space: spaces.Space, signed_inputs: bool = False, seed: int = 0) -> BinaryStochasticPolicy:
+def tiny_policy(action_space: spaces.Space, reading: str = "bit_inputs", seed: int = 0) -> BinaryStochasticPolicy:
     torch.manual_seed(seed)
-    return tiny_sized_policy(SIZES, action_space, signed_inputs, init_gain=3.0).double()
+    return tiny_sized_policy(SIZES, action_space, reading, init_gain=3.0).double()
 
 
 def by_layer(hidden: torch.Tensor) -> list[torch.Tensor]:
@@ -56,16 +56,16 @@ def redrawn_log_joint(
     return output.unit_log_probs[layer].sum(-1) + action_log_prob
 
 
-@pytest.mark.parametrize("signed_inputs", [False, True], ids=["bit_inputs", "signed_inputs"])
+@pytest.mark.parametrize("reading", list(UNIT_READINGS))
 @pytest.mark.parametrize("space_name", list(ACTION_SPACES))
 def test_coupled_posterior_is_the_conditional_given_the_action_and_the_noise_above(
-    space_name: str, signed_inputs: bool
+    space_name: str, reading: str
 ) -> None:
     """q_i = P(h_i = 1 | h_{-i}, u, a, s): brute force from the joint with unit i set to 1 and to 0 and the
     layers above redrawn from the held noise; the noise draws the stored samples again; the top layer's
     credit is the Markov-blanket posterior's."""
     space = ACTION_SPACES[space_name]
-    policy = tiny_policy(space, signed_inputs)
+    policy = tiny_policy(space, reading)
     rows = 24
     generator = torch.Generator().manual_seed(5)
     obs = (torch.rand(rows, 2, generator=generator, dtype=torch.float64) * 2 - 1)
@@ -181,17 +181,17 @@ def test_flipped_log_probs_do_not_depend_on_the_chunk_size(monkeypatch) -> None:
         torch.testing.assert_close(chunked, unchunked)
 
 
-@pytest.mark.parametrize("signed_inputs", [False, True], ids=["bit_inputs", "signed_inputs"])
+@pytest.mark.parametrize("reading", list(UNIT_READINGS))
 @pytest.mark.parametrize("space_name", ["Discrete", "Box"])
 def test_flipped_log_probs_and_reach_equal_a_redraw_of_the_flipped_network(
-    signed_inputs: bool, space_name: str
+    reading: str, space_name: str
 ) -> None:
     """On a wider net of uneven layers, flipping a subset of units and redrawing the layers above with held noise
     gives the log-likelihoods and top-layer changes of the network's own forward pass on the flipped samples."""
     sizes = [7, 6, 5, 4]
     space = ACTION_SPACES[space_name]
     torch.manual_seed(3)
-    policy = tiny_sized_policy(sizes, space, signed_inputs, init_gain=3.0).double()
+    policy = tiny_sized_policy(sizes, space, reading, init_gain=3.0).double()
     generator = torch.Generator().manual_seed(4)
     rows = 9
     obs = torch.rand(rows, 2, generator=generator, dtype=torch.float64) * 2 - 1
