@@ -178,7 +178,13 @@ VARIANTS = [
 ]
 
 
-def build(variant: Variant, env_id: str, seed: int, tuned: dict[str, Any] | None = None) -> BaseAlgorithm:
+def build(
+    variant: Variant,
+    env_id: str,
+    seed: int,
+    tuned: dict[str, Any] | None = None,
+    zoo: dict[str, Any] | None = None,
+) -> BaseAlgorithm:
     """The seeded model of one arm.
 
     Args:
@@ -187,6 +193,9 @@ def build(variant: Variant, env_id: str, seed: int, tuned: dict[str, Any] | None
         seed: seed of the model and of its training envs.
         tuned: LocalPG's configuration for the task as ``algo_config`` gave it (read now when ``None``): a run
             passes the one reading that also names its record. It is not modified.
+        zoo: for a stock-PPO arm, RL Zoo's PPO settings for the BSN policy as ``algo_config("ppo_bsn", ...)`` gave
+            them (read now when ``None``): a run passes the one reading that also sets its evaluation env's
+            normalisation. It is not modified; LocalPG arms ignore it.
     """
     tuned = copy.deepcopy(algo_config("localpg", env_id) if tuned is None else tuned)
     policy_kwargs = {**tuned.get("policy_kwargs", {}), **variant.policy_overrides}
@@ -198,7 +207,7 @@ def build(variant: Variant, env_id: str, seed: int, tuned: dict[str, Any] | None
         return LocalPG("BsnPolicy", env, seed=seed, **config)
     # RL Zoo's PPO settings without gSDE, which BinaryStochasticPolicy refuses (its hidden units already
     # explore): RL Zoo's Pendulum-v1 PPO explores with plain Gaussian noise here.
-    zoo = algo_config("ppo_bsn", env_id)
+    zoo = copy.deepcopy(algo_config("ppo_bsn", env_id) if zoo is None else zoo)
     n_envs = int(zoo.pop("n_envs"))
     normalize = bool(zoo.pop("normalize", False))
     env = make_vec_env(env_id, n_envs, seed, normalize=normalize, gamma=float(zoo.get("gamma", 0.99)))
@@ -266,18 +275,19 @@ def run_one(job_and_folder: tuple[Job, Path]) -> RunResult:
     torch.set_num_threads(1)
     variant = variant_named(name)
     task = TASKS[env_id]
-    # One reading of the tuned settings names the record and builds the model: an entry edited mid-run changes
-    # neither.
+    # One reading of the settings names the record, builds the model and sets the evaluation env's normalisation:
+    # an entry edited mid-run changes none of them.
     tuned = algo_config("localpg", env_id)
+    zoo = algo_config("ppo_bsn", env_id) if variant.algo == "ppo" else None
     record = folder / record_name(job, tuned)
-    normalize = bool((tuned if variant.algo == "localpg" else algo_config("ppo", env_id)).get("normalize", False))
+    normalize = bool((tuned if zoo is None else zoo).get("normalize", False))
 
     def eval_env() -> VecEnv:
         return make_vec_env(env_id, 1, 10_000 + seed, normalize=normalize)
 
     # Fixed budget (min_steps = budget): learning curves and final returns are compared at equal steps.
     result = train_until(
-        lambda: build(variant, env_id, seed, tuned), eval_env, task.threshold, budget, budget, task.eval_episodes
+        lambda: build(variant, env_id, seed, tuned, zoo), eval_env, task.threshold, budget, budget, task.eval_episodes
     )
     save_record(record, {"variant": name, "env_id": env_id, "seed": seed, **result.record()})
     print(f"{env_id} {name} seed {seed}: solved_at={result.steps_to_threshold} eval={result.eval_mean:.1f} "

@@ -6,10 +6,21 @@ from pathlib import Path
 
 import pytest
 from stable_baselines3 import PPO
+from stable_baselines3.common.vec_env import VecNormalize
 
 from agents.localpg import LocalPG
-from benchmarks.ablation import VARIANTS, Variant, applies, build, main, variant_named, why_sitting_out
-from benchmarks.compare_sb3 import TASKS, Task
+from benchmarks import ablation
+from benchmarks.ablation import (
+    VARIANTS,
+    Variant,
+    applies,
+    build,
+    main,
+    record_name,
+    variant_named,
+    why_sitting_out,
+)
+from benchmarks.compare_sb3 import TASKS, Task, algo_config
 
 
 @pytest.mark.parametrize("env_id", list(TASKS))
@@ -56,3 +67,43 @@ def test_an_arm_the_entry_already_has_sits_out_instead_of_repeating_the_default(
     assert applies(variant_named("rao_blackwell=False"), "Hopper-v5")
     assert applies(variant_named("log_std_init=0"), "Hopper-v5")
     assert applies(variant_named("default"), "Hopper-v5")
+
+
+@pytest.mark.parametrize("arm", ["default", "ppo+local"])
+def test_one_reading_of_the_settings_names_builds_and_evaluates_a_run(
+    arm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each algorithm's settings are read once per run, and that reading names the record, builds the model and
+    sets the evaluation env's normalisation: here every later reading sees an edited entry (another discount,
+    normalisation turned over), and none of the three may follow it."""
+    monkeypatch.setitem(TASKS, "Pendulum-v1", Task("Pendulum-v1", -200.0, {"localpg": 64, "ppo": 64}, 64, 1))
+    job = (arm, "Pendulum-v1", 0, 64)
+    named_for = record_name(job)
+    readings: list[str] = []
+
+    def edited_after_the_first_reading(algo: str, env_id: str) -> dict:
+        settings = algo_config(algo, env_id)
+        first = algo not in readings
+        readings.append(algo)
+        return settings if first else {**settings, "gamma": 0.5, "normalize": not settings.get("normalize", False)}
+
+    built, evaluated_on = [], []
+    real_train_until = ablation.train_until
+
+    def recording_train_until(make_model, make_eval_env, *args, **kwargs):
+        return real_train_until(
+            lambda: built.append(make_model()) or built[-1],
+            lambda: evaluated_on.append(make_eval_env()) or evaluated_on[-1],
+            *args,
+            **kwargs,
+        )
+
+    monkeypatch.setattr(ablation, "algo_config", edited_after_the_first_reading)
+    monkeypatch.setattr(ablation, "train_until", recording_train_until)
+    ablation.run_one((job, tmp_path))
+    # LocalPG's entry names every record; a stock-PPO arm also reads RL Zoo's settings, and nothing else.
+    assert readings == (["localpg"] if arm == "default" else ["localpg", "ppo_bsn"])
+    settings = algo_config(readings[-1], "Pendulum-v1")
+    assert built[0].gamma == settings["gamma"] != 0.5
+    assert isinstance(evaluated_on[0], VecNormalize) == bool(settings.get("normalize", False))
+    assert [path.name for path in tmp_path.glob("*.json")] == [named_for]
