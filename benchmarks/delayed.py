@@ -259,6 +259,18 @@ def _median(values: list[float]) -> float:
     return float(np.median(values)) if values else float("nan")
 
 
+def _cell(value: float, digits: int) -> str:
+    """A table cell of ``value`` with ``digits`` decimals, or ``-`` where no finished run gives one (NaN)."""
+    return "-" if np.isnan(value) else f"{value:.{digits}f}"
+
+
+def _ratio(numerator: float, denominator: float) -> str:
+    """``numerator / denominator`` to two decimals, or ``n/a`` where either is missing (NaN) or the divisor is 0."""
+    if np.isnan(numerator) or np.isnan(denominator) or not denominator:
+        return "n/a"
+    return f"{numerator / denominator:.2f}"
+
+
 def target_met(delayed: float, dense: float) -> bool:
     """Whether a delayed evaluation keeps its dense one: >= 80% of it for a positive dense return, within 20% of
     it (``delayed >= 1.2 * dense``) for a negative one."""
@@ -305,17 +317,17 @@ def summary_table(
             }
         ppo = rows.get("ppo")
         for algo, row in rows.items():
-            ratio = f"{row['eval'] / ppo['eval']:.2f}" if ppo and ppo["eval"] else "n/a"
-            kept = f"{row['eval'] / row['dense']:.2f}" if row["dense"] else "n/a"
+            ratio = _ratio(row["eval"], ppo["eval"]) if ppo else "n/a"
+            kept = _ratio(row["eval"], row["dense"])
             met = (
                 "n/a"
                 if np.isnan(row["dense"]) or np.isnan(row["eval"])
                 else ("yes" if target_met(row["eval"], row["dense"]) else "no")
             )
-            steps = f"{row['steps']:.0f}" + (" (> budget)" if row["unsolved"] else "")
+            steps = _cell(row["steps"], 0) + (" (> budget)" if row["unsolved"] else "")
             lines.append(
                 f"| {name} | {algo} | {row['point'][0]:g}, {row['point'][1]:g} | {row['solved']} | {steps} | "
-                f"{row['eval']:.1f} | {ratio} | {row['dense']:.1f} | {kept} | {met} |"
+                f"{_cell(row['eval'], 1)} | {ratio} | {_cell(row['dense'], 1)} | {kept} | {met} |"
             )
     return "\n".join(lines), missing, waiting
 

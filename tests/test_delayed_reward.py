@@ -109,6 +109,17 @@ def test_benchmark_resumes_from_its_saved_runs_and_reports_what_is_missing(
     dense.unlink()
     delayed.main([*args, "--report-only"])
     assert f"1 of the runs asked for is not finished ({dense.name})." in out.with_suffix(".md").read_text()
+    # With its choice made but none of its reported runs finished, an algorithm's row gives no number.
+    ppo_reported = {path: path.read_bytes() for path in runs if path.name.split("__")[1:3] in (["delayed", "ppo"],
+                                                                                                ["dense", "ppo"])}
+    for path in ppo_reported:
+        path.unlink()
+    delayed.main([*args, "--report-only"])
+    table = [line for line in out.with_suffix(".md").read_text().splitlines() if line.startswith("| CartPole-v1@")]
+    assert not any("nan" in line for line in table), table
+    assert any("| ppo | " in line and "| 0/0 | - | - | n/a | - | n/a | n/a |" in line for line in table), table
+    for path, content in ppo_reported.items():
+        path.write_bytes(content)
     # Without one of its selection runs, an algorithm's reported runs are counted as waiting for its choice.
     selection = next(path for path in runs if "__select__ppo" in path.name)
     selection.unlink()
