@@ -153,14 +153,15 @@ class RunResult:
         }
 
 
-def evaluate(model: BaseAlgorithm, eval_env: VecEnv, n_episodes: int) -> float:
-    """Mean return of ``n_episodes`` deterministic episodes (observation statistics frozen if normalised)."""
+def evaluate(model: BaseAlgorithm, eval_env: VecEnv, n_episodes: int, deterministic: bool = True) -> float:
+    """Mean return of ``n_episodes`` episodes, deterministic (noise-free units and actions) or with sampled units
+    and actions; a normalised ``eval_env`` takes the training env's observation statistics, frozen."""
     train_env = model.get_env()
     if isinstance(train_env, VecNormalize) and isinstance(eval_env, VecNormalize):
         eval_env.obs_rms = train_env.obs_rms
         eval_env.training = False
         eval_env.norm_reward = False
-    mean, _std = evaluate_policy(model, eval_env, n_eval_episodes=n_episodes, deterministic=True)
+    mean, _std = evaluate_policy(model, eval_env, n_eval_episodes=n_episodes, deterministic=deterministic)
     return float(mean)
 
 
@@ -173,6 +174,7 @@ def train_until(
     eval_episodes: int,
     window: int = 20,
     callbacks: Sequence[BaseCallback] = (),
+    after: Callable[[BaseAlgorithm], None] | None = None,
 ) -> RunResult:
     """Build a model, train it under the :class:`ThresholdCallback` budget rule, then evaluate it.
 
@@ -185,6 +187,7 @@ def train_until(
         eval_episodes: deterministic evaluation episodes after training (> 0).
         window: episodes in the training mean.
         callbacks: more callbacks to train with (e.g. ones that collect diagnostics).
+        after: called with the trained model once it is evaluated (e.g. to evaluate it in other ways too).
     """
     model = make_model()
     callback = ThresholdCallback(threshold, window, min_steps)
@@ -192,6 +195,8 @@ def train_until(
     model.learn(total_timesteps=max_steps, callback=CallbackList([callback, *callbacks]))
     seconds = time.perf_counter() - start
     eval_mean = evaluate(model, make_eval_env(), eval_episodes)
+    if after is not None:
+        after(model)
     return RunResult(callback.solved_at, int(model.num_timesteps), seconds, eval_mean, callback.curve)
 
 

@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{base_batch / seconds:.1f}x |"
         for name, (latency, seconds) in timings.items()
     ]
-    bits = numpy_policy.hidden_bits(observations)
+    bits = numpy_policy.hidden_units(observations)
     outputs = [*(w.shape[0] for w in numpy_policy.weights[1:]), numpy_policy.head_weight.shape[0]]
     sparsity = []
     for index, (layer_bits, units_out) in enumerate(zip(bits, outputs, strict=True)):

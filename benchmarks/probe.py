@@ -44,8 +44,7 @@ import torch
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+from stable_baselines3.common.vec_env import VecEnv
 
 import envs
 from agents.localpg import LocalPG
@@ -93,12 +92,7 @@ def evaluate_both(model: BaseAlgorithm, make_eval_env: Any, n_episodes: int, sto
     deterministic = evaluate(model, make_eval_env(), n_episodes)
     if not stochastic:
         return deterministic, float("nan")
-    env: VecEnv = make_eval_env()
-    train_env = model.get_env()
-    if isinstance(train_env, VecNormalize) and isinstance(env, VecNormalize):
-        env.obs_rms, env.training, env.norm_reward = train_env.obs_rms, False, False
-    mean, _std = evaluate_policy(model, env, n_eval_episodes=n_episodes, deterministic=False)
-    return deterministic, float(mean)
+    return deterministic, evaluate(model, make_eval_env(), n_episodes, deterministic=False)
 
 
 def probe_config(

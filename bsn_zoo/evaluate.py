@@ -4,6 +4,7 @@ Examples::
 
     python evaluate.py logs/localpg/CartPole-v1_1                 # the run's latest model, 10 episodes
     python evaluate.py logs/localpg/CartPole-v1_1/best_model.zip -n 20 --stochastic --json result.json
+    python evaluate.py logs/localpg/LunarLander-v3_1 --deterministic-units mean_field   # units output p
     python evaluate.py logs/localpg/CartPole-v1_1 --video-folder videos --video-episodes 2
     python evaluate.py logs/localpg/CartPole-v1_* -n 0 --plot curves.png   # only plot learning curves
 """
@@ -38,6 +39,7 @@ from bsn_zoo.evaluation import (
     load_tensorboard_scalars,
     run_episodes,
     save_gif,
+    set_deterministic_units,
 )
 from bsn_zoo.plotting import curve_panels, plot_learning_curves
 from bsn_zoo.run import (
@@ -49,6 +51,7 @@ from bsn_zoo.run import (
     tensorboard_root,
     tensorboard_segments,
 )
+from policies import DETERMINISTIC_UNITS
 
 
 def build_parser() -> OneLineArgumentParser:
@@ -64,7 +67,10 @@ def build_parser() -> OneLineArgumentParser:
                       help="sample neurons and actions (default: the run's deterministic_eval setting, which is "
                            "true unless its configuration says otherwise; deterministic for a bare model file)")
     mode.add_argument("--deterministic", dest="deterministic", action="store_true", default=None,
-                      help="noise-free units (each fires iff p > 0.5) and actions")
+                      help="noise-free units (as --deterministic-units says) and actions")
+    parser.add_argument("--deterministic-units", choices=DETERMINISTIC_UNITS,
+                        help="BSN policies in deterministic mode: each unit fires iff p > 0.5 (threshold) or "
+                             "outputs p (mean_field) (default: the policy's own deterministic_units)")
     parser.add_argument("--algo", choices=ALGORITHM_NAMES,
                         help="algorithm of the run to find without TARGET, or that saved a bare model file "
                              f"(default: the run's, else {RUN_DEFAULTS['algo']})")
@@ -126,6 +132,7 @@ def evaluate_target(target: Path, args: argparse.Namespace, n_episodes: int) -> 
         venv.training, venv.norm_reward = False, False
     model = load_model(algorithm_class(config["algo"]), model_path, env=venv, env_id=config["env"],
                        device=config["device"])
+    units = set_deterministic_units(model, args.deterministic_units)
     deterministic = config["deterministic_eval"] if args.deterministic is None else args.deterministic
     stats, videos = run_episodes(model, venv, n_episodes, deterministic=deterministic, record=record)
     fps = float(venv.metadata.get("render_fps") or 30)
@@ -134,7 +141,7 @@ def evaluate_target(target: Path, args: argparse.Namespace, n_episodes: int) -> 
     gifs = [str(save_gif(frames, args.video_folder / f"{stem}_episode{index}.gif", fps))
             for index, frames in enumerate(videos)]
     return {"target": str(target), "model": str(model_path), "env": config["env"], "algo": config["algo"],
-            **stats.summary(), "videos": gifs}
+            **stats.summary(), "deterministic_units": units if deterministic else None, "videos": gifs}
 
 
 def find_targets(args: argparse.Namespace) -> list[Path]:
@@ -228,6 +235,8 @@ def main(argv: Sequence[str]) -> int:
         result = evaluate_target(target, args, n_episodes)
         results.append(result)
         mode = "deterministic" if result["deterministic"] else "stochastic"
+        if result["deterministic_units"]:
+            mode += f", {result['deterministic_units']} units"
         episodes = f"{result['episodes']} episode{'s' if result['episodes'] != 1 else ''}"
         print(f"{result['model']} on {result['env']}, {episodes} ({mode}): "
               f"return {result['mean_return']:.2f} +/- {result['std_return']:.2f}, "

@@ -13,7 +13,9 @@ import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
+from bsn_zoo.cli_errors import UserInputError
 from bsn_zoo.plotting import Curve
+from policies import BinaryStochasticPolicy
 
 __all__ = [
     "EpisodeStats",
@@ -21,6 +23,7 @@ __all__ = [
     "load_tensorboard_scalars",
     "run_episodes",
     "save_gif",
+    "set_deterministic_units",
 ]
 
 
@@ -50,6 +53,25 @@ class EpisodeStats:
             "std_length": float(np.std(self.lengths)),
             **asdict(self),
         }
+
+
+def set_deterministic_units(model: BaseAlgorithm, units: str | None) -> str | None:
+    """Make ``model``'s BSN units output ``units`` in deterministic mode (a name of
+    :data:`policies.DETERMINISTIC_UNITS`; ``None`` keeps the policy's own) and return the readout now in force,
+    ``None`` for a policy without BSN units.
+
+    Raises:
+        UserInputError: ``units`` given for a policy that has no BSN units.
+    """
+    policy = model.policy
+    if not isinstance(policy, BinaryStochasticPolicy):
+        if units is not None:
+            raise UserInputError(f"--deterministic-units applies to BSN policies; this model's policy is "
+                                 f"{type(policy).__name__}: drop --deterministic-units")
+        return None
+    if units is not None:
+        policy.deterministic_units = units
+    return policy.deterministic_units
 
 
 def run_episodes(

@@ -6,6 +6,7 @@ observations. Examples::
     python export.py logs/localpg/CartPole-v1_1                       # both files beside the model
     python export.py logs/localpg/CartPole-v1_1 --onnx policy.onnx    # ONNX only
     python export.py model.zip --algo ppo --numpy policy.npz
+    python export.py logs/localpg/LunarLander-v3_1 --deterministic-units mean_field   # units output p
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from pathlib import Path
 from bsn_zoo.checkpoint import load_model, vecnormalize_path
 from bsn_zoo.cli_errors import OneLineArgumentParser, UserInputError, program_name, run_cli
 from bsn_zoo.config import ALGORITHM_NAMES, algorithm_class
+from bsn_zoo.evaluation import set_deterministic_units
 from bsn_zoo.run import find_run, read_run_config
 from deploy import export_numpy, export_onnx
+from policies import DETERMINISTIC_UNITS
 
 
 def build_parser() -> OneLineArgumentParser:
@@ -30,6 +33,9 @@ def build_parser() -> OneLineArgumentParser:
     parser.add_argument("--numpy", type=Path, metavar="FILE", help="write the NumPy .npz here")
     parser.add_argument("--algo", choices=ALGORITHM_NAMES,
                         help="algorithm that saved a bare model file (default: the run's, else localpg)")
+    parser.add_argument("--deterministic-units", choices=DETERMINISTIC_UNITS,
+                        help="each unit fires iff p > 0.5 (threshold) or outputs p (mean_field) "
+                             "(default: the policy's own deterministic_units)")
     parser.add_argument("--verbose", action="store_true", help="print full tracebacks on errors")
     return parser
 
@@ -40,6 +46,7 @@ def main(argv: Sequence[str]) -> int:
     layout, model_path = find_run(args.target)
     algo = args.algo or (read_run_config(layout)["algo"] if layout is not None else "localpg")
     model = load_model(algorithm_class(algo), model_path, device="cpu")
+    units = set_deterministic_units(model, args.deterministic_units)
     stats_path = vecnormalize_path(model_path)
     vec_normalize = None
     if stats_path.is_file():
@@ -61,7 +68,7 @@ def main(argv: Sequence[str]) -> int:
         raise UserInputError(str(error)) from None
     normalised = " (VecNormalize folded in)" if vec_normalize is not None else ""
     print(f"  input obs: float32 (batch, {', '.join(map(str, model.observation_space.shape))}), raw{normalised}\n"
-          f"  output action: the deterministic action for {model.action_space}")
+          f"  output action: the deterministic action for {model.action_space} ({units} units)")
     return 0
 
 

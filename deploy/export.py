@@ -1,13 +1,14 @@
 """Export a trained BSN policy's deterministic actions to ONNX and to a NumPy ``.npz`` file.
 
-Both files compute what ``model.predict(obs, deterministic=True)`` computes (units fire iff ``p > 0.5``;
-the action head's mode; Box actions clipped to the bounds), with the observation normalisation of a
-``VecNormalize`` run folded in: they take *raw* observations.
+Both files compute what ``model.predict(obs, deterministic=True)`` computes (units fire iff ``p > 0.5``, or
+output ``p`` for a policy with ``deterministic_units="mean_field"``; the action head's mode; Box actions
+clipped to the bounds), with the observation normalisation of a ``VecNormalize`` run folded in: they take
+*raw* observations.
 
 ONNX graph (opset 17): input ``obs``, float32, shape ``(batch, *observation_shape)``; output ``action``:
 int64 ``(batch,)`` for Discrete, int64 ``(batch, len(nvec))`` for MultiDiscrete, int8
 ``(batch, *shape)`` for MultiBinary, float32 ``(batch, *shape)`` for Box. Each BSN layer is a ``Gemm``
-followed by ``Greater(., 0)`` and a cast of the bits to float.
+followed by ``Greater(., 0)`` and a cast of the bits to float (mean field: by a ``Sigmoid``).
 
 Supported: ``BinaryStochasticPolicy`` (LocalPG, or PPO / A2C with the BSN policy) with binary units (the
 local, learned-predictor and straight-through estimators), a ``Box`` observation space and SB3's
@@ -68,7 +69,10 @@ def policy_arrays(model: BaseAlgorithm, vec_normalize: VecNormalize | None = Non
     def array(tensor: Any) -> np.ndarray:
         return tensor.detach().cpu().numpy().astype(np.float32)
 
-    arrays: dict[str, np.ndarray] = {"obs_shape": np.asarray(observation_space.shape, dtype=np.int64)}
+    arrays: dict[str, np.ndarray] = {
+        "obs_shape": np.asarray(observation_space.shape, dtype=np.int64),
+        "units": np.asarray(policy.deterministic_units),
+    }
     for index, layer in enumerate(policy.bsn.layers):  # each as a map of the raw 0/1 bits it reads
         weight, bias = bit_affine(layer)
         arrays[f"weight_{index}"], arrays[f"bias_{index}"] = array(weight), array(bias)
@@ -138,8 +142,11 @@ def export_onnx(model: BaseAlgorithm, path: str | Path, vec_normalize: VecNormal
     for index in range(layers):
         weight = constant(f"weight_{index}", arrays[f"weight_{index}"])
         pre = node("Gemm", [x, weight, constant(f"bias_{index}", arrays[f"bias_{index}"])], f"pre_{index}", transB=1)
-        fired = node("Greater", [pre, zero], f"fired_{index}")
-        x = node("Cast", [fired], f"hidden_{index}", to=TensorProto.FLOAT)
+        if str(arrays["units"]) == "mean_field":
+            x = node("Sigmoid", [pre], f"hidden_{index}")
+        else:
+            fired = node("Greater", [pre, zero], f"fired_{index}")
+            x = node("Cast", [fired], f"hidden_{index}", to=TensorProto.FLOAT)
     head = node(
         "Gemm", [x, constant("head_weight", arrays["head_weight"]), constant("head_bias", arrays["head_bias"])],
         "head", transB=1,

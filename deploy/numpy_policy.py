@@ -12,7 +12,12 @@ is positive, so the forward pass is:
   mode: ``argmax`` (Discrete, per group for MultiDiscrete), ``logit > 0`` (MultiBinary), or the Gaussian
   mean clipped to the action bounds (Box).
 
-Arrays in the file (float32 unless noted): ``weight_<l>``, ``bias_<l>`` for each BSN layer ``l``;
+A policy exported with ``deterministic_units="mean_field"`` (``units`` in the file) passes each layer's firing
+probabilities ``p_l = sigmoid(a_l)`` up instead of its bits: every layer above the first and the head are then
+real matrix products.
+
+Arrays in the file (float32 unless noted): ``units`` (str: threshold, mean_field; a file without it: threshold);
+``weight_<l>``, ``bias_<l>`` for each BSN layer ``l``;
 ``head_weight``, ``head_bias``; ``kind`` (str: discrete, multidiscrete, multibinary, box); ``nvec``
 (int64, MultiDiscrete's group sizes); ``action_low``, ``action_high``, ``action_shape`` (int64, Box);
 ``obs_shape`` (int64); with normalisation ``obs_mean``, ``obs_var``, ``obs_eps``, ``obs_clip``.
@@ -49,6 +54,7 @@ class NumpyPolicy:
         with np.load(path) as data:
             arrays = {key: data[key] for key in data.files}
         self.kind = str(arrays["kind"])
+        self.units = str(arrays.get("units", "threshold"))
         layers = sum(key.startswith("weight_") for key in arrays)
         self.weights = [arrays[f"weight_{index}"] for index in range(layers)]
         self.biases = [arrays[f"bias_{index}"] for index in range(layers)]
@@ -68,25 +74,34 @@ class NumpyPolicy:
             return rows
         return np.clip((rows - self.obs_mean) / self.obs_std, -self.obs_clip, self.obs_clip).astype(np.float32)
 
-    def hidden_bits(self, observations: np.ndarray) -> list[np.ndarray]:
-        """Every BSN layer's units that fire (bool, (batch, units)) for a batch of observations."""
+    def hidden_units(self, observations: np.ndarray) -> list[np.ndarray]:
+        """Every BSN layer's deterministic output (float32, (batch, units)) for a batch of observations: its
+        bits as 0/1, or with ``units == "mean_field"`` its firing probabilities."""
+        units = []
         x = self._normalised(observations)
-        bits = [x @ self.weights[0].T + self.biases[0] > 0]
-        for weight, bias in zip(self.weights[1:], self.biases[1:], strict=True):
+        for weight, bias in zip(self.weights, self.biases, strict=True):
             # A product with a 0/1 matrix is the column sum of layer_from_bits, for a whole batch at once.
-            bits.append(bits[-1].astype(np.float32) @ weight.T + bias > 0)
-        return bits
+            pre_activation = x @ weight.T + bias
+            if self.units == "mean_field":
+                x = (1.0 / (1.0 + np.exp(-pre_activation))).astype(np.float32)
+            else:
+                x = (pre_activation > 0).astype(np.float32)
+            units.append(x)
+        return units
 
     def predict(self, observations: np.ndarray) -> np.ndarray:
         """Actions for a batch of observations (batch, *obs_shape) or one observation (*obs_shape)."""
         single = np.ndim(observations) == len(self.obs_shape)
-        top = self.hidden_bits(observations)[-1]
-        actions = self._head(top.astype(np.float32) @ self.head_weight.T + self.head_bias)
+        top = self.hidden_units(observations)[-1]
+        actions = self._head(top @ self.head_weight.T + self.head_bias)
         return actions[0] if single else actions
 
     def act(self, observation: np.ndarray) -> np.ndarray:
         """One observation's action, the way a firmware port computes it: every layer above the first adds
-        the weight columns of the units that fired below (:func:`layer_from_bits`)."""
+        the weight columns of the units that fired below (:func:`layer_from_bits`). Mean field: as
+        :meth:`predict` (its layers read probabilities, not bits)."""
+        if self.units == "mean_field":
+            return self.predict(observation)
         x = self._normalised(observation)[0]
         bits = self.weights[0] @ x + self.biases[0] > 0
         for weight, bias in zip(self.weights[1:], self.biases[1:], strict=True):

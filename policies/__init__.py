@@ -9,7 +9,7 @@ from policies.baselines import (
     RunningMeanBaseline,
     make_baseline,
 )
-from policies.bsn import BinaryStochasticNetwork, BSNOutput, SignedInputLinear, bit_affine
+from policies.bsn import DETERMINISTIC_UNITS, BinaryStochasticNetwork, BSNOutput, SignedInputLinear, bit_affine
 from policies.estimators import (
     ESTIMATORS,
     Estimator,
@@ -28,6 +28,7 @@ from policies.posterior import bernoulli_children_log_ratio
 
 __all__ = [
     "BASELINES",
+    "DETERMINISTIC_UNITS",
     "ESTIMATORS",
     "BSNOutput",
     "Baseline",

@@ -21,10 +21,29 @@ from torch.nn import functional as F
 
 from policies.estimators import Estimator, make_estimator
 
-__all__ = ["BSNOutput", "BinaryStochasticNetwork", "NoiseFn", "SignedInputLinear", "bit_affine"]
+__all__ = [
+    "DETERMINISTIC_UNITS",
+    "BSNOutput",
+    "BinaryStochasticNetwork",
+    "NoiseFn",
+    "SignedInputLinear",
+    "bit_affine",
+    "check_deterministic_units",
+]
 
 #: ``noise_fn(layer_index, shape) -> uniform noise in [0, 1)`` of that shape.
 NoiseFn = Callable[[int, torch.Size], torch.Tensor]
+
+#: What a unit outputs in deterministic mode: ``"threshold"``, its noise-free value (a binary unit fires iff
+#: ``p > 0.5``); ``"mean_field"``, its expected output ``E[h]`` (``p`` for a binary unit).
+DETERMINISTIC_UNITS = ("threshold", "mean_field")
+
+
+def check_deterministic_units(value: object) -> str:
+    """``value`` if it names a readout of :data:`DETERMINISTIC_UNITS`, else a ``ValueError`` naming the choices."""
+    if value not in DETERMINISTIC_UNITS:
+        raise ValueError(f"deterministic_units must be one of {', '.join(DETERMINISTIC_UNITS)}, got {value!r}")
+    return str(value)
 
 
 def _is_positive_int(value: object) -> bool:
@@ -43,7 +62,7 @@ class BSNOutput(NamedTuple):
     Attributes:
         samples: per layer, the layer's output ``h_l``, shape (batch, units_l). Binary {0, 1} for
             the local and straight-through estimators (``sqrt(p) * b`` for STS, ``relu(a + z)`` for
-            the noisy rectifier).
+            the noisy rectifier); in deterministic mode with ``deterministic_units="mean_field"``, ``E[h_l]``.
         firing_probs: per layer, the probability that each unit fires, ``p_l = sigmoid(a_l)``
             (``sqrt(sigmoid(a_l))`` for STS, ``Phi(a_l / sigma)`` for the noisy rectifier).
         pre_activations: per layer, ``a_l = W_l x_l + b_l`` (carries autograd to ``W_l, b_l``).
@@ -116,15 +135,22 @@ class BinaryStochasticNetwork(nn.Module):
         estimator_kwargs: keyword arguments of the estimator's constructor, when given by name.
         signed_inputs: layers above the first read the units below as signs, ``2h - 1``
             (:class:`SignedInputLinear`); the first layer reads the input as it is.
+        deterministic_units: each unit's output in deterministic mode, a name of :data:`DETERMINISTIC_UNITS`
+            (below). It is an attribute that may be changed after training: it changes no parameter.
 
     Attributes:
         layers: ``nn.ModuleList`` of the affine maps, one per layer (``nn.Linear``, or above the first
             :class:`SignedInputLinear` with ``signed_inputs``).
         estimators: ``nn.ModuleList`` with one estimator per layer (they share no parameters).
 
-    Deterministic mode (``forward(x, deterministic=True)``): no noise is drawn and each unit
-    outputs its estimator's noise-free value: for binary units, ``h = 1[p > 0.5]`` (i.e. ``a > 0``);
-    this is the mode used for evaluation, like SB3's ``predict(deterministic=True)``.
+    Deterministic mode (``forward(x, deterministic=True)``), the mode used for evaluation, like SB3's
+    ``predict(deterministic=True)``: no noise is drawn. With ``deterministic_units="threshold"`` (the default)
+    each unit outputs its estimator's noise-free value: for binary units, ``h = 1[p > 0.5]`` (i.e. ``a > 0``).
+    With ``"mean_field"`` each unit outputs its expected value ``E[h | a]`` (:meth:`Estimator.mean_output
+    <policies.estimators.Estimator.mean_output>`; ``p`` for binary units) and the layer above reads it in place
+    of a sample. For one layer this is exact: an affine map of ``p`` is the expectation of the same map of ``h``
+    over the units' draws (a Gaussian head's mean action, a categorical head's expected logits). Above the first
+    layer it is the mean-field approximation: ``E[sigmoid(a)]`` is replaced by ``sigmoid(E[a])``.
     """
 
     def __init__(
@@ -134,8 +160,10 @@ class BinaryStochasticNetwork(nn.Module):
         estimator: str | Estimator = "local",
         estimator_kwargs: dict | None = None,
         signed_inputs: bool = False,
+        deterministic_units: str = "threshold",
     ) -> None:
         super().__init__()
+        self.deterministic_units = check_deterministic_units(deterministic_units)
         if not _is_positive_int(in_features):
             raise ValueError(f"in_features must be a positive integer, got {in_features!r}")
         sizes = list(hidden_sizes) if isinstance(hidden_sizes, Sequence) and not isinstance(hidden_sizes, str) else []
@@ -198,7 +226,7 @@ class BinaryStochasticNetwork(nn.Module):
 
         Args:
             inputs: (batch, in_features) float tensor.
-            deterministic: use each estimator's noise-free output (see the class docstring).
+            deterministic: draw no noise; each unit outputs what ``deterministic_units`` says (class docstring).
             noise: where uniform noise comes from: ``None`` draws ``torch.rand`` (the global,
                 seedable generator); a sequence gives one tensor per layer; a callable
                 ``noise(layer_index, shape)`` returns it (e.g. counter-based noise).
@@ -251,6 +279,8 @@ class BinaryStochasticNetwork(nn.Module):
             pre_activation = linear(layer_input)
             if given_samples is not None:
                 sample = given_samples[index].to(pre_activation.dtype)
+            elif deterministic and self.deterministic_units == "mean_field":
+                sample = estimator.mean_output(pre_activation)
             elif deterministic:
                 sample = estimator.deterministic(pre_activation)
             else:

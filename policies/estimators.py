@@ -116,6 +116,10 @@ class Estimator(nn.Module):
         """Noise-free output used for evaluation: a unit fires iff ``p > 0.5`` (i.e. ``a > 0``)."""
         return (pre_activation > 0).to(pre_activation.dtype)
 
+    def mean_output(self, pre_activation: torch.Tensor) -> torch.Tensor:
+        """The unit's expected output ``E[h | a]``, the mean-field readout: ``sigmoid(a)`` for a binary unit."""
+        return torch.sigmoid(pre_activation)
+
     def bind(self, in_features: int, units: int) -> None:
         """Called once by the network with the size of the layer this estimator serves; a no-op unless
         the estimator has per-layer parameters."""
@@ -192,6 +196,10 @@ class StochasticTimesSmoothEstimator(Estimator):
         sqrt_p = self.firing_prob(pre_activation)
         return (sqrt_p > 0.5).to(pre_activation.dtype) * sqrt_p
 
+    def mean_output(self, pre_activation: torch.Tensor) -> torch.Tensor:
+        """``E[h] = sqrt(p) * P(b = 1) = p``."""
+        return torch.sigmoid(pre_activation)
+
 
 class NoisyRectifierEstimator(Estimator):
     """Noisy rectifier. docs/method.md §4.
@@ -235,6 +243,12 @@ class NoisyRectifierEstimator(Estimator):
 
     def deterministic(self, pre_activation: torch.Tensor) -> torch.Tensor:
         return F.relu(pre_activation)
+
+    def mean_output(self, pre_activation: torch.Tensor) -> torch.Tensor:
+        """``E[max(0, a + sigma z)] = a Phi(a / sigma) + sigma phi(a / sigma)``."""
+        scaled = pre_activation / self.noise_std
+        density = torch.exp(-0.5 * scaled.square()) / math.sqrt(2.0 * math.pi)
+        return pre_activation * torch.special.ndtr(scaled) + self.noise_std * density
 
 
 class LearnedPredictorEstimator(Estimator):

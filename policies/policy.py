@@ -51,7 +51,13 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
 from policies.baselines import Baseline, make_baseline
-from policies.bsn import BinaryStochasticNetwork, BSNOutput, SignedInputLinear, bit_affine
+from policies.bsn import (
+    BinaryStochasticNetwork,
+    BSNOutput,
+    SignedInputLinear,
+    bit_affine,
+    check_deterministic_units,
+)
 from policies.estimators import ESTIMATORS, LearnedPredictorEstimator
 from policies.noise import CounterNoise
 from policies.posterior import bernoulli_children_log_ratio, coupled_noise, flip_log_ratio, flip_shifts
@@ -167,6 +173,7 @@ class BsnExtractor(nn.Module):
         estimator: estimator name (see :data:`policies.estimators.ESTIMATORS`).
         estimator_kwargs: the estimator's constructor arguments.
         signed_inputs: BSN layers above the first read the units below as ``2h - 1``.
+        deterministic_units: the BSN units' output in deterministic mode (:data:`policies.bsn.DETERMINISTIC_UNITS`).
     """
 
     def __init__(
@@ -178,9 +185,12 @@ class BsnExtractor(nn.Module):
         estimator: str,
         estimator_kwargs: dict[str, Any] | None,
         signed_inputs: bool = False,
+        deterministic_units: str = "threshold",
     ) -> None:
         super().__init__()
-        self.bsn = BinaryStochasticNetwork(feature_dim, pi_sizes, estimator, estimator_kwargs, signed_inputs)
+        self.bsn = BinaryStochasticNetwork(
+            feature_dim, pi_sizes, estimator, estimator_kwargs, signed_inputs, deterministic_units
+        )
         layers: list[nn.Module] = []
         last = feature_dim
         for size in vf_sizes:
@@ -281,6 +291,14 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
             default). Posterior credit and the local estimators see both halves, as they see the mean.
             Actions outside the Box bounds are clipped by SB3 when they are sent to the environment (the
             log-probability is that of the unclipped sample); ``squash_output`` is gSDE's and is not offered.
+        deterministic_units: what the BSN units output for ``predict(deterministic=True)`` (evaluation, export).
+            ``"threshold"`` (default): each unit fires iff ``p > 0.5``. ``"mean_field"``: each unit outputs its
+            firing probability ``p`` (its expected output), so with one BSN layer the head gives the sampled
+            policy's expected head output: the mean of a Gaussian policy's action, averaged over the units' draws,
+            as SB3's deterministic mode gives an MLP policy's mean action; with more layers, its mean-field
+            approximation (:class:`~policies.bsn.BinaryStochasticNetwork`). Training is the same either way. The
+            :attr:`deterministic_units` attribute may be changed on a trained policy to evaluate it the other way;
+            ``save`` stores the ``policy_kwargs`` the model was built with, not such a change.
     """
 
     def __init__(
@@ -310,8 +328,10 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
         signed_inputs: bool = False,
         signed_head: bool = False,
         state_dependent_std: bool = False,
+        deterministic_units: str = "threshold",
     ) -> None:
         check_spaces(observation_space, action_space)
+        check_deterministic_units(deterministic_units)
         if state_dependent_std and not isinstance(action_space, spaces.Box):
             raise ValueError(
                 f"state_dependent_std applies to Box action spaces only, got {action_space}; drop state_dependent_std"
@@ -342,6 +362,7 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
         self.signed_inputs = bool(signed_inputs)
         self.signed_head = bool(signed_head)
         self.state_dependent_std = bool(state_dependent_std)
+        self._deterministic_units = str(deterministic_units)
         self.bsn_init_gain = float(gains[0]) if isinstance(bsn_init_gain, (int, float)) else [float(g) for g in gains]
         if net_arch is None:  # SB3 would turn None into [] (no layer) when it picks NatureCNN
             net_arch = dict(pi=list(DEFAULT_PI_SIZES), vf=[64, 64])
@@ -396,6 +417,7 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
             self.estimator_name,
             self.estimator_kwargs,
             self.signed_inputs,
+            self._deterministic_units,
         )
         self.neuron_baseline: Baseline | None = None
         if self.baseline_name != "value":
@@ -466,6 +488,7 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
             signed_inputs=self.signed_inputs,
             signed_head=self.signed_head,
             state_dependent_std=self.state_dependent_std,
+            deterministic_units=self.deterministic_units,
         )
         data.pop("use_sde", None)
         data.pop("full_std", None)
@@ -477,6 +500,15 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
     def bsn(self) -> BinaryStochasticNetwork:
         """The actor's binary stochastic network."""
         return self.mlp_extractor.bsn
+
+    @property
+    def deterministic_units(self) -> str:
+        """The BSN units' output in deterministic mode, ``"threshold"`` or ``"mean_field"`` (settable)."""
+        return self.bsn.deterministic_units
+
+    @deterministic_units.setter
+    def deterministic_units(self, value: str) -> None:
+        self.bsn.deterministic_units = check_deterministic_units(value)
 
     # ------------------------------------------------------------------ noise
     def set_training_mode(self, mode: bool) -> None:
@@ -565,7 +597,7 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
         return self._get_action_dist_from_latent(samples[-1])
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> torch.Tensor:
-        """``predict(deterministic=True)`` also makes the hidden units deterministic (fire iff p > 0.5)."""
+        """``predict(deterministic=True)`` also makes the hidden units deterministic (:attr:`deterministic_units`)."""
         return self.get_distribution(observation, deterministic).get_actions(deterministic=deterministic)
 
     # ------------------------------------------------------------------ LocalPG API

@@ -7,7 +7,14 @@ import torch
 from torch import nn
 
 from policies.bsn import BinaryStochasticNetwork
-from policies.estimators import ESTIMATORS, LocalEstimator, StraightThroughEstimator, local_gradient
+from policies.estimators import (
+    ESTIMATORS,
+    LocalEstimator,
+    NoisyRectifierEstimator,
+    StraightThroughEstimator,
+    local_gradient,
+)
+from policies.exact import enumerate_network, rectifier_expected_loss
 
 BINARY_ESTIMATORS = ["local", "learned_predictor", "st", "st_sigmoid"]
 EXTREME = 1e4
@@ -111,6 +118,43 @@ def test_deterministic_mode_is_noise_free_and_fires_iff_p_above_half(estimator: 
     for sample, prob in zip(first.samples, first.firing_probs, strict=True):
         assert torch.equal(sample > 0, prob > 0.5)
     torch.testing.assert_close(first.pre_activations[1], net.layers[1](first.samples[0]))
+
+
+@pytest.mark.parametrize("estimator", [name for name in ESTIMATORS if name != "noisy_rectifier"])
+def test_mean_field_units_output_their_expected_value_and_feed_it_up(estimator: str) -> None:
+    """``deterministic_units="mean_field"``: each unit outputs ``E[h | a]``, enumerated over its events (STS's
+    ``sqrt(p) * b`` included), and the layer above reads those outputs; no random numbers are drawn."""
+    net = BinaryStochasticNetwork(3, [4, 3], estimator, signed_inputs=True, deterministic_units="mean_field").double()
+    inputs = torch.randn(6, 3, dtype=torch.float64)
+    state = torch.get_rng_state()
+    out = net(inputs, deterministic=True)
+    assert torch.equal(torch.get_rng_state(), state)
+    single = BinaryStochasticNetwork(3, [4], estimator).double()
+    single.layers[0].load_state_dict(net.layers[0].state_dict())
+    enumeration = enumerate_network(single, inputs)
+    expected = torch.zeros(6, 4, dtype=torch.float64).index_add_(
+        0, enumeration.input_index, enumeration.probability.unsqueeze(1) * enumeration.values[0]
+    )
+    torch.testing.assert_close(out.samples[0], expected.detach())
+    torch.testing.assert_close(out.pre_activations[1], 2.0 * out.samples[0] @ net.layers[1].weight.T
+                               + net.layers[1].bias - net.layers[1].weight.sum(1))
+    net.deterministic_units = "threshold"
+    thresholded = net.estimators[0].deterministic(out.pre_activations[0])
+    assert torch.equal(net(inputs, deterministic=True).samples[0], thresholded)
+
+
+def test_noisy_rectifier_mean_output_is_its_expected_output() -> None:
+    """``E[max(0, a + sigma z)]`` in closed form against quadrature."""
+    estimator = NoisyRectifierEstimator(noise_std=0.7)
+    for value in (-2.0, -0.3, 0.0, 0.4, 1.5):
+        pre_activation = torch.tensor(value, dtype=torch.float64)
+        quadrature = rectifier_expected_loss(pre_activation, lambda h: h[:, 0], noise_std=0.7)
+        torch.testing.assert_close(estimator.mean_output(pre_activation), quadrature, atol=1e-6, rtol=1e-6)
+
+
+def test_an_unknown_deterministic_readout_names_the_choices() -> None:
+    with pytest.raises(ValueError, match="deterministic_units must be one of threshold, mean_field, got 'mean'"):
+        BinaryStochasticNetwork(3, [4], deterministic_units="mean")
 
 
 @pytest.mark.parametrize("estimator", ["local", "learned_predictor"])

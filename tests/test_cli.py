@@ -19,7 +19,8 @@ TRAIN_FLAGS = ["--algo", "--env", "--policy", "--estimator", "--baseline", "--tr
                "--seed", "--n-envs", "--device", "--num-threads", "--log-folder", "--tensorboard-log", "--eval-freq",
                "--eval-episodes", "--save-freq", "--log-interval", "--progress-bar", "--verbose", "-conf",
                "-params", "--normalize"]
-EVALUATE_FLAGS = ["--n-episodes", "--stochastic", "--deterministic", "--algo", "--env", "--seed", "--device", "--json",
+EVALUATE_FLAGS = ["--n-episodes", "--stochastic", "--deterministic", "--deterministic-units", "--algo", "--env",
+                  "--seed", "--device", "--json",
                   "--video-folder", "--video-episodes", "--plot", "--plot-keys", "--verbose", "--folder", "--exp-id",
                   "--load-best", "--load-checkpoint", "--load-last-checkpoint", "--num-threads"]
 
@@ -83,18 +84,22 @@ def test_train_continue_and_evaluate_as_subprocesses(tmp_path: Path) -> None:
 
 def test_deterministic_eval_setting_drives_the_eval_callback_and_evaluate_default(tmp_path: Path) -> None:
     """A run configured with deterministic_eval: false evaluates sampled units during training and in
-    evaluate.py by default; --deterministic overrides it; a bad value is a one-line error."""
+    evaluate.py by default; --deterministic overrides it, with the policy's threshold units or the mean-field
+    units of --deterministic-units; a bad value is a one-line error."""
     params = [*TINY_PARAMS, "deterministic_eval:false"]
     trained = run_tool("train.py", [*TINY, "-n", "128", "-f", "logs", *params], tmp_path)
     assert trained.returncode == 0, trained.stderr
     run = RunLayout(tmp_path / "logs" / "localpg" / "CartPole-v1_1")
     assert yaml.safe_load(run.config_file.read_text())["deterministic_eval"] is False
     modes = {}
-    for flags in ([], ["--deterministic"]):
+    for flags in ([], ["--deterministic"], ["--deterministic", "--deterministic-units", "mean_field"]):
         evaluation = run_tool("evaluate.py", [str(run.root), "-n", "1", *flags, "--json", "out.json"], tmp_path)
         assert evaluation.returncode == 0, evaluation.stderr
-        modes[tuple(flags)] = json.loads((tmp_path / "out.json").read_text())["results"][0]["deterministic"]
-    assert modes == {(): False, ("--deterministic",): True}
+        result = json.loads((tmp_path / "out.json").read_text())["results"][0]
+        modes[tuple(flags)] = (result["deterministic"], result["deterministic_units"])
+    assert modes == {(): (False, None), ("--deterministic",): (True, "threshold"),
+                     ("--deterministic", "--deterministic-units", "mean_field"): (True, "mean_field")}
+    assert "(deterministic, mean_field units)" in evaluation.stdout
     bad = run_tool("train.py", [*TINY, "-params", "deterministic_eval:maybe"], tmp_path)
     assert bad.returncode == 2 and "deterministic_eval must be true or false" in bad.stderr
 

@@ -15,6 +15,8 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecNormalize
 
 from agents import LocalPG
+from bsn_zoo.cli_errors import UserInputError
+from bsn_zoo.evaluation import set_deterministic_units
 from deploy import NumpyPolicy, export_numpy, export_onnx
 
 ROWS = 10_000
@@ -125,6 +127,28 @@ def test_a_signed_head_is_folded_into_the_bit_weights(env_id, tmp_path) -> None:
     check_same_actions(model, env, tmp_path)
 
 
+@pytest.mark.parametrize("case", list(CASES))
+def test_mean_field_policies_export_their_firing_probabilities(case, tmp_path) -> None:
+    """With ``deterministic_units="mean_field"`` every layer passes ``sigmoid(a)`` up; signed layer inputs and a
+    signed head are folded in as for bits. The two readouts differ, so the files cannot pass by thresholding."""
+    env = make_vec_env(CASES[case], n_envs=8, seed=4)
+    model = LocalPG(
+        "MlpPolicy", env, n_steps=32, batch_size=64, seed=4,
+        policy_kwargs={"net_arch": [16, 8], "bsn_init_gain": 2.0, "signed_inputs": True, "signed_head": True,
+                       "deterministic_units": "mean_field"},
+    )
+    model.learn(512)
+    with torch.no_grad():
+        model.policy.action_net.weight.add_(torch.randn_like(model.policy.action_net.weight))
+    observations = rollout_observations(model, env, 2000)
+    mean_field, _ = model.predict(observations, deterministic=True)
+    model.policy.deterministic_units = "threshold"
+    thresholded, _ = model.predict(observations, deterministic=True)
+    assert (np.asarray(mean_field) != np.asarray(thresholded)).reshape(2000, -1).any(axis=1).mean() > 0.05
+    model.policy.deterministic_units = "mean_field"
+    check_same_actions(model, env, tmp_path)
+
+
 def test_vecnormalize_statistics_are_folded_in(tmp_path) -> None:
     env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=8, seed=1))
     model = PPO(LocalPG.policy_aliases["MlpPolicy"], env, n_steps=32, batch_size=64, seed=1,
@@ -143,13 +167,26 @@ def test_unsupported_policies_are_refused_with_the_reason(tmp_path) -> None:
         export_numpy(sts, tmp_path / "sts.npz")
 
 
+def test_a_readout_asked_of_a_policy_without_bsn_units_is_refused() -> None:
+    model = PPO("MlpPolicy", "CartPole-v1")
+    assert set_deterministic_units(model, None) is None
+    with pytest.raises(UserInputError, match="applies to BSN policies; this model's policy is ActorCriticPolicy"):
+        set_deterministic_units(model, "mean_field")
+
+
 def test_export_command_writes_both_files_from_a_run_folder(tmp_path) -> None:
     run = run_tool("train.py", [*TINY, *TINY_PARAMS, "-f", "logs"], cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     export = run_tool("export.py", ["logs/localpg/CartPole-v1_1", "--onnx", "p.onnx", "--numpy", "p.npz"], cwd=tmp_path)
     assert export.returncode == 0, export.stderr
     assert (tmp_path / "p.onnx").is_file() and (tmp_path / "p.npz").is_file()
-    assert "output action" in export.stdout
+    assert "output action" in export.stdout and "(threshold units)" in export.stdout
+    mean_field = run_tool("export.py", ["logs/localpg/CartPole-v1_1", "--numpy", "m.npz", "--deterministic-units",
+                                        "mean_field"], cwd=tmp_path)
+    assert mean_field.returncode == 0, mean_field.stderr
+    assert "(mean_field units)" in mean_field.stdout
+    assert NumpyPolicy(tmp_path / "m.npz").units == "mean_field"
+    assert NumpyPolicy(tmp_path / "p.npz").units == "threshold"
     bad = run_tool("export.py", ["nothing", "--onnx", "p.onnx"], cwd=tmp_path)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
     assert "export.py: error:" in bad.stderr

@@ -23,9 +23,11 @@ from stable_baselines3.common.envs import (
 )
 from stable_baselines3.common.envs.multi_input_envs import SimpleMultiObsEnv
 from stable_baselines3.common.policies import ActorCriticPolicy
+from tiny_policies import ACTION_SPACES, UNIT_READINGS, tiny_policy
 
 from agents import LocalPG
 from policies import BinaryStochasticPolicy
+from policies.exact import enumerate_network
 
 
 class SpacesEnv(gym.Env):
@@ -77,6 +79,7 @@ def test_unsupported_spaces_raise_with_names(algo, observation_space, action_spa
         ({"net_arch": [4, 4], "bsn_init_gain": [8.0, 2.0, 1.0]}, "3 gains for 2 BSN layers"),
         ({"baseline": "learned", "baseline_kwargs": {"condition": "action"}}, "unknown baseline condition 'action'"),
         ({"state_dependent_std": True}, "state_dependent_std applies to Box action spaces only"),
+        ({"deterministic_units": "mean"}, "deterministic_units must be one of threshold, mean_field, got 'mean'"),
     ],
 )
 def test_bad_policy_kwargs_raise(kwargs, fragment) -> None:
@@ -153,6 +156,52 @@ def test_signed_head_reads_the_units_as_signs_from_sb3s_start_and_round_trips(tm
     assert loaded.policy.signed_head and not bits.policy.signed_head
     with torch.no_grad():
         torch.testing.assert_close(loaded.policy.action_net(samples), signs.policy.action_net(samples))
+
+
+@pytest.mark.parametrize("reading", list(UNIT_READINGS))
+@pytest.mark.parametrize("space", list(ACTION_SPACES))
+def test_mean_field_deterministic_mode_reads_the_expected_head_output(space, reading) -> None:
+    """One BSN layer with ``deterministic_units="mean_field"``: the deterministic action distribution is the one
+    of the head's output averaged over every configuration of the units, weighted by its probability (a Gaussian
+    head's mean action over the units' draws; a categorical head's expected logits)."""
+    torch.manual_seed(5)
+    policy = tiny_policy([3], ACTION_SPACES[space], reading)
+    policy.deterministic_units = "mean_field"
+    observations = torch.rand(16, 2) * 2 - 1
+    with torch.no_grad():
+        enumeration = enumerate_network(policy.bsn, policy.actor_features(observations))
+        head = policy.action_net(enumeration.values[0])
+        expected = torch.zeros(16, head.shape[1]).index_add_(
+            0, enumeration.input_index, enumeration.probability.unsqueeze(1) * head
+        )
+        # SB3 reuses one distribution object: read each one's tensors before asking for the next.
+        got = distribution_tensors(policy.get_distribution(observations, deterministic=True))
+        want = distribution_tensors(policy._distribution_from_params(expected))
+        policy.deterministic_units = "threshold"
+        thresholded = distribution_tensors(policy.get_distribution(observations, deterministic=True))
+    for mine, reference in zip(got, want, strict=True):
+        torch.testing.assert_close(mine, reference)
+    assert not all(torch.allclose(a, b) for a, b in zip(thresholded, want, strict=True))
+
+
+def distribution_tensors(distribution) -> list[torch.Tensor]:
+    """The parameters that define an SB3 action distribution: Gaussian means, categorical or Bernoulli
+    probabilities (one tensor per MultiDiscrete group)."""
+    inner = distribution.distribution
+    parts = inner if isinstance(inner, list) else [inner]
+    return [part.mean if isinstance(part, torch.distributions.Normal) else part.probs for part in parts]
+
+
+@pytest.mark.parametrize("value", ["threshold", "mean_field"])
+def test_deterministic_units_round_trip_and_a_bad_value_is_refused(value, tmp_path) -> None:
+    model = LocalPG("BsnPolicy", "CartPole-v1", n_steps=16, batch_size=32, seed=0,
+                    policy_kwargs={"net_arch": [8], "deterministic_units": value})
+    model.save(tmp_path / "model.zip")
+    loaded = LocalPG.load(tmp_path / "model.zip", device="cpu")
+    assert loaded.policy.deterministic_units == loaded.policy.bsn.deterministic_units == value
+    assert BinaryStochasticPolicy(**loaded.policy._get_constructor_parameters()).deterministic_units == value
+    with pytest.raises(ValueError, match="deterministic_units must be one of threshold, mean_field"):
+        loaded.policy.deterministic_units = "probabilities"
 
 
 def test_the_policy_kwarg_table_of_the_docs_gives_every_bsn_argument_and_its_default() -> None:
