@@ -83,7 +83,7 @@ class NumpyPolicy:
             # A product with a 0/1 matrix is the column sum of layer_from_bits, for a whole batch at once.
             pre_activation = x @ weight.T + bias
             if self.units == "mean_field":
-                x = (1.0 / (1.0 + np.exp(-pre_activation))).astype(np.float32)
+                x = (0.5 + 0.5 * np.tanh(0.5 * pre_activation)).astype(np.float32)  # sigmoid, without overflow
             else:
                 x = (pre_activation > 0).astype(np.float32)
             units.append(x)
