@@ -267,6 +267,20 @@ def machine_description(device: str | None = None) -> str:
     )
 
 
+def seeds_per_task(tasks: Sequence[str], seeds: Sequence[int], flag: str = "--tasks") -> dict[str, int]:
+    """How many seeds (0..N-1) each task runs, from a benchmark's ``--seeds``: one value for every task, or one per
+    entry of ``flag`` (the flag that lists the tasks), each > 0.
+
+    Raises:
+        ValueError: a count <= 0, or as many counts as neither 1 nor the tasks; the message names the rule.
+    """
+    if any(count <= 0 for count in seeds):
+        raise ValueError(f"--seeds must be > 0, got {' '.join(map(str, seeds))}")
+    if len(seeds) not in (1, len(tasks)):
+        raise ValueError(f"--seeds takes one value, or one per {flag} entry")
+    return dict(zip(tasks, list(seeds) * len(tasks) if len(seeds) == 1 else seeds, strict=True))
+
+
 def save_record(path: Path, record: dict[str, Any]) -> None:
     """Write a finished run's ``record`` as JSON at ``path``, atomically: a benchmark stopped mid-write leaves no
     half file, so it resumes from whole records only (:func:`load_record`)."""

@@ -68,6 +68,7 @@ from benchmarks.common import (
     machine_description,
     resume_runs,
     save_record,
+    seeds_per_task,
     train_until,
 )
 from bsn_zoo.config import HYPERPARAMS_DIR
@@ -492,11 +493,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="benchmarks/results/compare_sb3", help="output path without extension")
     args = parser.parse_args(argv)
     bad_episodes = args.eval_episodes is not None and args.eval_episodes <= 0
-    if any(n <= 0 for n in args.seeds) or args.workers <= 0 or bad_episodes or args.throughput_steps < 0:
-        parser.error("--seeds, --workers and --eval-episodes must be > 0, --throughput-steps >= 0")
-    if len(args.seeds) not in (1, len(args.envs)):
-        parser.error("--seeds takes one value, or one per --envs entry")
-    seeds = dict(zip(args.envs, args.seeds * len(args.envs) if len(args.seeds) == 1 else args.seeds, strict=True))
+    if args.workers <= 0 or bad_episodes or args.throughput_steps < 0:
+        parser.error("--workers and --eval-episodes must be > 0, --throughput-steps >= 0")
+    try:
+        seeds = seeds_per_task(args.envs, args.seeds, "--envs")
+    except ValueError as error:
+        parser.error(str(error))
     command = "nice python -m benchmarks.compare_sb3 " + " ".join(sys.argv[1:] if argv is None else argv)
     episodes = {env_id: args.eval_episodes or TASKS[env_id].eval_episodes for env_id in args.envs}
     runnable = {env_id: [algo for algo in args.algos if has_config(algo, env_id)] for env_id in args.envs}

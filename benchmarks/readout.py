@@ -44,6 +44,7 @@ from benchmarks.common import (
     machine_description,
     resume_runs,
     save_record,
+    seeds_per_task,
     train_until,
 )
 from bsn_zoo.plotting import Line, Panel, plot_learning_curves
@@ -253,16 +254,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--report-only", action="store_true", help="write the report from the finished runs")
     parser.add_argument("--out", default="benchmarks/results/readout", help="output path without extension")
     args = parser.parse_args(argv)
-    if any(n <= 0 for n in args.seeds) or args.workers <= 0:
-        parser.error("--seeds and --workers must be > 0")
-    if len(args.seeds) not in (1, len(args.tasks)):
-        parser.error("--seeds takes one value, or one per --tasks entry")
+    if args.workers <= 0:
+        parser.error("--workers must be > 0")
     try:
+        seeds = seeds_per_task(args.tasks, args.seeds)
         plans = {task: plan(task) for task in args.tasks}
     except ValueError as error:
         parser.error(str(error))
     digests = {task: task_plan.digest() for task, task_plan in plans.items()}
-    seeds = dict(zip(args.tasks, args.seeds * len(args.tasks) if len(args.seeds) == 1 else args.seeds, strict=True))
     out = Path(args.out)
     folder = out.parent / f"{out.name}_runs"
     jobs = [(task, seed) for task in args.tasks for seed in range(seeds[task])]

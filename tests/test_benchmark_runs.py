@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.common import claim_run, finished_runs_sentence, release_run, resume_runs, save_record
+from benchmarks.common import (
+    claim_run,
+    finished_runs_sentence,
+    release_run,
+    resume_runs,
+    save_record,
+    seeds_per_task,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,3 +131,12 @@ def test_a_finished_run_cannot_be_claimed(tmp_path: Path) -> None:
 )
 def test_reports_name_the_runs_not_finished(missing: list[str], expected: str) -> None:
     assert finished_runs_sentence(Path("runs"), missing) == f"Finished runs are kept in `runs/`; {expected}"
+
+
+def test_seeds_are_given_once_for_every_task_or_once_per_task() -> None:
+    assert seeds_per_task(["a", "b"], [3]) == {"a": 3, "b": 3}
+    assert seeds_per_task(["a", "b"], [3, 5]) == {"a": 3, "b": 5}
+    with pytest.raises(ValueError, match="--seeds takes one value, or one per --envs entry"):
+        seeds_per_task(["a", "b"], [3, 5, 1], "--envs")
+    with pytest.raises(ValueError, match="--seeds must be > 0, got 3 0"):
+        seeds_per_task(["a", "b"], [3, 0])
