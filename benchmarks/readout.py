@@ -138,12 +138,11 @@ def plan(task: str) -> RunPlan:
 Job = tuple[str, int]
 
 
-def record_name(job: Job, settings_digest: str | None = None) -> str:
-    """The file of a run's record: task, a digest of its plan (:meth:`RunPlan.digest`, read now when ``None``) and
-    seed, so that a record is never reused for other settings."""
+def record_name(job: Job, settings_digest: str) -> str:
+    """The file of a run's record: task, the digest of its plan (:meth:`RunPlan.digest`) and seed, so that a record
+    is never reused for other settings."""
     task, seed = job
-    digest = plan(task).digest() if settings_digest is None else settings_digest
-    return f"{task.replace('/', '_')}__localpg__{digest}__s{seed}.json"
+    return f"{task.replace('/', '_')}__localpg__{settings_digest}__s{seed}.json"
 
 
 def evaluate_readouts(model: BaseAlgorithm, make_eval_env: Callable[[], VecEnv], episodes: int) -> dict[str, float]:
