@@ -174,7 +174,7 @@ def train_until(
     eval_episodes: int,
     window: int = 20,
     callbacks: Sequence[BaseCallback] = (),
-    after: Callable[[BaseAlgorithm], None] | None = None,
+    after: Callable[[BaseAlgorithm, float], None] | None = None,
 ) -> RunResult:
     """Build a model, train it under the :class:`ThresholdCallback` budget rule, then evaluate it.
 
@@ -187,7 +187,8 @@ def train_until(
         eval_episodes: deterministic evaluation episodes after training (> 0).
         window: episodes in the training mean.
         callbacks: more callbacks to train with (e.g. ones that collect diagnostics).
-        after: called with the trained model once it is evaluated (e.g. to evaluate it in other ways too).
+        after: called with the trained model and its final evaluation's mean return once it is evaluated (e.g. to
+            evaluate it in other ways too).
     """
     model = make_model()
     callback = ThresholdCallback(threshold, window, min_steps)
@@ -196,7 +197,7 @@ def train_until(
     seconds = time.perf_counter() - start
     eval_mean = evaluate(model, make_eval_env(), eval_episodes)
     if after is not None:
-        after(model)
+        after(model, eval_mean)
     return RunResult(callback.solved_at, int(model.num_timesteps), seconds, eval_mean, callback.curve)
 
 

@@ -145,20 +145,26 @@ def record_name(job: Job, settings_digest: str) -> str:
     return f"{task.replace('/', '_')}__localpg__{settings_digest}__s{seed}.json"
 
 
-def evaluate_readouts(model: BaseAlgorithm, make_eval_env: Callable[[], VecEnv], episodes: int) -> dict[str, float]:
+def evaluate_readouts(
+    model: BaseAlgorithm, make_eval_env: Callable[[], VecEnv], episodes: int, known: dict[str, float] | None = None
+) -> dict[str, float]:
     """Mean return of ``episodes`` episodes under each readout of :data:`READOUTS`, each on a fresh eval env with the
-    same seed; the policy's own readout is restored afterwards."""
+    same seed; the policy's own readout is restored afterwards. ``known``: readouts already evaluated that way (their
+    mean returns), taken as they are."""
     policy = model.policy
     own = policy.deterministic_units
-    returns = {}
+    returns = dict(known or {})
     try:
         for readout in DETERMINISTIC_UNITS:
+            if readout in returns:
+                continue
             policy.deterministic_units = readout
             returns[readout] = evaluate(model, make_eval_env(), episodes)
     finally:
         policy.deterministic_units = own
-    returns["sampled"] = evaluate(model, make_eval_env(), episodes, deterministic=False)
-    return returns
+    if "sampled" not in returns:
+        returns["sampled"] = evaluate(model, make_eval_env(), episodes, deterministic=False)
+    return {readout: returns[readout] for readout in READOUTS}
 
 
 def run_job(job_and_folder: tuple[Job, Path]) -> dict[str, Any]:
@@ -168,8 +174,9 @@ def run_job(job_and_folder: tuple[Job, Path]) -> dict[str, Any]:
     run_plan = plan(task)  # one reading of the settings names the record and builds the model
     evaluations: dict[str, float] = {}
 
-    def after(model: BaseAlgorithm) -> None:
-        evaluations.update(evaluate_readouts(model, lambda: run_plan.eval_env(seed), run_plan.eval_episodes))
+    def after(model: BaseAlgorithm, eval_mean: float) -> None:  # train_until evaluated the policy's own readout
+        own = {model.policy.deterministic_units: eval_mean}
+        evaluations.update(evaluate_readouts(model, lambda: run_plan.eval_env(seed), run_plan.eval_episodes, own))
 
     result = train_until(
         lambda: run_plan.build(seed),

@@ -37,7 +37,10 @@ def test_each_readout_is_evaluated_once_and_the_policys_own_is_restored(monkeypa
     assert calls == [("threshold", True, 3), ("mean_field", True, 3), ("threshold", False, 3)]
     assert returns == {"threshold": 1.0, "mean_field": 2.0, "sampled": 3.0}
     model.policy.deterministic_units = "mean_field"
-    readout.evaluate_readouts(model, lambda: None, 1)
+    calls.clear()
+    returns = readout.evaluate_readouts(model, lambda: None, 1, known={"mean_field": -5.0})
+    assert calls == [("threshold", True, 1), ("mean_field", False, 1)]  # the known readout is not evaluated again
+    assert returns == {"threshold": 1.0, "mean_field": -5.0, "sampled": 2.0}
     assert model.policy.deterministic_units == "mean_field"
 
 
@@ -51,6 +54,7 @@ def test_benchmark_trains_once_evaluates_every_readout_and_resumes(
     assert [path.name.split("__")[-1] for path in runs] == ["s0.json", "s1.json"]
     record = json.loads(runs[0].read_text())
     assert set(record["evaluations"]) == {"threshold", "mean_field", "sampled"} and record["steps"] >= 512
+    assert record["evaluations"]["threshold"] == record["eval_mean"]  # the run's own evaluation, not a second one
     assert record["settings"] == json.loads(json.dumps(compare_sb3.algo_config("localpg", "CartPole-v1")))
     text = out.with_suffix(".md").read_text()
     assert "every run asked for is finished." in text and out.with_suffix(".png").is_file()
