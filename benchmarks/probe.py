@@ -5,7 +5,10 @@ The tool behind ``benchmarks/results/tuning_log.md``. Each run trains under the 
 and at least ``--min-steps`` were taken, else at the budget) and is then evaluated for ``--eval-episodes``
 deterministic episodes. ``--checkpoints`` also evaluates during training, at the first step at or after
 each given step: what a run stopped there would have scored, learning-rate schedules included (they decay
-over ``--budget``; the printed steps/s include the checkpoint evaluations). ``--tuned`` starts from the
+over ``--budget``; the printed steps/s include the checkpoint evaluations). ``--give-up-at`` stops a run that
+has not reached the threshold by then (its schedules still decay over ``--budget``; it counts as unsolved and is
+evaluated there): a screen for steps to threshold that does not train the runs that miss it to the end.
+``--tuned`` starts from the
 environment's entry of ``hyperparams/localpg.yml``, the JSON then overrides keys (``policy_kwargs`` key by
 key; ``lin_<start>`` schedules accepted); without it the JSON is the whole configuration. ``--reward-delay``
 trains on the delayed task (:class:`envs.RewardDelay`); every reported return is the true one.
@@ -86,6 +89,23 @@ class CheckpointEvaluations(BaseCallback):
         return True
 
 
+class GiveUp(BaseCallback):
+    """Stops training at the first step at or after ``steps`` unless the run has reached its threshold.
+
+    Args:
+        threshold: the run's :class:`benchmarks.common.ThresholdCallback` (listed before this callback).
+        steps: env steps after which an unsolved run stops (> 0).
+    """
+
+    def __init__(self, threshold: ThresholdCallback, steps: int) -> None:
+        super().__init__()
+        self.threshold = threshold
+        self.steps = int(steps)
+
+    def _on_step(self) -> bool:
+        return self.threshold.solved_at is not None or self.num_timesteps < self.steps
+
+
 def evaluate_both(model: BaseAlgorithm, make_eval_env: Any, n_episodes: int, stochastic: bool) -> tuple[float, float]:
     """Deterministic mean return (:func:`benchmarks.common.evaluate`) and, if ``stochastic``, the mean with
     sampled hidden units and actions on the same episodes (else nan)."""
@@ -154,6 +174,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-episodes", type=int, default=5, help="deterministic evaluation episodes (> 0)")
     parser.add_argument("--eval-seed-offset", type=int, default=1000, help="eval env seed = offset + seed")
     parser.add_argument("--checkpoints", type=int, nargs="*", default=[], help="also evaluate at these steps")
+    parser.add_argument(
+        "--give-up-at", type=int, default=None, help="stop a run still below the threshold at this step (<= --budget)"
+    )
     parser.add_argument("--stochastic", action="store_true", help="also evaluate with sampled units and actions")
     parser.add_argument(
         "--backend",
@@ -172,6 +195,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--budget and --eval-episodes must be > 0 and 0 <= --min-steps <= --budget")
     if any(not 0 < step <= args.budget for step in args.checkpoints):
         parser.error("--checkpoints must lie in (0, --budget]")
+    if args.give_up_at is not None and not 0 < args.give_up_at <= args.budget:
+        parser.error("--give-up-at must lie in (0, --budget]")
     if args.policy == "mlp" and args.algo == "localpg":
         parser.error("--policy mlp needs --algo ppo or --algo a2c (LocalPG trains BSN policies only)")
     torch.set_num_threads(1)
@@ -209,8 +234,11 @@ def main(argv: list[str] | None = None) -> None:
 
         threshold = ThresholdCallback(args.threshold, 20, args.min_steps)
         checkpoints = CheckpointEvaluations(args.checkpoints, eval_env, args.eval_episodes, args.stochastic)
+        callbacks: list[BaseCallback] = [threshold, checkpoints]
+        if args.give_up_at is not None:
+            callbacks.append(GiveUp(threshold, args.give_up_at))
         start = time.perf_counter()
-        model.learn(total_timesteps=args.budget, callback=CallbackList([threshold, checkpoints]))
+        model.learn(total_timesteps=args.budget, callback=CallbackList(callbacks))
         steps_per_second = model.num_timesteps / (time.perf_counter() - start)
         final, final_stochastic = evaluate_both(model, eval_env, args.eval_episodes, args.stochastic)
         last = threshold.curve[-1][1] if threshold.curve else float("nan")

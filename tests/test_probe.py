@@ -39,6 +39,18 @@ def test_checkpoints_after_the_stop_are_reported_as_not_reached(capsys: pytest.C
     assert "eval at 2048, 0 of 1 seeds: ; no run reached it" in capsys.readouterr().out
 
 
+def test_a_run_below_the_threshold_gives_up_where_told_and_a_solved_one_does_not(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    common = ["--seeds", "0", "--budget", "4096", "--eval-episodes", "1", "--give-up-at", "1024"]
+    main(["CartPole-v1", json.dumps(TINY), *common, "--threshold", "475"])
+    out = capsys.readouterr().out
+    assert re.search(r"seed 0: solved_at None steps 1024 ", out), out
+    assert "median steps to threshold (budget if unsolved): 4096" in out
+    main(["CartPole-v1", json.dumps(TINY), *common, "--threshold", "0", "--min-steps", "2048"])
+    assert re.search(r"seed 0: solved_at \d+ steps 2048 ", capsys.readouterr().out)
+
+
 def test_tuned_entry_is_the_base_and_json_overrides_it_with_schedules() -> None:
     config = probe_config("Acrobot-v1", {"learning_rate": "lin_1e-3", "n_epochs": 4}, tuned=True)
     assert config["n_epochs"] == 4 and config["n_envs"] == 16 and "n_timesteps" not in config
@@ -94,7 +106,9 @@ def test_every_tuned_entry_gives_the_benchmarks_localpg_arguments_only(env_id: s
     model.get_env().close()
 
 
-@pytest.mark.parametrize("flags", [["--checkpoints", "5000"], ["--min-steps", "5000"], ["--eval-episodes", "0"]])
+@pytest.mark.parametrize(
+    "flags", [["--checkpoints", "5000"], ["--min-steps", "5000"], ["--eval-episodes", "0"], ["--give-up-at", "5000"]]
+)
 def test_bad_budgets_are_rejected(flags: list[str]) -> None:
     with pytest.raises(SystemExit):
         main(["CartPole-v1", "{}", "--budget", "4096", "--threshold", "0", *flags])
