@@ -236,7 +236,7 @@ def per_seed_table(records: dict[str, list[dict[str, Any]]]) -> str:
 
 
 def plot(records: dict[str, list[dict[str, Any]]], path: Path) -> None:
-    """One panel per task: each seed's evaluation under each readout, joined by a line (x: the readout)."""
+    """One panel per task: each seed's evaluation under each readout, joined by a line (x: the readouts)."""
     panels = []
     for task, task_records in records.items():
         lines = [
@@ -244,8 +244,8 @@ def plot(records: dict[str, list[dict[str, Any]]], path: Path) -> None:
                  label=f"seed {record['seed']}", marker="o", linewidth=1)
             for record in task_records
         ]
-        xlabel = ", ".join(f"{index}: {READOUT_TITLES[name]}" for index, name in enumerate(READOUTS))
-        panels.append(Panel(lines, title=task, xlabel=xlabel, ylabel="final evaluation (mean return)"))
+        panels.append(Panel(lines, title=task, xlabel="readout", ylabel="final evaluation (mean return)",
+                            categories=[READOUT_TITLES[name] for name in READOUTS]))
     if panels:
         plot_learning_curves(panels, path, columns=min(4, len(panels)), panel_size=(5, 3.6), legend_fontsize=7)
 

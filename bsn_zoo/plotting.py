@@ -62,6 +62,8 @@ class Panel:
         ylabel: the y axis label (``None``: none).
         xlabel: the x axis label.
         thresholds: y values drawn as dashed horizontal lines (e.g. a task's solved threshold).
+        categories: names of the x positions 0, 1, ... for a categorical x axis (each tick labelled with its name);
+            empty: a numeric axis.
     """
 
     lines: Sequence[Line]
@@ -69,6 +71,7 @@ class Panel:
     ylabel: str | None = None
     xlabel: str = "environment steps"
     thresholds: Sequence[float] = field(default_factory=tuple)
+    categories: Sequence[str] = field(default_factory=tuple)
 
 
 def agg_figure(width: float, height: float) -> Any:
@@ -157,6 +160,8 @@ def plot_learning_curves(
             axes.axhline(value, color="k", linestyle="--", linewidth=0.8)
         axes.set_title(panel.title)
         axes.set_xlabel(panel.xlabel)
+        if panel.categories:
+            axes.set_xticks(range(len(panel.categories)), list(panel.categories))
         if panel.ylabel is not None:
             axes.set_ylabel(panel.ylabel)
         if grid:

@@ -10,6 +10,7 @@ import pytest
 
 from agents import LocalPG
 from benchmarks import compare_sb3, delayed, readout
+from bsn_zoo import plotting
 
 
 @pytest.fixture
@@ -90,3 +91,15 @@ def test_a_delayed_task_trains_at_localpgs_choice_and_needs_it_made(
     record = json.loads(path.read_text())
     assert (record["settings"]["gamma"], record["settings"]["gae_lambda"]) == (0.999, 0.95)
     assert record["steps"] >= 300 and set(record["evaluations"]) == set(readout.READOUTS)
+
+
+def test_the_plot_names_each_readout_on_its_x_axis(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    figures = []
+    original = plotting.agg_figure
+    monkeypatch.setattr(plotting, "agg_figure", lambda *size: figures.append(original(*size)) or figures[-1])
+    record = {"seed": 0, "evaluations": {"threshold": 1.0, "mean_field": 2.0, "sampled": 3.0}}
+    readout.plot({"CartPole-v1": [record]}, tmp_path / "readout.png")
+    axes = figures[0].axes[0]
+    assert [label.get_text() for label in axes.get_xticklabels()] == [
+        readout.READOUT_TITLES[name] for name in readout.READOUTS
+    ]
