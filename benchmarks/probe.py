@@ -8,9 +8,9 @@ each given step: what a run stopped there would have scored, learning-rate sched
 over ``--budget``; the printed steps/s include the checkpoint evaluations). ``--give-up-at`` stops a run that
 has not reached the threshold by then (its schedules still decay over ``--budget``; it counts as unsolved and is
 evaluated there): a screen for steps to threshold that does not train the runs that miss it to the end.
-``--tuned`` starts from the
-environment's entry of ``hyperparams/localpg.yml``, the JSON then overrides keys (``policy_kwargs`` key by
-key; ``lin_<start>`` schedules accepted); without it the JSON is the whole configuration. ``--reward-delay``
+``--tuned`` starts from the environment's entry of ``hyperparams/localpg.yml``, the JSON then overrides keys
+(``policy_kwargs`` key by key; ``lin_<start>`` schedules accepted); without it the JSON is the whole
+configuration. ``--reward-delay``
 trains on the delayed task (:class:`envs.RewardDelay`); every reported return is the true one.
 ``--eval-seed-offset 10000`` evaluates on the same episodes as ``compare_sb3``. ``--backend torch`` trains on
 the batched torch env (:data:`envs.TORCH_ENVS`; no ``VecNormalize``) and still evaluates on Gymnasium's; the
