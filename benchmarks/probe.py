@@ -10,8 +10,8 @@ has not reached the threshold by then (its schedules still decay over ``--budget
 evaluated there): a screen for steps to threshold that does not train the runs that miss it to the end.
 ``--tuned`` starts from the environment's entry of ``hyperparams/localpg.yml``, the JSON then overrides keys
 (``policy_kwargs`` key by key; ``lin_<start>`` schedules accepted); without it the JSON is the whole
-configuration. ``--reward-delay``
-trains on the delayed task (:class:`envs.RewardDelay`); every reported return is the true one.
+configuration. ``--reward-delay`` trains on the delayed task (:class:`envs.RewardDelay`); every reported return
+is the true one.
 ``--eval-seed-offset 10000`` evaluates on the same episodes as ``compare_sb3``. ``--backend torch`` trains on
 the batched torch env (:data:`envs.TORCH_ENVS`; no ``VecNormalize``) and still evaluates on Gymnasium's; the
 training mean is then checked once per rollout. ``--algo ppo`` / ``--algo a2c`` train stock SB3 PPO / A2C with
