@@ -33,6 +33,7 @@ __all__ = [
     "check_model_fits",
     "describe_space",
     "load_model",
+    "load_vecnormalize",
     "save_model",
     "vecnormalize_path",
 ]
@@ -72,6 +73,35 @@ def vecnormalize_path(model_path: Path) -> Path:
     """Where the ``VecNormalize`` statistics of the model saved at ``model_path`` go."""
     model_path = Path(model_path)
     return model_path.with_name(f"{model_path.stem}_vecnormalize.pkl")
+
+
+def load_vecnormalize(model_path: Path, env: VecEnv, env_id: str = "") -> VecNormalize | None:
+    """Wrap ``env`` in the ``VecNormalize`` statistics saved beside the model at ``model_path``, if any.
+
+    Args:
+        model_path: the model's ``.zip`` file; its statistics are at :func:`vecnormalize_path`.
+        env: the environment to wrap (not normalised).
+        env_id: the environment's id, used in error messages.
+
+    Returns:
+        The loaded ``VecNormalize`` around ``env`` (still in its saved training mode), or ``None`` if
+        no statistics were saved beside the model.
+
+    Raises:
+        UserInputError: for a damaged statistics file, or one saved for other observation spaces.
+    """
+    stats_path = vecnormalize_path(model_path)
+    if not stats_path.is_file():
+        return None
+    try:
+        return VecNormalize.load(str(stats_path), env)
+    except AssertionError as error:  # SB3 checks that the saved and the given spaces agree
+        raise UserInputError(f"the VecNormalize statistics {stats_path} do not fit environment {env_id!r} "
+                             f"({error}); use the environment the model was trained on (its run's config.yml "
+                             "names it)") from None
+    except (EOFError, pickle.UnpicklingError, AttributeError, ImportError) as error:
+        raise UserInputError(f"cannot read the VecNormalize statistics {stats_path} ({type(error).__name__}: "
+                             f"{str(error).rstrip('.')}); restore the file saved with the model, or train again") from None
 
 
 def check_finite_parameters(model: BaseAlgorithm) -> None:
@@ -142,12 +172,16 @@ def describe_space(space: spaces.Space) -> str:
 def check_model_fits(path: Path, env: VecEnv, env_id: str) -> None:
     """Check that the model saved at ``path`` has ``env``'s observation and action spaces.
 
+    The spaces compared are those of ``env`` as SB3 wraps it on loading: channel-last images are
+    transposed to channel-first (``VecTransposeImage``), as they were when the model was trained.
+
     Raises:
         UserInputError: naming both spaces, if they differ.
     """
     data, _, _ = load_from_zip_file(path, load_data=True, device="cpu")
-    for role, saved, actual in (("observation", data["observation_space"], env.observation_space),
-                                ("action", data["action_space"], env.action_space)):
+    wrapped = BaseAlgorithm._wrap_env(env, verbose=0, monitor_wrapper=False)
+    for role, saved, actual in (("observation", data["observation_space"], wrapped.observation_space),
+                                ("action", data["action_space"], wrapped.action_space)):
         if saved != actual:
             raise UserInputError(
                 f"the model {path} was trained with {role} space {describe_space(saved)} but environment "

@@ -20,9 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from stable_baselines3.common.vec_env import VecNormalize
-
-from bsn_zoo.checkpoint import load_model, vecnormalize_path
+from bsn_zoo.checkpoint import load_model, load_vecnormalize
 from bsn_zoo.cli_errors import OneLineArgumentParser, UserInputError, program_name, run_cli
 from bsn_zoo.config import (
     ALGORITHM_NAMES,
@@ -126,10 +124,10 @@ def evaluate_target(target: Path, args: argparse.Namespace, n_episodes: int) -> 
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     venv = make_env({**config, "backend": "gymnasium"}, n_envs=1, seed=int(args.seed),
                     render_mode="rgb_array" if record else None)
-    stats_path = vecnormalize_path(model_path)
-    if stats_path.is_file():
-        venv = VecNormalize.load(str(stats_path), venv)
-        venv.training, venv.norm_reward = False, False
+    normalized = load_vecnormalize(model_path, venv, config["env"])
+    if normalized is not None:
+        normalized.training, normalized.norm_reward = False, False
+        venv = normalized
     model = load_model(algorithm_class(config["algo"]), model_path, env=venv, env_id=config["env"],
                        device=config["device"])
     units = set_deterministic_units(model, args.deterministic_units)

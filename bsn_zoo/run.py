@@ -63,8 +63,8 @@ from bsn_zoo.checkpoint import (
     check_finite_parameters,
     check_model_file,
     load_model,
+    load_vecnormalize,
     save_model,
-    vecnormalize_path,
 )
 from bsn_zoo.cli_errors import DivergenceError, UserInputError
 from bsn_zoo.config import (
@@ -513,9 +513,8 @@ def _prepare_env(config: Mapping[str, Any], layout: RunLayout, resume_from: Path
         continue_monitor_clocks(env)
     if not config["normalize"]:
         return env, None
-    stats = vecnormalize_path(resume_from) if resume_from is not None else None
-    if stats is not None and stats.is_file():
-        vec_normalize = VecNormalize.load(str(stats), env)
+    vec_normalize = load_vecnormalize(resume_from, env, config["env"]) if resume_from is not None else None
+    if vec_normalize is not None:
         vec_normalize.training = True
     else:
         # RL Zoo's normalize: the return statistics that scale rewards use the run's discount

@@ -3,7 +3,8 @@
 ``BinaryStochasticPolicy`` is a drop-in :class:`stable_baselines3.common.policies.ActorCriticPolicy`:
 
 * observations go through SB3 features extractors (``FlattenExtractor`` for Box / Discrete /
-  MultiDiscrete / MultiBinary, ``NatureCNN`` for images, ``CombinedExtractor`` for Dict);
+  MultiDiscrete / MultiBinary, ``NatureCNN`` for images of at least 36 x 36 pixels, ``CombinedExtractor``
+  for Dict; :func:`default_features_extractor`);
 * the actor is a :class:`~policies.bsn.BinaryStochasticNetwork` (``net_arch`` sizes), whose top
   layer's binary samples feed SB3's action head (Categorical, MultiCategorical, Bernoulli, Gaussian);
 * the critic is SB3's usual tanh MLP and ``value_net``: the learned state-value baseline.
@@ -40,7 +41,7 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.distributions import DiagGaussianDistribution, Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy, BaseModel
-from stable_baselines3.common.preprocessing import is_image_space, preprocess_obs
+from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first, preprocess_obs
 from stable_baselines3.common.torch_layers import (
     BaseFeaturesExtractor,
     CombinedExtractor,
@@ -73,6 +74,7 @@ __all__ = [
     "HiddenEvaluation",
     "PolicyStep",
     "check_spaces",
+    "default_features_extractor",
 ]
 
 SUPPORTED_ACTION_SPACES: tuple[type[spaces.Space], ...] = (
@@ -90,6 +92,8 @@ SUPPORTED_OBSERVATION_SPACES: tuple[type[spaces.Space], ...] = (
 )
 #: BSN layer sizes of the actor when ``net_arch`` does not give them (for every features extractor).
 DEFAULT_PI_SIZES = (64, 64)
+#: The smallest image height and width SB3's ``NatureCNN`` accepts (its 8/4, 4/2 and 3/1 convolutions).
+NATURE_CNN_MIN_SIDE = 36
 #: Default orthogonal-initialisation gain of the BSN layers (see ``bsn_init_gain``).
 DEFAULT_INIT_GAIN = 128.0
 #: Range of a state-dependent Gaussian log-std (``state_dependent_std``), SAC's clamp in SB3.
@@ -246,6 +250,44 @@ def _placements(state: dict[str, torch.Tensor]) -> list[tuple[str, torch.device,
     return [(name, tensor.device, tensor.dtype, tensor.shape) for name, tensor in state.items()]
 
 
+def _image_side(space: spaces.Box) -> int:
+    """The smaller of an image space's height and width (channel-first or channel-last)."""
+    height, width = space.shape[1:] if is_image_space_channels_first(space) else space.shape[:2]
+    return min(height, width)
+
+
+def default_features_extractor(observation_space: spaces.Space,
+                               normalize_images: bool = True) -> type[BaseFeaturesExtractor]:
+    """The features extractor the policy uses when ``features_extractor_class`` is not given.
+
+    SB3's choice (``CombinedExtractor`` for Dict, ``NatureCNN`` for images, ``FlattenExtractor``
+    otherwise), except that an image smaller than :data:`NATURE_CNN_MIN_SIDE` pixels on a side, which
+    ``NatureCNN`` cannot convolve, is flattened (its pixels still scaled to [0, 1] when
+    ``normalize_images``).
+
+    Args:
+        observation_space: the policy's observation space.
+        normalize_images: whether image observations are scaled from [0, 255] (SB3's argument).
+
+    Raises:
+        ValueError: for a Dict space holding such a small image, which ``CombinedExtractor`` would give
+            to ``NatureCNN``.
+    """
+    if isinstance(observation_space, spaces.Dict):
+        for key, subspace in observation_space.spaces.items():
+            if (is_image_space(subspace, normalized_image=not normalize_images)
+                    and _image_side(subspace) < NATURE_CNN_MIN_SIDE):
+                raise ValueError(
+                    f"observation {key!r} is an image of shape {subspace.shape}, smaller than the "
+                    f"{NATURE_CNN_MIN_SIDE} x {NATURE_CNN_MIN_SIDE} pixels of CombinedExtractor's NatureCNN; flatten "
+                    "the observation (train.py: -params env_wrapper:gymnasium.wrappers.FlattenObservation)"
+                )
+        return CombinedExtractor
+    if is_image_space(observation_space, normalized_image=not normalize_images):
+        return NatureCNN if _image_side(observation_space) >= NATURE_CNN_MIN_SIDE else FlattenExtractor
+    return FlattenExtractor
+
+
 class BinaryStochasticPolicy(ActorCriticPolicy):
     """Actor-critic policy with a binary-stochastic-neuron actor (SB3 ``ActorCriticPolicy`` API).
 
@@ -349,12 +391,7 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
         if not gains or any(not isinstance(gain, (int, float)) or not gain > 0 for gain in gains):
             raise ValueError(f"bsn_init_gain must be > 0 (a float or one per BSN layer), got {bsn_init_gain}")
         if features_extractor_class is None:
-            if isinstance(observation_space, spaces.Dict):
-                features_extractor_class = CombinedExtractor
-            elif is_image_space(observation_space, normalized_image=not normalize_images):
-                features_extractor_class = NatureCNN
-            else:
-                features_extractor_class = FlattenExtractor
+            features_extractor_class = default_features_extractor(observation_space, normalize_images)
         self.estimator_name = estimator
         self.estimator_kwargs = dict(estimator_kwargs or {})
         self.baseline_name = baseline

@@ -82,6 +82,19 @@ def test_train_continue_and_evaluate_as_subprocesses(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_channel_last_image_runs_continue_and_evaluate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SB3 trains on channel-last frames transposed to channel-first; continuing and evaluating the run
+    compare the model with the environment as SB3 wraps it, not with the raw frames."""
+    monkeypatch.chdir(tmp_path)
+    env = ["--env", "tests.image_envs:SmallImage-v0"]
+    assert call_main("train.py", [*TINY, *env, "-f", "logs", *TINY_PARAMS]) == 0
+    run = RunLayout(tmp_path / "logs" / "localpg" / "SmallImage-v0_1")
+    assert call_main("train.py", ["-i", str(run.root), "-n", "512", "--no-progress-bar"]) == 0
+    assert saved_timesteps(run.final_model) == 512
+    assert call_main("evaluate.py", [str(run.root), "-n", "2", "--json", "result.json"]) == 0
+    assert json.loads(Path("result.json").read_text())["results"][0]["episodes"] == 2
+
+
 def test_deterministic_eval_setting_drives_the_eval_callback_and_evaluate_default(tmp_path: Path) -> None:
     """A run configured with deterministic_eval: false evaluates sampled units during training and in
     evaluate.py by default; --deterministic overrides it, with the policy's threshold units or the mean-field

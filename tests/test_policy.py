@@ -23,11 +23,15 @@ from stable_baselines3.common.envs import (
 )
 from stable_baselines3.common.envs.multi_input_envs import SimpleMultiObsEnv
 from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
+from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor, NatureCNN
+from stable_baselines3.common.vec_env import VecTransposeImage
 from tiny_policies import ACTION_SPACES, UNIT_READINGS, tiny_policy
 
 from agents import LocalPG
 from policies import BinaryStochasticPolicy
 from policies.exact import enumerate_network
+from policies.policy import default_features_extractor
 
 
 class SpacesEnv(gym.Env):
@@ -110,6 +114,36 @@ def test_predict_shapes_all_spaces(env_fn, action_shape) -> None:
     actions, _ = model.predict(batched, deterministic=False)
     assert np.shape(actions) == (2, *action_shape)
     model.learn(16)  # one update on every kind of space and extractor
+
+
+@pytest.mark.parametrize(
+    ("observation_space", "extractor"),
+    [
+        (spaces.Box(0, 255, (36, 36, 3), np.uint8), NatureCNN),
+        (spaces.Box(0, 255, (1, 40, 36), np.uint8), NatureCNN),
+        (spaces.Box(0, 255, (12, 12, 3), np.uint8), FlattenExtractor),  # too small for NatureCNN's kernels
+        (spaces.Box(0, 255, (3, 35, 64), np.uint8), FlattenExtractor),
+        (spaces.Box(-1.0, 1.0, (4,)), FlattenExtractor),
+        (spaces.Discrete(5), FlattenExtractor),
+        (spaces.Dict({"image": spaces.Box(0, 255, (1, 36, 36), np.uint8), "x": spaces.Box(-1, 1, (2,))}),
+         CombinedExtractor),
+    ],
+)
+def test_default_features_extractor_flattens_images_too_small_for_nature_cnn(observation_space, extractor) -> None:
+    assert default_features_extractor(observation_space) is extractor
+    if is_image_space(observation_space) and not is_image_space_channels_first(observation_space):
+        observation_space = VecTransposeImage.transpose_space(observation_space)  # as SB3 gives it to the policy
+        assert default_features_extractor(observation_space) is extractor
+    policy = BinaryStochasticPolicy(observation_space, spaces.Discrete(2), lambda _: 1e-3, net_arch=[8])
+    assert type(policy.features_extractor) is extractor
+    with torch.no_grad():
+        policy.predict(observation_space.sample(), deterministic=True)
+
+
+def test_a_dict_holding_an_image_too_small_for_nature_cnn_is_refused_with_the_fix() -> None:
+    observation_space = spaces.Dict({"image": spaces.Box(0, 255, (7, 7, 3), np.uint8), "x": spaces.Box(-1, 1, (2,))})
+    with pytest.raises(ValueError, match=r"'image' is an image of shape \(7, 7, 3\).*FlattenObservation"):
+        BinaryStochasticPolicy(observation_space, spaces.Discrete(2), lambda _: 1e-3)
 
 
 def test_state_dependent_std_starts_at_log_std_init_learns_per_state_and_round_trips(tmp_path) -> None:

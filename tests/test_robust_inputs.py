@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import torch
 from cli_support import TINY_PARAMS, call_main, cli_docs, run_tool
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import VecNormalize
 
 from bsn_zoo.config import validate_config
 from bsn_zoo.run import run_training
@@ -95,6 +97,12 @@ BAD_INPUTS = [
     ("folder that is not a run", "evaluate.py", ["{tmp}"], "is not a run folder (no config.yml)", 2),
     ("env whose spaces differ from the model's", "evaluate.py", ["{model}", "--env", "Acrobot-v1"],
      "was trained with observation space Box(4,) but environment 'Acrobot-v1' has Box(6,)", 2),
+    ("normalisation statistics of another environment", "evaluate.py", ["{tmp}/normalized.zip", "--env", "Acrobot-v1"],
+     "normalized_vecnormalize.pkl do not fit environment 'Acrobot-v1'", 2),
+    ("damaged normalisation statistics", "evaluate.py", ["{tmp}/damaged.zip", "--env", "CartPole-v1"],
+     "cannot read the VecNormalize statistics", 2),
+    ("image too small for NatureCNN in a Dict observation", "train.py", ["--env", "tests.image_envs:SmallImageDict-v0"],
+     "smaller than the 36 x 36 pixels of CombinedExtractor's NatureCNN", 2),
     ("changing the model when continuing", "train.py", ["-i", "{run}", "--baseline", "mean"],
      "cannot change policy_kwargs when continuing a run", 2),
     ("-conf when continuing a run", "train.py", ["-i", "{run}", "-n", "512", "-conf", "{tmp}/typo.yml"],
@@ -129,6 +137,10 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (tmp / "notes.txt").write_text("not a model\n")
     (tmp / "truncated.zip").write_bytes(model.read_bytes()[: model.stat().st_size // 2])
     shutil.make_archive(str(tmp / "other"), "zip", root_dir=tmp, base_dir="notes.txt")
+    for name in ("normalized", "damaged"):  # a model outside its run folder, with the statistics saved beside it
+        shutil.copy(model, tmp / f"{name}.zip")
+    VecNormalize(make_vec_env("CartPole-v1")).save(str(tmp / "normalized_vecnormalize.pkl"))
+    (tmp / "damaged_vecnormalize.pkl").write_bytes(b"not a pickle")
     return {"tmp": str(tmp), "run": str(tmp / "run"), "model": str(model)}
 
 
@@ -181,7 +193,6 @@ def test_every_row_is_documented() -> None:
 @pytest.mark.parametrize("env_id", ["FrozenLake-v1", "CartPole-v1"])
 def test_finite_check_handles_discrete_and_box_terminal_observations(env_id: str) -> None:
     """Terminal observations of Discrete spaces are plain ints, of Box spaces arrays: both are checked."""
-    from stable_baselines3.common.env_util import make_vec_env
 
     from bsn_zoo.env_checks import VecCheckFinite
 
