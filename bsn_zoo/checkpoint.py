@@ -100,8 +100,9 @@ def load_vecnormalize(model_path: Path, env: VecEnv, env_id: str = "") -> VecNor
                              f"({error}); use the environment the model was trained on (its run's config.yml "
                              "names it)") from None
     except (EOFError, pickle.UnpicklingError, AttributeError, ImportError) as error:
-        raise UserInputError(f"cannot read the VecNormalize statistics {stats_path} ({type(error).__name__}: "
-                             f"{str(error).rstrip('.')}); restore the file saved with the model, or train again") from None
+        reason = f"{type(error).__name__}: {str(error).rstrip('.')}"
+        raise UserInputError(f"cannot read the VecNormalize statistics {stats_path} ({reason}); restore the file "
+                             "saved with the model, or train again") from None
 
 
 def check_finite_parameters(model: BaseAlgorithm) -> None:

@@ -35,6 +35,7 @@ from bsn_zoo.config import (
 from bsn_zoo.evaluation import (
     load_monitor_curve,
     load_tensorboard_scalars,
+    render_error,
     run_episodes,
     save_gif,
     set_deterministic_units,
@@ -122,8 +123,15 @@ def evaluate_target(target: Path, args: argparse.Namespace, n_episodes: int) -> 
     if record:  # off-screen rendering needs neither a sound nor a display device (and must not warn about them)
         os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    venv = make_env({**config, "backend": "gymnasium"}, n_envs=1, seed=int(args.seed),
-                    render_mode="rgb_array" if record else None)
+        if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            os.environ.setdefault("MUJOCO_GL", "egl")  # MuJoCo's headless OpenGL (its default, GLFW, needs a display)
+    try:
+        venv = make_env({**config, "backend": "gymnasium"}, n_envs=1, seed=int(args.seed),
+                        render_mode="rgb_array" if record else None)
+    except (ImportError, AttributeError, RuntimeError) as error:  # a renderer library that cannot load
+        if not record:
+            raise
+        raise render_error(error) from None
     normalized = load_vecnormalize(model_path, venv, config["env"])
     if normalized is not None:
         normalized.training, normalized.norm_reward = False, False

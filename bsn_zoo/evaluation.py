@@ -21,6 +21,7 @@ __all__ = [
     "EpisodeStats",
     "load_monitor_curve",
     "load_tensorboard_scalars",
+    "render_error",
     "run_episodes",
     "save_gif",
     "set_deterministic_units",
@@ -74,6 +75,23 @@ def set_deterministic_units(model: BaseAlgorithm, units: str | None) -> str | No
     return policy.deterministic_units
 
 
+def render_error(error: BaseException) -> UserInputError:
+    """The one-line error for an environment that cannot render off-screen, naming the fixes."""
+    message = " ".join(str(error).split())[:200]
+    return UserInputError(
+        f"cannot render the environment to record videos ({type(error).__name__}: {message}); without a "
+        "display, MuJoCo needs MUJOCO_GL=egl (libEGL) or MUJOCO_GL=osmesa (OSMesa); or drop --video-folder"
+    )
+
+
+def _frame(venv: VecEnv) -> np.ndarray:
+    """The first environment's current RGB frame; a renderer that cannot start is a one-line error."""
+    try:
+        return venv.get_images()[0]
+    except Exception as error:  # whatever the env's renderer raises (OpenGL, SDL...), before any episode is played
+        raise render_error(error) from None
+
+
 def run_episodes(
     model: BaseAlgorithm, venv: VecEnv, n_episodes: int, deterministic: bool = True, record: int = 0
 ) -> tuple[EpisodeStats, list[list[np.ndarray]]]:
@@ -89,6 +107,9 @@ def run_episodes(
 
     Returns:
         The episode statistics, and the RGB frames (H, W, 3) of each recorded episode.
+
+    Raises:
+        UserInputError: if ``record > 0`` and the environment cannot render.
     """
     if n_episodes <= 0:
         raise ValueError(f"n_episodes must be positive, got {n_episodes}")
@@ -99,7 +120,7 @@ def run_episodes(
     while len(stats.returns) < n_episodes:
         recording = len(stats.returns) < record
         if recording:
-            frames.append(venv.get_images()[0])
+            frames.append(_frame(venv))
         actions, _ = model.predict(observations, deterministic=deterministic)
         observations, _, dones, infos = venv.step(actions)
         if dones[0]:

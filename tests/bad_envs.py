@@ -8,6 +8,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from gymnasium.envs.classic_control import CartPoleEnv
 
 
 class FaultyEnv(gym.Env):
@@ -48,7 +49,15 @@ class FaultyEnv(gym.Env):
         return observation, reward, self.steps >= self.horizon, False, {}
 
 
+class UnrenderableCartPole(CartPoleEnv):
+    """CartPole-v1 whose renderer cannot start, as an OpenGL renderer without a display."""
+
+    def render(self) -> None:
+        raise RuntimeError("no OpenGL context")
+
+
 gym.register("NanObservation-v0", entry_point=FaultyEnv, kwargs={"fault": "nan_observation"})
 gym.register("InfReward-v0", entry_point=FaultyEnv, kwargs={"fault": "inf_reward"})
 gym.register("TupleAction-v0", entry_point=FaultyEnv,
              kwargs={"action_space": spaces.Tuple((spaces.Discrete(2), spaces.Discrete(2)))})
+gym.register("UnrenderableCartPole-v1", entry_point=UnrenderableCartPole, max_episode_steps=500)

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import ctypes.util
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from cli_support import call_main
+from cli_support import call_main, run_tool
 from stable_baselines3 import PPO
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecNormalize
@@ -79,6 +81,21 @@ def test_vecnormalize_statistics_travel_with_the_model_through_continue_evaluate
     raw = make_vec_env("Hopper-v5", 1, 7)  # the same policy on unnormalised observations acts otherwise
     without, _ = evaluate_policy(LocalPG.load(model_path, env=raw), raw, n_eval_episodes=2, deterministic=True)
     assert without != pytest.approx(from_cli, rel=1e-5)
+
+
+@pytest.mark.skipif(ctypes.util.find_library("EGL") is None, reason="no EGL library for MuJoCo's headless rendering")
+def test_evaluate_records_a_mujoco_video_on_a_machine_without_a_display(tmp_path: Path) -> None:
+    """Without ``DISPLAY``, ``evaluate.py --video-folder`` renders MuJoCo through EGL (MuJoCo's default, GLFW,
+    needs a display)."""
+    model = LocalPG("BsnPolicy", "InvertedPendulum-v5", n_steps=8, batch_size=8, policy_kwargs={"net_arch": [4]})
+    model.save(tmp_path / "model.zip")
+    headless = {key: value for key, value in os.environ.items()
+                if key not in ("DISPLAY", "WAYLAND_DISPLAY", "MUJOCO_GL", "PYOPENGL_PLATFORM")}
+    result = run_tool("evaluate.py", ["model.zip", "--env", "InvertedPendulum-v5", "-n", "1", "--video-folder",
+                                      "videos", "--json", "result.json"], tmp_path, replace_env=headless)
+    assert result.returncode == 0, result.stderr
+    videos = json.loads((tmp_path / "result.json").read_text())["results"][0]["videos"]
+    assert len(videos) == 1 and (tmp_path / videos[0]).read_bytes()[:6] == b"GIF89a"
 
 
 def test_train_cli_config_for_a_locomotion_task_takes_the_shipped_entry() -> None:
