@@ -34,6 +34,7 @@ __all__ = [
     "describe_space",
     "load_model",
     "load_vecnormalize",
+    "read_vecnormalize",
     "save_model",
     "vecnormalize_path",
 ]
@@ -75,6 +76,24 @@ def vecnormalize_path(model_path: Path) -> Path:
     return model_path.with_name(f"{model_path.stem}_vecnormalize.pkl")
 
 
+def read_vecnormalize(model_path: Path) -> VecNormalize | None:
+    """The ``VecNormalize`` statistics saved beside the model at ``model_path`` (no environment attached), if any.
+
+    Raises:
+        UserInputError: for a damaged statistics file.
+    """
+    stats_path = vecnormalize_path(model_path)
+    if not stats_path.is_file():
+        return None
+    try:
+        with open(stats_path, "rb") as handle:
+            return pickle.load(handle)
+    except (EOFError, pickle.UnpicklingError, AttributeError, ImportError) as error:
+        reason = f"{type(error).__name__}: {str(error).rstrip('.')}"
+        raise UserInputError(f"cannot read the VecNormalize statistics {stats_path} ({reason}); restore the file "
+                             "saved with the model, or train again") from None
+
+
 def load_vecnormalize(model_path: Path, env: VecEnv, env_id: str = "") -> VecNormalize | None:
     """Wrap ``env`` in the ``VecNormalize`` statistics saved beside the model at ``model_path``, if any.
 
@@ -84,25 +103,22 @@ def load_vecnormalize(model_path: Path, env: VecEnv, env_id: str = "") -> VecNor
         env_id: the environment's id, used in error messages.
 
     Returns:
-        The loaded ``VecNormalize`` around ``env`` (still in its saved training mode), or ``None`` if
-        no statistics were saved beside the model.
+        The statistics around ``env`` (still in their saved training mode), as ``VecNormalize.load`` gives
+        them, or ``None`` if no statistics were saved beside the model.
 
     Raises:
         UserInputError: for a damaged statistics file, or one saved for other observation spaces.
     """
-    stats_path = vecnormalize_path(model_path)
-    if not stats_path.is_file():
+    vec_normalize = read_vecnormalize(model_path)
+    if vec_normalize is None:
         return None
     try:
-        return VecNormalize.load(str(stats_path), env)
+        vec_normalize.set_venv(env)
     except AssertionError as error:  # SB3 checks that the saved and the given spaces agree
-        raise UserInputError(f"the VecNormalize statistics {stats_path} do not fit environment {env_id!r} "
-                             f"({error}); use the environment the model was trained on (its run's config.yml "
-                             "names it)") from None
-    except (EOFError, pickle.UnpicklingError, AttributeError, ImportError) as error:
-        reason = f"{type(error).__name__}: {str(error).rstrip('.')}"
-        raise UserInputError(f"cannot read the VecNormalize statistics {stats_path} ({reason}); restore the file "
-                             "saved with the model, or train again") from None
+        raise UserInputError(f"the VecNormalize statistics {vecnormalize_path(model_path)} do not fit environment "
+                             f"{env_id!r} ({error}); use the environment the model was trained on (its run's "
+                             "config.yml names it)") from None
+    return vec_normalize
 
 
 def check_finite_parameters(model: BaseAlgorithm) -> None:

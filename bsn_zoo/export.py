@@ -11,12 +11,13 @@ observations. Examples::
 
 from __future__ import annotations
 
-import pickle
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bsn_zoo.checkpoint import load_model, vecnormalize_path
+from stable_baselines3.common.preprocessing import is_image_space
+
+from bsn_zoo.checkpoint import load_model, read_vecnormalize
 from bsn_zoo.cli_errors import OneLineArgumentParser, UserInputError, program_name, run_cli
 from bsn_zoo.config import ALGORITHM_NAMES, algorithm_class
 from bsn_zoo.evaluation import set_deterministic_units
@@ -47,11 +48,7 @@ def main(argv: Sequence[str]) -> int:
     algo = args.algo or (read_run_config(layout)["algo"] if layout is not None else "localpg")
     model = load_model(algorithm_class(algo), model_path, device="cpu")
     units = set_deterministic_units(model, args.deterministic_units)
-    stats_path = vecnormalize_path(model_path)
-    vec_normalize = None
-    if stats_path.is_file():
-        with open(stats_path, "rb") as handle:
-            vec_normalize = pickle.load(handle)
+    vec_normalize = read_vecnormalize(model_path)
     onnx_path, numpy_path = args.onnx, args.numpy
     if onnx_path is None and numpy_path is None:
         onnx_path, numpy_path = model_path.with_suffix(".onnx"), model_path.with_suffix(".npz")
@@ -67,7 +64,9 @@ def main(argv: Sequence[str]) -> int:
     except ValueError as error:
         raise UserInputError(str(error)) from None
     normalised = " (VecNormalize folded in)" if vec_normalize is not None else ""
-    print(f"  input obs: float32 (batch, {', '.join(map(str, model.observation_space.shape))}), raw{normalised}\n"
+    image = ", channel-first pixels" if is_image_space(model.observation_space) else ""
+    shape = ", ".join(map(str, model.observation_space.shape))
+    print(f"  input obs: float32 (batch, {shape}){image}, raw{normalised}\n"
           f"  output action: the deterministic action for {model.action_space} ({units} units)")
     return 0
 

@@ -12,7 +12,10 @@ followed by ``Greater(., 0)`` and a cast of the bits to float (mean field: by a 
 
 Supported: ``BinaryStochasticPolicy`` (LocalPG, or PPO / A2C with the BSN policy) with binary units (the
 local, learned-predictor and straight-through estimators), a ``Box`` observation space and SB3's
-``FlattenExtractor``; anything else raises a ``ValueError`` naming what is not supported.
+``FlattenExtractor``; anything else raises a ``ValueError`` naming what is not supported. Image observations
+(images too small for ``NatureCNN`` are flattened) are taken channel-first, as SB3's ``VecTransposeImage``
+gives them to the policy, with raw pixel values: SB3's scaling of pixels to [0, 1] is folded into the first
+layer's weights.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.vec_env import VecNormalize
 
@@ -96,6 +100,8 @@ def policy_arrays(model: BaseAlgorithm, vec_normalize: VecNormalize | None = Non
         arrays["action_shape"] = np.asarray(action_space.shape, dtype=np.int64)
         arrays["action_low"] = action_space.low.astype(np.float32)
         arrays["action_high"] = action_space.high.astype(np.float32)
+    if policy.normalize_images and is_image_space(observation_space):  # SB3's preprocess_obs: pixels / 255
+        arrays["weight_0"] = (arrays["weight_0"] / 255.0).astype(np.float32)
     if vec_normalize is not None and vec_normalize.norm_obs:
         statistics = vec_normalize.obs_rms
         arrays["obs_mean"] = np.asarray(statistics.mean, dtype=np.float32).reshape(-1)

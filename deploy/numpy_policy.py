@@ -4,7 +4,8 @@ The policy is read from the ``.npz`` file that :func:`deploy.export.export_numpy
 mode a binary stochastic unit fires iff its firing probability exceeds 1/2, i.e. iff its pre-activation
 is positive, so the forward pass is:
 
-* observation normalisation, when the run used ``VecNormalize``: ``clip((obs - mean) / sqrt(var + eps))``;
+* observation normalisation, when the run used ``VecNormalize``: ``clip((obs - mean) / sqrt(var + eps))``
+  (observations shaped ``(batch, *obs_shape)`` or ``obs_shape``; images channel-first);
 * the first BSN layer: a real matrix product, ``a_0 = W_0 x + b_0``, ``h_0 = 1[a_0 > 0]``;
 * every later layer reads bits, so its pre-activation is the sum of the weight columns of the units that
   fired: ``a_l = b_l + sum_{j: h_{l-1, j} = 1} W_l[:, j]``, with no multiplication (:func:`layer_from_bits`);
@@ -69,7 +70,11 @@ class NumpyPolicy:
             self.obs_clip = float(arrays["obs_clip"])
 
     def _normalised(self, observations: np.ndarray) -> np.ndarray:
-        rows = np.asarray(observations, dtype=np.float32).reshape(-1, int(np.prod(self.obs_shape)))
+        observations = np.asarray(observations, dtype=np.float32)
+        if observations.shape[observations.ndim - len(self.obs_shape):] != self.obs_shape:
+            raise ValueError(f"observations of shape {observations.shape} do not end in the policy's observation "
+                             f"shape {self.obs_shape} (images: channel-first, np.moveaxis(obs, -1, -3))")
+        rows = observations.reshape(-1, int(np.prod(self.obs_shape)))
         if self.obs_mean is None:
             return rows
         return np.clip((rows - self.obs_mean) / self.obs_std, -self.obs_clip, self.obs_clip).astype(np.float32)

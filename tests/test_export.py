@@ -12,6 +12,7 @@ from cli_support import TINY, TINY_PARAMS, run_tool
 from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.envs import FakeImageEnv
 from stable_baselines3.common.vec_env import VecNormalize
 
 from agents import LocalPG
@@ -156,6 +157,22 @@ def test_vecnormalize_statistics_are_folded_in(tmp_path) -> None:
     model.learn(512)
     assert np.abs(env.obs_rms.mean).max() > 0.05  # statistics that matter
     check_same_actions(model, env, tmp_path)
+
+
+def test_image_policies_take_raw_channel_first_pixels(tmp_path) -> None:
+    """An image too small for NatureCNN is flattened; SB3 scales its pixels by 1/255, which export folds into the
+    first layer, so the exported policies read raw pixels."""
+    env = make_vec_env(lambda: FakeImageEnv(screen_height=12, screen_width=12, n_channels=3, channel_first=True),
+                       n_envs=8, seed=0)
+    model = LocalPG("MlpPolicy", env, n_steps=32, batch_size=64, seed=0,
+                    policy_kwargs={"net_arch": [32, 16], "bsn_init_gain": 2.0})
+    model.learn(512)
+    with torch.no_grad():  # biases that weigh as much as the scaled pixels, so that a missing scale shows
+        model.policy.bsn.layers[0].bias.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(0))
+    check_same_actions(model, env, tmp_path)
+    numpy_policy = NumpyPolicy(tmp_path / "policy.npz")
+    with pytest.raises(ValueError, match=r"do not end in the policy's observation shape \(3, 12, 12\)"):
+        numpy_policy.predict(np.zeros((2, 12, 12, 3), dtype=np.float32))  # channel-last
 
 
 def test_unsupported_policies_are_refused_with_the_reason(tmp_path) -> None:
