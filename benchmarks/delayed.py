@@ -387,7 +387,8 @@ def per_seed_table(records: dict[str, list[dict[str, Any]]]) -> str:
 
 
 def plot(records: dict[str, list[dict[str, Any]]], path: Path) -> None:
-    """Training curves of the reported delayed runs (solid) and dense runs (faint), one panel per task."""
+    """Training curves of the reported delayed runs (solid) and dense runs (faint), one panel per task that has
+    any (a task with its selection runs only gets none)."""
     panels = []
     for name, task_records in records.items():
         lines = []
@@ -399,6 +400,8 @@ def plot(records: dict[str, list[dict[str, Any]]], path: Path) -> None:
             label = f"{record['algo']} ({record['phase']})" if record["seed"] == 0 else None
             colour = COLOURS[record["algo"]]
             lines.append(Line(steps, means, label=label, color=colour, alpha=0.25 if dense else 0.7, linewidth=1))
+        if not lines:
+            continue
         ylabel = "20-episode training mean (true return)"
         panels.append(Panel(lines, title=name, xlabel="env steps", ylabel=ylabel, thresholds=[TASKS[name].threshold]))
     plot_learning_curves(panels, path, panel_size=(6, 4), grid=False)

@@ -4,6 +4,7 @@ settings; runs on both backends evaluate on the true return; the shipped setting
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -218,3 +219,37 @@ def test_mujoco_tasks_pay_the_return_at_the_episodes_end_on_the_locomotion_budge
     paid = buffer.rewards[:-1] != 0
     assert paid.any() and (buffer.episode_starts[1:][paid] == 1).all()
     model.get_env().close()
+
+
+def test_readme_delayed_table_is_the_benchmark_s_medians() -> None:
+    """The README's delayed-reward table quotes benchmarks/results/delayed.md: for each task, the reported seeds,
+    each algorithm's median steps to the threshold ("not reached" where the median run never got there) and its
+    median final evaluation with its dense-task evaluation in brackets."""
+    report: dict[str, dict[str, list[str]]] = {}
+    for line in (RESULTS / "delayed.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) == 10 and "@" in cells[0] and "/" in cells[3]:  # summary rows: "seeds solved"
+            report.setdefault(cells[0], {})[cells[1]] = cells
+    readme = (RESULTS.parents[1] / "README.md").read_text()
+    rows = readme[readme.index("| delayed task (threshold) |") :].split("\n\n")[0].splitlines()[2:]
+    assert len(rows) >= 5
+    for row in rows:
+        label, seeds, localpg_steps, ppo_steps, localpg_eval, ppo_eval = [
+            cell.strip().replace("*", "") for cell in row.strip("|").split("|")]
+        every = re.search(r"paid every (\d+) steps", label)
+        task = f"{label.split(',')[0]}@{every.group(1) if every else 'episode'}"
+        localpg, ppo = report[task]["localpg"], report[task]["ppo"]
+        assert seeds == localpg[3].split("/")[1] == ppo[3].split("/")[1], row
+        for quoted, summary in ((localpg_steps, localpg), (ppo_steps, ppo)):
+            assert quoted == ("not reached" if "budget" in summary[4] else summary[4]), row
+        assert (localpg_eval, ppo_eval) == (f"{localpg[5]} ({localpg[7]})", f"{ppo[5]} ({ppo[7]})"), row
+
+
+def test_the_plot_leaves_out_tasks_without_finished_reported_runs(tmp_path: Path, monkeypatch) -> None:
+    titles: list[str] = []
+    monkeypatch.setattr(delayed, "plot_learning_curves",
+                        lambda panels, path, **_: titles.extend(panel.title for panel in panels))
+    record = {"curve": [[0, -500.0], [1000, -90.0]], "phase": "delayed", "algo": "localpg", "seed": 0}
+    delayed.plot({"Acrobot-v1@episode": [record], "HalfCheetah-v5@episode": []}, tmp_path / "curves.png")
+    assert titles == ["Acrobot-v1@episode"]
+
