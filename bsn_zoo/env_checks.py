@@ -12,6 +12,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 from bsn_zoo.cli_errors import NonFiniteEnvError, UserInputError
 from envs import UnknownEnvironmentError
 from envs import check_env_id as check_registered
+from policies.policy import FLATTEN_FIX
 from policies.policy import check_spaces as check_policy_spaces
 
 __all__ = ["VecCheckFinite", "check_env_id", "check_spaces"]
@@ -48,10 +49,11 @@ def check_spaces(observation_space: spaces.Space, action_space: spaces.Space, en
     try:
         check_policy_spaces(observation_space, action_space)
     except ValueError as error:
-        fix = ("wrap the env with gymnasium.wrappers.FlattenObservation (train.py: "
-               "-params env_wrapper:gymnasium.wrappers.FlattenObservation)" if "observation" in str(error)
-               else "give the env a Box, Discrete, MultiDiscrete or MultiBinary action space")
-        raise UserInputError(f"environment {env_id!r}: {error}; {fix}") from None
+        if str(error).endswith(FLATTEN_FIX):
+            message = f"{error} (train.py: -params env_wrapper:gymnasium.wrappers.FlattenObservation)"
+        else:
+            message = f"{error}; give the env a Box, Discrete, MultiDiscrete or MultiBinary action space"
+        raise UserInputError(f"environment {env_id!r}: {message}") from None
 
 
 class VecCheckFinite(VecEnvWrapper):

@@ -183,6 +183,9 @@ def _pick_model(target: Path, args: argparse.Namespace) -> Path:
                              "model file: give its run folder")
     if args.load_best:
         path = layout.best_model
+        if not path.is_file() and not read_run_config(layout).get("eval_freq", 1):
+            raise UserInputError(f"{layout.root} was trained with --eval-freq 0, so it has no best model; evaluate "
+                                 "its latest model without --load-best")
     elif args.load_last_checkpoint:
         saved = layout.checkpoints()
         if not saved:

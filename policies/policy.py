@@ -103,14 +103,23 @@ LOG_STD_RANGE = (-20.0, 2.0)
 FLIP_CHUNK_ELEMENTS = 1 << 20
 #: Per-neuron baselines applied to the advantage, on top of the value critic (see ``baseline``).
 NEURON_BASELINES = ("value", "mean", "optimal", "learned")
+#: The fix that space errors about observations name.
+FLATTEN_FIX = "wrap the env with gymnasium.wrappers.FlattenObservation"
 
 
 def _space_names(kinds: Sequence[type[spaces.Space]]) -> str:
     return ", ".join(kind.__name__ for kind in kinds)
 
 
-def check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
-    """Raise ``ValueError`` naming the received space and the supported ones if either is unsupported."""
+def check_spaces(observation_space: spaces.Space, action_space: spaces.Space, normalize_images: bool = True) -> None:
+    """Raise ``ValueError`` naming the unsupported space, the supported ones and a fix, if either space is unsupported.
+
+    Args:
+        observation_space: the environment's observation space.
+        action_space: the environment's action space.
+        normalize_images: the policy's ``normalize_images`` (which Box spaces count as images, as in
+            :func:`default_features_extractor`).
+    """
     if not isinstance(action_space, SUPPORTED_ACTION_SPACES):
         raise ValueError(
             f"unsupported action space {action_space}; BinaryStochasticPolicy supports "
@@ -121,8 +130,9 @@ def check_spaces(observation_space: spaces.Space, action_space: spaces.Space) ->
         if isinstance(space, spaces.Dict) or not isinstance(space, SUPPORTED_OBSERVATION_SPACES):
             raise ValueError(
                 f"unsupported observation space {observation_space}; BinaryStochasticPolicy supports "
-                f"{_space_names(SUPPORTED_OBSERVATION_SPACES)} (Dict of the others, not nested)"
+                f"{_space_names(SUPPORTED_OBSERVATION_SPACES)} (Dict of the others, not nested); {FLATTEN_FIX}"
             )
+    default_features_extractor(observation_space, normalize_images)
 
 
 def _row_chunks(rows: int, elements_per_row: int) -> list[slice]:
@@ -279,8 +289,8 @@ def default_features_extractor(observation_space: spaces.Space,
                     and _image_side(subspace) < NATURE_CNN_MIN_SIDE):
                 raise ValueError(
                     f"observation {key!r} is an image of shape {subspace.shape}, smaller than the "
-                    f"{NATURE_CNN_MIN_SIDE} x {NATURE_CNN_MIN_SIDE} pixels of CombinedExtractor's NatureCNN; flatten "
-                    "the observation (train.py: -params env_wrapper:gymnasium.wrappers.FlattenObservation)"
+                    f"{NATURE_CNN_MIN_SIDE} x {NATURE_CNN_MIN_SIDE} pixels of CombinedExtractor's NatureCNN; "
+                    f"{FLATTEN_FIX}"
                 )
         return CombinedExtractor
     if is_image_space(observation_space, normalized_image=not normalize_images):
@@ -372,7 +382,7 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
         state_dependent_std: bool = False,
         deterministic_units: str = "threshold",
     ) -> None:
-        check_spaces(observation_space, action_space)
+        check_spaces(observation_space, action_space, normalize_images)
         check_deterministic_units(deterministic_units)
         if state_dependent_std and not isinstance(action_space, spaces.Box):
             raise ValueError(

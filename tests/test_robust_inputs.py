@@ -102,7 +102,9 @@ BAD_INPUTS = [
     ("damaged normalisation statistics", "evaluate.py", ["{tmp}/damaged.zip", "--env", "CartPole-v1"],
      "cannot read the VecNormalize statistics", 2),
     ("image too small for NatureCNN in a Dict observation", "train.py", ["--env", "tests.image_envs:SmallImageDict-v0"],
-     "smaller than the 36 x 36 pixels of CombinedExtractor's NatureCNN", 2),
+     "error: environment 'tests.image_envs:SmallImageDict-v0': observation 'image' is an image of shape (7, 7, 3), "
+     "smaller than the 36 x 36 pixels of CombinedExtractor's NatureCNN; wrap the env with "
+     "gymnasium.wrappers.FlattenObservation (train.py: -params env_wrapper:gymnasium.wrappers.FlattenObservation)", 2),
     ("environment that cannot render", "evaluate.py",
      ["{model}", "--env", "tests.bad_envs:UnrenderableCartPole-v1", "--video-folder", "{tmp}/videos"],
      "cannot render the environment to record videos (RuntimeError: no OpenGL context)", 2),
@@ -112,6 +114,8 @@ BAD_INPUTS = [
      "-conf does not apply when continuing the run", 2),
     ("continuing a finished run", "train.py", ["-i", "{run}"],
      "already has 256 steps >= n_timesteps 256; pass a larger -n", 2),
+    ("--load-best on a run trained without evaluation", "evaluate.py", ["{run}", "--load-best"],
+     "was trained with --eval-freq 0, so it has no best model; evaluate its latest model without --load-best", 2),
     ("non-positive episode count", "evaluate.py", ["{run}", "-n", "-1"],
      "n-episodes must be a positive integer, got -1", 2),
     ("unknown TensorBoard key to plot", "evaluate.py",
