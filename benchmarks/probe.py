@@ -11,7 +11,8 @@ evaluated there): a screen for steps to threshold that does not train the runs t
 ``--tuned`` starts from the environment's entry of ``hyperparams/localpg.yml``, the JSON then overrides keys
 (``policy_kwargs`` key by key; ``lin_<start>`` schedules accepted); without it the JSON is the whole
 configuration. ``--reward-delay`` trains on the delayed task (:class:`envs.RewardDelay`); every reported return
-is the true one.
+is the true one. ``--time-feature`` adds the remaining fraction of the time limit to the observations of training
+and evaluation (:class:`envs.TimeFeature`; always so with ``--reward-delay``).
 ``--eval-seed-offset 10000`` evaluates on the same episodes as ``compare_sb3``. ``--backend torch`` trains on
 the batched torch env (:data:`envs.TORCH_ENVS`; no ``VecNormalize``) and still evaluates on Gymnasium's; the
 training mean is then checked once per rollout. ``--algo ppo`` / ``--algo a2c`` train stock SB3 PPO / A2C with
@@ -190,6 +191,11 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="train with the reward paid every K steps, or 'episode' (envs.RewardDelay); evaluation: true return",
     )
+    parser.add_argument(
+        "--time-feature",
+        action="store_true",
+        help="observe the remaining fraction of the time limit (envs.TimeFeature; always on with --reward-delay)",
+    )
     args = parser.parse_args(argv)
     if args.budget <= 0 or args.eval_episodes <= 0 or not 0 <= args.min_steps <= args.budget:
         parser.error("--budget and --eval-episodes must be > 0 and 0 <= --min-steps <= --budget")
@@ -201,6 +207,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--policy mlp needs --algo ppo or --algo a2c (LocalPG trains BSN policies only)")
     torch.set_num_threads(1)
     delayed = args.reward_delay is not None
+    time_feature = delayed or args.time_feature
     config = probe_config(args.env_id, json.loads(args.config), args.tuned, args.algo, delayed, args.policy)
     n_envs = int(config.pop("n_envs", 8))
     normalize = bool(config.pop("normalize", False))
@@ -213,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     for seed in args.seeds:
         if args.backend == "torch":
             train_env = envs.make_vec_env(
-                args.env_id, n_envs, seed, backend="torch", reward_delay=args.reward_delay, time_feature=delayed
+                args.env_id, n_envs, seed, backend="torch", reward_delay=args.reward_delay, time_feature=time_feature
             )
         else:
             train_env = envs.make_vec_env(
@@ -223,13 +230,18 @@ def main(argv: list[str] | None = None) -> None:
                 normalize=normalize,
                 gamma=gamma,
                 reward_delay=args.reward_delay,
-                time_feature=delayed,
+                time_feature=time_feature,
             )
         model = build_model(args.algo, train_env, seed, config, args.policy)
 
         def eval_env(seed: int = seed) -> VecEnv:
             return envs.make_vec_env(
-                args.env_id, 1, args.eval_seed_offset + seed, normalize=normalize, gamma=gamma, time_feature=delayed
+                args.env_id,
+                1,
+                args.eval_seed_offset + seed,
+                normalize=normalize,
+                gamma=gamma,
+                time_feature=time_feature,
             )
 
         threshold = ThresholdCallback(args.threshold, 20, args.min_steps)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import pytest
 import yaml
 
 from agents.localpg import LocalPG
+from benchmarks import probe
 from benchmarks.common import BENCHMARK_RUN_SETTINGS
 from benchmarks.compare_sb3 import TUNED_PATH, algo_config, build
 from benchmarks.probe import build_model, main, probe_config
@@ -147,3 +149,19 @@ def test_delayed_probe_trains_and_evaluates_with_the_time_feature(capsys: pytest
     main(["CartPole-v1", json.dumps(TINY), "--reward-delay", "episode", "--seeds", "0", "--budget", "256",
           "--threshold", "475", "--eval-episodes", "1", "--checkpoints", "128"])
     assert re.search(r"seed 0: solved_at None steps 256 ", capsys.readouterr().out)
+
+
+def test_time_feature_flag_adds_the_time_to_training_and_evaluation(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen: list[tuple[int, ...]] = []
+
+    def spy(algo: str, env: Any, seed: int, config: dict[str, Any], policy: str) -> Any:
+        seen.append(env.observation_space.shape)
+        return build_model(algo, env, seed, config, policy)
+
+    monkeypatch.setattr(probe, "build_model", spy)
+    main(["CartPole-v1", json.dumps(TINY), "--time-feature", "--seeds", "0", "--budget", "256", "--threshold", "475",
+          "--eval-episodes", "1", "--checkpoints", "128"])
+    assert seen == [(5,)]  # CartPole's 4 inputs and the time; the evaluations (same policy) would fail on 4
+    assert re.search(r"seed 0: solved_at None steps 256 .*@128 ", capsys.readouterr().out)
