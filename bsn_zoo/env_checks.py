@@ -12,7 +12,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 from bsn_zoo.cli_errors import NonFiniteEnvError, UserInputError
 from envs import UnknownEnvironmentError
 from envs import check_env_id as check_registered
-from policies.policy import FLATTEN_FIX
+from policies.policy import FLATTEN_FIX, default_features_extractor
 from policies.policy import check_spaces as check_policy_spaces
 
 __all__ = ["VecCheckFinite", "check_env_id", "check_spaces"]
@@ -48,6 +48,7 @@ def check_spaces(observation_space: spaces.Space, action_space: spaces.Space, en
     """
     try:
         check_policy_spaces(observation_space, action_space)
+        default_features_extractor(observation_space)  # refuses a Dict holding an image too small for NatureCNN
     except ValueError as error:
         if str(error).endswith(FLATTEN_FIX):
             message = f"{error} (train.py: -params env_wrapper:gymnasium.wrappers.FlattenObservation)"

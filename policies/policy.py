@@ -111,15 +111,8 @@ def _space_names(kinds: Sequence[type[spaces.Space]]) -> str:
     return ", ".join(kind.__name__ for kind in kinds)
 
 
-def check_spaces(observation_space: spaces.Space, action_space: spaces.Space, normalize_images: bool = True) -> None:
-    """Raise ``ValueError`` naming the unsupported space, the supported ones and a fix, if either space is unsupported.
-
-    Args:
-        observation_space: the environment's observation space.
-        action_space: the environment's action space.
-        normalize_images: the policy's ``normalize_images`` (which Box spaces count as images, as in
-            :func:`default_features_extractor`).
-    """
+def check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
+    """Raise ``ValueError`` naming the received space, the supported ones and a fix if either is unsupported."""
     if not isinstance(action_space, SUPPORTED_ACTION_SPACES):
         raise ValueError(
             f"unsupported action space {action_space}; BinaryStochasticPolicy supports "
@@ -132,7 +125,6 @@ def check_spaces(observation_space: spaces.Space, action_space: spaces.Space, no
                 f"unsupported observation space {observation_space}; BinaryStochasticPolicy supports "
                 f"{_space_names(SUPPORTED_OBSERVATION_SPACES)} (Dict of the others, not nested); {FLATTEN_FIX}"
             )
-    default_features_extractor(observation_space, normalize_images)
 
 
 def _row_chunks(rows: int, elements_per_row: int) -> list[slice]:
@@ -382,7 +374,7 @@ class BinaryStochasticPolicy(ActorCriticPolicy):
         state_dependent_std: bool = False,
         deterministic_units: str = "threshold",
     ) -> None:
-        check_spaces(observation_space, action_space, normalize_images)
+        check_spaces(observation_space, action_space)
         check_deterministic_units(deterministic_units)
         if state_dependent_std and not isinstance(action_space, spaces.Box):
             raise ValueError(

@@ -24,7 +24,7 @@ from stable_baselines3.common.envs import (
 from stable_baselines3.common.envs.multi_input_envs import SimpleMultiObsEnv
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
-from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor, NatureCNN
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, FlattenExtractor, NatureCNN
 from stable_baselines3.common.vec_env import VecTransposeImage
 from tiny_policies import ACTION_SPACES, UNIT_READINGS, tiny_policy
 
@@ -144,6 +144,26 @@ def test_a_dict_holding_an_image_too_small_for_nature_cnn_is_refused_with_the_fi
     observation_space = spaces.Dict({"image": spaces.Box(0, 255, (7, 7, 3), np.uint8), "x": spaces.Box(-1, 1, (2,))})
     with pytest.raises(ValueError, match=r"'image' is an image of shape \(7, 7, 3\).*FlattenObservation"):
         BinaryStochasticPolicy(observation_space, spaces.Discrete(2), lambda _: 1e-3)
+
+
+class _ConcatenateDict(BaseFeaturesExtractor):
+    """Flattens and concatenates every entry of a Dict observation (no convolution)."""
+
+    def __init__(self, observation_space: spaces.Dict) -> None:
+        super().__init__(observation_space, features_dim=spaces.flatdim(observation_space))
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([observations[key].flatten(1).float() for key in sorted(observations)], dim=1)
+
+
+def test_a_dict_holding_a_small_image_is_accepted_with_an_extractor_of_the_user_s_own() -> None:
+    """Only the default extractor refuses such a Dict: a user's ``features_extractor_class`` takes it."""
+    observation_space = spaces.Dict({"image": spaces.Box(0, 255, (7, 7, 3), np.uint8), "x": spaces.Box(-1, 1, (2,))})
+    policy = BinaryStochasticPolicy(observation_space, spaces.Discrete(2), lambda _: 1e-3, net_arch=[8],
+                                    features_extractor_class=_ConcatenateDict)
+    with torch.no_grad():
+        action, _ = policy.predict(observation_space.sample(), deterministic=True)
+    assert spaces.Discrete(2).contains(int(action))
 
 
 def test_state_dependent_std_starts_at_log_std_init_learns_per_state_and_round_trips(tmp_path) -> None:
