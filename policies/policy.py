@@ -112,7 +112,8 @@ def _space_names(kinds: Sequence[type[spaces.Space]]) -> str:
 
 
 def check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
-    """Raise ``ValueError`` naming the received space, the supported ones and a fix if either is unsupported."""
+    """Raise ``ValueError`` naming the received space and the supported ones if either is unsupported (for an
+    observation space, also the fix: :data:`FLATTEN_FIX`)."""
     if not isinstance(action_space, SUPPORTED_ACTION_SPACES):
         raise ValueError(
             f"unsupported action space {action_space}; BinaryStochasticPolicy supports "
