@@ -62,6 +62,7 @@ __all__ = [
     "deep_policy_settings",
     "delayed_reward_file",
     "delayed_reward_settings",
+    "delayed_reward_wrappers",
     "linear_schedule",
     "load_hyperparams",
     "merge",
@@ -311,7 +312,8 @@ def build_config(
     Args:
         flags: run settings given as flags (``algo``, ``env``, ``n_timesteps``...); ``None`` values
             mean "not given". ``estimator`` / ``baseline`` go into ``policy_kwargs``; ``reward_delay``
-            (``--reward-delay``) adds :func:`delayed_reward_settings` over the file's entry; ``bsn_layers``
+            (``--reward-delay``) adds :func:`delayed_reward_settings` over the file's entry and, after the
+            overrides, :func:`delayed_reward_wrappers` to ``env_wrapper``; ``bsn_layers``
             (``--bsn-layers``) adds :func:`deep_policy_settings` for ``credit`` (``--credit``, default
             ``strict``), and ``credit`` alone sets ``rao_blackwell``.
         overrides: ``-params`` overrides (:func:`parse_overrides`); applied last.
@@ -332,13 +334,16 @@ def build_config(
     path = hyperparams_file if hyperparams_file is not None else HYPERPARAMS_DIR / f"{algo}.yml"
     config = merge(RUN_DEFAULTS, load_hyperparams(path, env_id) if algo in ALGORITHM_NAMES else {})
     if reward_delay is not None:
-        config = merge(config, delayed_reward_settings(algo, env_id, reward_delay, config.get("env_wrapper")))
+        config = merge(config, delayed_reward_settings(algo, env_id, reward_delay))
     if bsn_layers is not None:
         config = merge(config, deep_settings_for_flags(algo, env_id, bsn_layers, credit, config))
     config = merge(config, given)
     if policy_flags:
         config = merge(config, {"policy_kwargs": policy_flags})
-    return validate_config(merge(config, overrides))
+    config = merge(config, overrides)
+    if reward_delay is not None:  # after the overrides, so that an env_wrapper given by -params keeps the delay
+        config["env_wrapper"] = delayed_reward_wrappers(config.get("env_wrapper"), reward_delay)
+    return validate_config(config)
 
 
 def delayed_reward_file(algo: str) -> Path:
@@ -346,31 +351,54 @@ def delayed_reward_file(algo: str) -> Path:
     return HYPERPARAMS_DIR / f"{algo}_delayed.yml"
 
 
-def delayed_reward_settings(algo: str, env_id: str, delay: Any, env_wrapper: Any = None) -> dict[str, Any]:
-    """What ``train.py --reward-delay`` adds to a configuration.
-
-    * ``env_wrapper``: the given wrappers, then :class:`envs.TimeFeature` (the critic sees the remaining time,
-      which tells it how much reward has accrued unpaid) and :class:`envs.RewardDelay` with ``delay``;
-    * the entry for ``env_id`` (else ``default``) of :func:`delayed_reward_file`, if the algorithm has one:
-      the discount and GAE lambda measured best for delayed reward (``benchmarks/results/delayed.md``).
+def delayed_reward_settings(algo: str, env_id: str, delay: Any) -> dict[str, Any]:
+    """The settings ``train.py --reward-delay`` puts over the algorithm's entry for ``env_id``: the entry for
+    ``env_id`` (else ``default``) of :func:`delayed_reward_file`, if the algorithm has one (the discount and
+    GAE lambda measured best for delayed reward, ``benchmarks/results/delayed.md``); ``{}`` otherwise.
 
     Args:
         algo: ``--algo`` name.
         env_id: the environment id.
         delay: an integer ``k >= 1`` (the reward paid every ``k`` steps) or ``"episode"``.
-        env_wrapper: the ``env_wrapper`` setting so far (any RL Zoo form, or ``None``).
 
     Raises:
         UserInputError: for a bad ``delay``.
     """
+    check_reward_delay(delay)
+    path = delayed_reward_file(algo)
+    return load_hyperparams(path, env_id) if path.is_file() else {}
+
+
+def delayed_reward_wrappers(env_wrapper: Any, delay: Any) -> list[str | dict[str, dict[str, Any]]]:
+    """The ``env_wrapper`` list of a run with ``--reward-delay``: the run's own wrappers (innermost), then
+    :class:`envs.TimeFeature` (the critic sees the remaining time, which tells it how much reward has accrued
+    unpaid) and :class:`envs.RewardDelay` with ``delay``.
+
+    Args:
+        env_wrapper: the run's ``env_wrapper`` setting (any RL Zoo form, or ``None``).
+        delay: an integer ``k >= 1`` (the reward paid every ``k`` steps) or ``"episode"``.
+
+    Raises:
+        UserInputError: for a bad ``delay``, or an ``env_wrapper`` that already holds either of the two.
+    """
+    check_reward_delay(delay)
+    wrappers = env_wrappers(env_wrapper) or []
+    for item in wrappers:
+        path = item if isinstance(item, str) else next(iter(item))
+        if import_wrapper(path) in (TimeFeature, RewardDelay):
+            raise UserInputError(
+                f"env_wrapper already has {path} and --reward-delay adds envs.TimeFeature and envs.RewardDelay; "
+                "drop it from env_wrapper or drop --reward-delay"
+            )
+    return [*wrappers, "envs.TimeFeature", {"envs.RewardDelay": {"delay": delay}}]
+
+
+def check_reward_delay(delay: Any) -> None:
+    """Fail with one line naming ``--reward-delay`` unless ``delay`` is an integer ``k >= 1`` or ``"episode"``."""
     try:
         delay_period(delay)
     except ValueError as error:
         raise UserInputError(f"--reward-delay: {error}") from None
-    wrappers = (env_wrappers(env_wrapper) or []) + ["envs.TimeFeature", {"envs.RewardDelay": {"delay": delay}}]
-    path = delayed_reward_file(algo)
-    settings = load_hyperparams(path, env_id) if path.is_file() else {}
-    return {**settings, "env_wrapper": wrappers}
 
 
 #: Credit rules of a deep BSN policy: ``strict`` (``rao_blackwell: false``; each unit reads only its inputs, its

@@ -1,7 +1,7 @@
 """Export a trained BSN policy's deterministic actions to ONNX and to NumPy (``deploy/numpy_policy.py``).
 
 The run's ``VecNormalize`` observation statistics, if any, are folded in: the exported files take raw
-observations. Examples::
+observations, as the run's ``env_wrapper`` (if any) gives them to the policy. Examples::
 
     python export.py logs/localpg/CartPole-v1_1                       # both files beside the model
     python export.py logs/localpg/CartPole-v1_1 --onnx policy.onnx    # ONNX only
@@ -45,7 +45,8 @@ def main(argv: Sequence[str]) -> int:
     """Parse ``argv``, load the model and write the files; print what was written and the graph's signature."""
     args = build_parser().parse_args(argv)
     layout, model_path = find_run(args.target)
-    algo = args.algo or (read_run_config(layout)["algo"] if layout is not None else "localpg")
+    run_config = read_run_config(layout) if layout is not None else {}
+    algo = args.algo or run_config.get("algo", "localpg")
     model = load_model(algorithm_class(algo), model_path, device="cpu")
     units = set_deterministic_units(model, args.deterministic_units)
     vec_normalize = read_vecnormalize(model_path)
@@ -68,6 +69,9 @@ def main(argv: Sequence[str]) -> int:
     shape = ", ".join(map(str, model.observation_space.shape))
     print(f"  input obs: float32 (batch, {shape}){image}, raw{normalised}\n"
           f"  output action: the deterministic action for {model.action_space} ({units} units)")
+    if run_config.get("env_wrapper"):
+        print(f"  note: the run observed {run_config['env']} through env_wrapper {run_config['env_wrapper']}; "
+              "apply its observation wrappers (e.g. envs.TimeFeature's remaining time) before these files")
     return 0
 
 

@@ -342,7 +342,8 @@ def make_env(
         rollouts (no Monitor files, no finiteness wrapper).
 
     Raises:
-        UserInputError: for an unknown id, bad ``env_kwargs``, or unsupported spaces.
+        UserInputError: for an unknown id, bad ``env_kwargs``, a wrapper that refuses the task, or unsupported
+            spaces.
     """
     env_id = config["env"]
     torch_backend = config["backend"] == "torch" and render_mode is None
@@ -366,6 +367,10 @@ def make_env(
     except TypeError as error:
         raise UserInputError(f"cannot make {env_id!r} with env_kwargs {env_kwargs}: {error}; "
                              "fix env_kwargs") from None
+    except ValueError as error:  # a value the task or a wrapper refuses (envs.TimeFeature without a time limit, ...)
+        given = " and ".join(f"{key} {value}" for key, value in (("env_kwargs", env_kwargs),
+                                                                 ("env_wrapper", config.get("env_wrapper"))) if value)
+        raise UserInputError(f"cannot make {env_id!r}{' with ' if given else ''}{given}: {error}") from None
     if torch_backend:
         return venv
     check_spaces(venv.observation_space, venv.action_space, env_id)

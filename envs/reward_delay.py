@@ -117,35 +117,60 @@ class RewardDelay(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
 
 def time_feature_space(space: gym.Space) -> spaces.Box:
-    """``space`` (a 1-D ``Box``) with one more coordinate in [0, 1], the time feature.
+    """``space`` flattened to a 1-D ``Box`` (:func:`gymnasium.spaces.flatten_space`: a 1-D ``Box`` as it is,
+    ``Discrete`` one-hot, ``Dict`` and ``Tuple`` concatenated), with one more coordinate in [0, 1], the time
+    feature. Its dtype is the flattened space's if floating, else ``float32``.
 
     Raises:
-        ValueError: one line, for a space that is not a 1-D ``Box``.
+        ValueError: one line, for a space holding an image (a ``Box`` of more than one dimension with dtype
+            ``uint8``) or one that cannot be flattened.
     """
-    if not isinstance(space, spaces.Box) or len(space.shape) != 1:
+    if any(is_image(leaf) for leaf in leaf_spaces(space)):
         raise ValueError(
-            f"the time feature needs a 1-D Box observation space, got {space}; flatten it first "
-            "(gymnasium.wrappers.FlattenObservation)"
+            f"the time feature takes observations without images, got {space}; delay the reward without it "
+            "(train.py: -params \"env_wrapper:{'envs.RewardDelay': {'delay': 'episode'}}\" instead of --reward-delay)"
         )
+    try:
+        flat = spaces.flatten_space(space)
+    except NotImplementedError:
+        raise ValueError(
+            f"the time feature cannot flatten the observation space {space}; delay the reward without it "
+            "(train.py: -params \"env_wrapper:{'envs.RewardDelay': {'delay': 'episode'}}\" instead of --reward-delay)"
+        ) from None
+    dtype = flat.dtype if np.issubdtype(flat.dtype, np.floating) else np.dtype(np.float32)
     return spaces.Box(
-        np.append(space.low, 0.0).astype(space.dtype),
-        np.append(space.high, 1.0).astype(space.dtype),
-        dtype=space.dtype,  # type: ignore[arg-type]
+        np.append(flat.low, 0.0).astype(dtype),
+        np.append(flat.high, 1.0).astype(dtype),
+        dtype=dtype,  # type: ignore[arg-type]
     )
 
 
+def leaf_spaces(space: gym.Space) -> list[gym.Space]:
+    """The spaces inside ``space`` that hold no other space (``space`` itself unless it is a ``Dict`` or ``Tuple``)."""
+    if isinstance(space, spaces.Dict | spaces.Tuple):
+        inner = space.spaces.values() if isinstance(space, spaces.Dict) else space.spaces
+        return [leaf for member in inner for leaf in leaf_spaces(member)]
+    return [space]
+
+
+def is_image(space: gym.Space) -> bool:
+    """Whether ``space`` is image-like: a ``Box`` of more than one dimension with dtype ``uint8``."""
+    return isinstance(space, spaces.Box) and len(space.shape) > 1 and space.dtype == np.uint8
+
+
 class TimeFeature(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
-    """Append the remaining fraction of the time limit, ``1 - t / max_episode_steps``, to a flat ``Box`` observation.
+    """Append the remaining fraction of the time limit, ``1 - t / max_episode_steps``, to the flattened observation.
 
     ``t`` counts the steps of the current episode (0 at reset), so the feature runs from 1 down to 0 at the time
     limit. The same idea as sb3-contrib's ``TimeFeatureWrapper``.
 
     Args:
-        env: a task with a 1-D ``Box`` observation space.
+        env: a task whose observations hold no image (any other space is flattened: :func:`time_feature_space`).
         max_episode_steps: the time limit (>= 1); ``None`` takes ``env.spec.max_episode_steps``.
 
     Raises:
-        ValueError: one line, for an observation space that is not a 1-D ``Box`` or a task without a time limit.
+        ValueError: one line, for an observation space :func:`time_feature_space` refuses or a task without a
+            time limit.
     """
 
     def __init__(self, env: gym.Env, max_episode_steps: int | None = None) -> None:
@@ -155,7 +180,9 @@ class TimeFeature(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         limit = max_episode_steps if max_episode_steps is not None else getattr(env.spec, "max_episode_steps", None)
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(
-                f"TimeFeature needs the task's time limit, got max_episode_steps={limit!r}; pass max_episode_steps"
+                f"the time feature needs the task's time limit, got max_episode_steps={limit!r}; give the task "
+                "one (train.py: -params \"env_kwargs:{'max_episode_steps': 1000}\") or pass TimeFeature's "
+                "max_episode_steps"
             )
         self.max_episode_steps = limit
         self.observation_space = space
@@ -174,7 +201,8 @@ class TimeFeature(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     def observation(self, observation: Any) -> np.ndarray:
         """``observation`` with ``1 - t / max_episode_steps`` appended."""
         remaining = max(0.0, 1.0 - self.episode_steps / self.max_episode_steps)
-        return np.append(observation, remaining).astype(self.observation_space.dtype)
+        flat = spaces.flatten(self.env.observation_space, observation)
+        return np.append(flat, remaining).astype(self.observation_space.dtype)
 
 
 class TorchRewardDelay:

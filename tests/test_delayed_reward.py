@@ -31,10 +31,17 @@ def test_reward_delay_flag_adds_wrappers_and_shipped_settings_over_the_entry() -
     assert all(config[key] == shipped[key] for key in entry)
     dense = build_config({"env": "Acrobot-v1"}, {})
     assert config["n_steps"] == dense["n_steps"] and config["policy_kwargs"] == dense["policy_kwargs"]
-    # Flags and -params still win, and the user's own wrappers come first.
+    # Flags and -params still win over the settings; wrappers given by -params come first and keep the delay.
     mine = build_config({"env": "Acrobot-v1", "reward_delay": 50, "n_envs": 3},
-                        {"gamma": 0.9, "env_wrapper": None})
-    assert mine["gamma"] == 0.9 and mine["n_envs"] == 3 and mine["env_wrapper"] is None
+                        {"gamma": 0.9, "env_wrapper": "gymnasium.wrappers.FlattenObservation"})
+    assert mine["gamma"] == 0.9 and mine["n_envs"] == 3
+    assert mine["env_wrapper"] == [
+        "gymnasium.wrappers.FlattenObservation", "envs.TimeFeature", {"envs.RewardDelay": {"delay": 50}}
+    ]
+    no_wrappers = build_config({"reward_delay": 50}, {"env_wrapper": None})
+    assert no_wrappers["env_wrapper"] == ["envs.TimeFeature", {"envs.RewardDelay": {"delay": 50}}]
+    with pytest.raises(UserInputError, match=r"env_wrapper already has envs\.RewardDelay"):
+        build_config({"reward_delay": "episode"}, {"env_wrapper": [{"envs.RewardDelay": {"delay": 5}}]})
     assert build_config({"reward_delay": 5, "algo": "a2c"}, {})["env_wrapper"][-1] == {"envs.RewardDelay": {"delay": 5}}
 
 

@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from gymnasium import spaces
 from gymnasium.utils.env_checker import check_env as gymnasium_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.monitor import Monitor
@@ -226,12 +227,33 @@ def test_time_feature_counts_down_the_time_limit_alike_on_both_backends(env_id: 
             )
 
 
-def test_time_feature_needs_a_flat_box_and_a_time_limit() -> None:
-    with pytest.raises(ValueError, match=r"needs a 1-D Box observation space.*FlattenObservation"):
+def test_time_feature_refuses_images_and_needs_a_time_limit() -> None:
+    with pytest.raises(ValueError, match=r"takes observations without images.*instead of --reward-delay"):
+        TimeFeature(gym.make("tests.image_envs:SmallImageDict-v0", max_episode_steps=10))
+    with pytest.raises(ValueError, match=r"needs the task's time limit.*max_episode_steps"):
         TimeFeature(gym.make("Blackjack-v1"))
     with pytest.raises(ValueError, match="needs the task's time limit"):
         TimeFeature(gym.make("CartPole-v1").unwrapped)
     assert TimeFeature(gym.make("CartPole-v1").unwrapped, max_episode_steps=10).max_episode_steps == 10
+
+
+@pytest.mark.filterwarnings("ignore:.*different from the unwrapped version")
+@pytest.mark.parametrize(("env_id", "kwargs"), [("FrozenLake-v1", {}), ("Blackjack-v1", {"max_episode_steps": 20})])
+def test_time_feature_flattens_observations_that_are_not_a_flat_box(env_id: str, kwargs: dict) -> None:
+    """A ``Discrete`` observation becomes its one-hot code, a ``Tuple`` the concatenation of its members' codes;
+    the time feature follows, as a float in [0, 1], and the env passes both env checks."""
+    env = TimeFeature(gym.make(env_id, **kwargs))
+    inner = env.env.observation_space
+    assert env.observation_space.shape == (spaces.flatdim(inner) + 1,)
+    assert env.observation_space.dtype == np.float32
+    obs, _ = env.reset(seed=3)
+    raw, _ = gym.make(env_id, **kwargs).reset(seed=3)
+    np.testing.assert_array_equal(obs[:-1], spaces.flatten(inner, raw))
+    assert obs[-1] == 1.0 and obs[:-1].sum() == (1 if env_id == "FrozenLake-v1" else len(inner.spaces))
+    obs, *_ = env.step(0)
+    assert obs[-1] == pytest.approx(1 - 1 / env.max_episode_steps)
+    gymnasium_check_env(TimeFeature(gym.make(env_id, **kwargs)), skip_render_check=True)
+    sb3_check_env(TimeFeature(gym.make(env_id, **kwargs)))
 
 
 def test_factory_orders_user_wrapper_time_feature_then_delay_outside_monitor() -> None:

@@ -207,3 +207,12 @@ def test_export_command_writes_both_files_from_a_run_folder(tmp_path) -> None:
     bad = run_tool("export.py", ["nothing", "--onnx", "p.onnx"], cwd=tmp_path)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
     assert "export.py: error:" in bad.stderr
+
+
+def test_export_names_the_observation_wrappers_a_run_trained_with(tmp_path) -> None:
+    run = run_tool("train.py", [*TINY, *TINY_PARAMS, "-f", "logs", "--reward-delay", "episode"], cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    export = run_tool("export.py", ["logs/localpg/CartPole-v1_1", "--numpy", "p.npz"], cwd=tmp_path)
+    assert export.returncode == 0, export.stderr
+    assert "input obs: float32 (batch, 5), raw" in export.stdout
+    assert "note: the run observed CartPole-v1 through env_wrapper ['envs.TimeFeature'" in export.stdout

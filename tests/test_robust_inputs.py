@@ -76,6 +76,17 @@ BAD_INPUTS = [
      "--reward-delay: reward delay must be an integer number of steps >= 1 or 'episode', got 'end'", 2),
     ("--reward-delay on a continued run", "train.py", ["-i", "{run}", "--reward-delay", "50"],
      "--reward-delay applies to new runs", 2),
+    ("--reward-delay on a task without a time limit", "train.py",
+     ["--env", "Blackjack-v1", "--reward-delay", "episode"],
+     "the time feature needs the task's time limit, got max_episode_steps=None; give the task one (train.py: "
+     "-params \"env_kwargs:{'max_episode_steps': 1000}\")", 2),
+    ("--reward-delay on a task observing images", "train.py",
+     ["--env", "tests.image_envs:SmallImageDict-v0", "--reward-delay", "episode"],
+     "the time feature takes observations without images", 2),
+    ("--reward-delay with env_wrapper's own reward delay", "train.py",
+     ["-params", "env_wrapper:[{envs.RewardDelay: {delay: 5}}]", "--reward-delay", "episode"],
+     "env_wrapper already has envs.RewardDelay and --reward-delay adds envs.TimeFeature and envs.RewardDelay; drop "
+     "it from env_wrapper or drop --reward-delay", 2),
     ("bad --bsn-layers", "train.py", ["--bsn-layers", "0"], "bsn-layers must be a positive integer, got 0", 2),
     ("--bsn-layers for another algorithm", "train.py", ["--algo", "ppo", "--bsn-layers", "3"],
      "--bsn-layers sets LocalPG's deep-policy settings; got --algo ppo", 2),
