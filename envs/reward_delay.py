@@ -116,6 +116,13 @@ class RewardDelay(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return f"<RewardDelay(delay={self.delay!r}){self.env}>"
 
 
+#: The fix for a task the time feature refuses: the reward delay alone.
+WITHOUT_TIME_FEATURE = (
+    "delay the reward without it "
+    "(e.g. train.py -params \"env_wrapper:{'envs.RewardDelay': {'delay': 'episode'}}\" instead of --reward-delay)"
+)
+
+
 def time_feature_space(space: gym.Space) -> spaces.Box:
     """``space`` flattened to a 1-D ``Box`` (:func:`gymnasium.spaces.flatten_space`: a 1-D ``Box`` as it is,
     ``Discrete`` one-hot, ``Dict`` and ``Tuple`` concatenated), with one more coordinate in [0, 1], the time
@@ -127,15 +134,13 @@ def time_feature_space(space: gym.Space) -> spaces.Box:
     """
     if any(is_image(leaf) for leaf in leaf_spaces(space)):
         raise ValueError(
-            f"the time feature takes observations without images, got {space}; delay the reward without it "
-            "(train.py: -params \"env_wrapper:{'envs.RewardDelay': {'delay': 'episode'}}\" instead of --reward-delay)"
+            f"the time feature takes observations without images, got {space}; {WITHOUT_TIME_FEATURE}"
         )
     try:
         flat = spaces.flatten_space(space)
     except NotImplementedError:
         raise ValueError(
-            f"the time feature cannot flatten the observation space {space}; delay the reward without it "
-            "(train.py: -params \"env_wrapper:{'envs.RewardDelay': {'delay': 'episode'}}\" instead of --reward-delay)"
+            f"the time feature cannot flatten the observation space {space}; {WITHOUT_TIME_FEATURE}"
         ) from None
     dtype = flat.dtype if np.issubdtype(flat.dtype, np.floating) else np.dtype(np.float32)
     return spaces.Box(
