@@ -33,6 +33,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
+from stable_baselines3.common.preprocessing import is_image_space
 
 __all__ = [
     "EPISODE",
@@ -129,10 +130,10 @@ def time_feature_space(space: gym.Space) -> spaces.Box:
     feature. Its dtype is the flattened space's if floating, else ``float32``.
 
     Raises:
-        ValueError: one line, for a space holding an image (a ``Box`` of more than one dimension with dtype
-            ``uint8``) or one that cannot be flattened.
+        ValueError: one line, for a space holding an image (SB3's ``is_image_space``: a 3-D ``uint8`` ``Box``
+            in [0, 255], which SB3 policies read with a CNN) or one that cannot be flattened.
     """
-    if any(is_image(leaf) for leaf in leaf_spaces(space)):
+    if any(is_image_space(leaf, check_channels=False) for leaf in leaf_spaces(space)):
         raise ValueError(
             f"the time feature takes observations without images, got {space}; {WITHOUT_TIME_FEATURE}"
         )
@@ -156,11 +157,6 @@ def leaf_spaces(space: gym.Space) -> list[gym.Space]:
         inner = space.spaces.values() if isinstance(space, spaces.Dict) else space.spaces
         return [leaf for member in inner for leaf in leaf_spaces(member)]
     return [space]
-
-
-def is_image(space: gym.Space) -> bool:
-    """Whether ``space`` is image-like: a ``Box`` of more than one dimension with dtype ``uint8``."""
-    return isinstance(space, spaces.Box) and len(space.shape) > 1 and space.dtype == np.uint8
 
 
 class TimeFeature(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
